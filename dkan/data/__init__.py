@@ -1,0 +1,1 @@
+"""Data layer: readers (VOC folder, COCO JSON), class splits, few-shot sampling, datasets."""

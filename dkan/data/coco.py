@@ -1,0 +1,103 @@
+"""COCO-format helpers: the in-memory form every reader produces and every split file uses.
+
+A dataset here is a COCO dict (``images``, ``annotations``, ``categories``) plus the folder its
+``file_name`` entries are relative to. Extra keys in the authors' files are kept untouched so the
+few-shot files we write are byte-identical to theirs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+from dkan.errors import DataError
+
+CocoDict = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image and its boxes: the record format the torch Dataset consumes."""
+
+    path: Path
+    width: int
+    height: int
+    boxes: tuple[tuple[float, float, float, float], ...]  # xyxy, pixels
+    labels: tuple[str, ...]  # class name per box
+    image_id: int
+
+
+def class_names(coco: CocoDict) -> list[str]:
+    """Category names in category-id order."""
+    return [c["name"] for c in sorted(coco["categories"], key=lambda c: c["id"])]
+
+
+def make_categories(names: Iterable[str]) -> list[dict[str, Any]]:
+    """COCO categories with ids 1..N in the given order (the authors' form)."""
+    return [{"supercategory": "none", "id": i, "name": n} for i, n in enumerate(names, start=1)]
+
+
+def xyxy_to_coco_bbox(box: tuple[float, float, float, float]) -> list[float]:
+    x1, y1, x2, y2 = box
+    return [x1, y1, x2 - x1, y2 - y1]
+
+
+def coco_bbox_to_xyxy(bbox: list[float]) -> tuple[float, float, float, float]:
+    x, y, w, h = (float(v) for v in bbox)
+    return (x, y, x + w, y + h)
+
+
+def load_coco_json(path: Path) -> CocoDict:
+    """Read a COCO JSON file, with a clear error for unreadable or wrongly shaped files."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(str(path), "file not found", "check the path (a COCO JSON file is expected)")
+    try:
+        coco = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(str(path), f"not valid JSON ({e})", "regenerate or repair the file") from e
+    missing = [k for k in ("images", "annotations", "categories") if not isinstance(coco.get(k), list)]
+    if not isinstance(coco, dict) or missing:
+        raise DataError(
+            str(path), f"not a COCO detection file (missing lists: {', '.join(missing)})",
+            "give a COCO JSON with 'images', 'annotations' and 'categories'",
+        )
+    return coco
+
+
+def dumps_coco(coco: CocoDict) -> str:
+    """Serialise as the authors' files are: ``json.dump(..., indent=4)``."""
+    return json.dumps(coco, indent=4)
+
+
+def subset(coco: CocoDict, image_ids: Iterable[int]) -> CocoDict:
+    """The images with these ids (in the given order) and all their annotations."""
+    ids = list(image_ids)
+    by_id = {im["id"]: im for im in coco["images"]}
+    keep = set(ids)
+    return {
+        "images": [by_id[i] for i in ids],
+        "annotations": [a for a in coco["annotations"] if a["image_id"] in keep],
+        "categories": coco["categories"],
+    }
+
+
+def to_records(coco: CocoDict, image_root: Path) -> list[ImageRecord]:
+    """COCO dict -> records (image path, size, xyxy boxes, class names), in image order."""
+    names = {c["id"]: c["name"] for c in coco["categories"]}
+    per_image: dict[int, list[dict[str, Any]]] = {im["id"]: [] for im in coco["images"]}
+    for a in coco["annotations"]:
+        per_image[a["image_id"]].append(a)
+    return [
+        ImageRecord(
+            path=Path(image_root) / im["file_name"],
+            width=int(im["width"]),
+            height=int(im["height"]),
+            boxes=tuple(coco_bbox_to_xyxy(a["bbox"]) for a in per_image[im["id"]]),
+            labels=tuple(names[a["category_id"]] for a in per_image[im["id"]]),
+            image_id=im["id"],
+        )
+        for im in coco["images"]
+    ]

@@ -1,0 +1,99 @@
+"""Seeded K-shot sampling, exactly as the authors' (TFA's ``prepare_coco_few_shot.py``) files.
+
+For each seed: ``random.seed(seed)``; then per class in category order, for K in the shot list in
+increasing order, draw K candidate images at a time and take them one by one, skipping images
+already taken and images whose boxes of that class would overshoot K, until exactly K boxes are
+held. Each K's set grows out of the previous one. A file lists only its own class's boxes.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from dkan.data.coco import CocoDict, load_coco_json
+from dkan.errors import DataError
+
+SHOTS = (1, 2, 3, 5, 10, 30)
+SEEDS = tuple(range(1, 11))
+MAX_DRAWS = 10_000  # a few draws suffice in practice; past this the K is unreachable
+
+
+def fewshot_path(ann_dir: Path, seed: int, shots: int, name: str) -> Path:
+    """``<ann_dir>/fewshot-split/<seed>/<seed>seed_<K>shot_<class>_trainval.json``."""
+    return Path(ann_dir) / "fewshot-split" / str(seed) / f"{seed}seed_{shots}shot_{name}_trainval.json"
+
+
+def check_shots_possible(coco: CocoDict, shots: list[int], source: str) -> None:
+    """Every class must appear in at least K images (the sampler draws K images per try)."""
+    images_of: dict[int, set] = {c["id"]: set() for c in coco["categories"]}
+    for a in coco["annotations"]:
+        images_of[a["category_id"]].add(a["image_id"])
+    for c in coco["categories"]:
+        n = len(images_of[c["id"]])
+        if max(shots) > n:
+            raise DataError(
+                f"{source}, class {c['name']!r}", f"K={max(shots)} is larger than the class offers (it appears in {n} images)",
+                f"use --shots up to {n}, or add images of this class",
+            )
+
+
+def sample_fewshot(coco: CocoDict, seed: int, shots: list[int] | tuple[int, ...] = SHOTS) -> dict[tuple[int, str], CocoDict]:
+    """All K-shot sets of one seed: {(K, class name): COCO dict with that class's K boxes}."""
+    shots = sorted(shots)
+    id2img = {im["id"]: im for im in coco["images"]}
+    anns: dict[int, list] = {c["id"]: [] for c in coco["categories"]}
+    for a in coco["annotations"]:
+        if not a.get("iscrowd", 0):
+            anns[a["category_id"]].append(a)
+    random.seed(seed)  # the authors seed the global generator; we must too, to match their files
+    out: dict[tuple[int, str], CocoDict] = {}
+    for cat in sorted(coco["categories"], key=lambda c: c["id"]):
+        img_anns: dict[int, list] = {}
+        for a in anns[cat["id"]]:
+            img_anns.setdefault(a["image_id"], []).append(a)
+        taken: list[dict] = []
+        taken_imgs: list[dict] = []
+        for k in shots:
+            _grow(img_anns, taken, taken_imgs, id2img, k, cat["name"])
+            out[(k, cat["name"])] = {"images": list(taken_imgs), "annotations": list(taken), "categories": coco["categories"]}
+    return out
+
+
+def _grow(img_anns: dict[int, list], taken: list, taken_imgs: list, id2img: dict, k: int, name: str) -> None:
+    if len(img_anns) < k:
+        raise DataError(f"class {name!r}", f"K={k} is larger than the class offers ({len(img_anns)} images)", f"use K up to {len(img_anns)}")
+    for _ in range(MAX_DRAWS):
+        for img in random.sample(list(img_anns.keys()), k):
+            if any(img == s["image_id"] for s in taken) or len(img_anns[img]) + len(taken) > k:
+                continue
+            taken.extend(img_anns[img])
+            taken_imgs.append(id2img[img])
+            if len(taken) == k:
+                return
+    raise DataError(f"class {name!r}", f"no set of images holds exactly K={k} boxes after {MAX_DRAWS} draws", "use a different K for this class")
+
+
+def load_fewshot(ann_dir: Path, seed: int, shots: int, names: list[str] | tuple[str, ...]) -> CocoDict:
+    """The K-shot training set of one seed: the per-class files merged per image.
+
+    An image drawn for several classes appears once with the union of those files' boxes.
+    Boxes of other classes in a drawn image stay unlabelled (the authors' protocol), so the
+    detector sees them as background.
+    """
+    images: dict[int, dict] = {}
+    anns: dict[int, dict] = {}
+    categories = None
+    for name in names:
+        path = fewshot_path(ann_dir, seed, shots, name)
+        if not path.is_file():
+            raise DataError(str(path), f"no few-shot file for seed {seed}, K={shots}, class {name!r}", f"run `dkan prepare-data ... --seeds {seed} --shots {shots}` for this dataset, or pick a seed/K that exists")
+        part = load_coco_json(path)
+        categories = categories or part["categories"]
+        if part["categories"] != categories:
+            raise DataError(str(path), "categories differ from the other few-shot files", "regenerate the few-shot files with one prepare-data run")
+        for im in part["images"]:
+            images.setdefault(im["id"], im)
+        for a in part["annotations"]:
+            anns.setdefault(a["id"], a)
+    return {"images": list(images.values()), "annotations": list(anns.values()), "categories": categories or []}

@@ -1,0 +1,91 @@
+"""Class splits (base/novel) and seeded image splits (train/test, train/val)."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+from dkan.data.coco import CocoDict, class_names
+from dkan.errors import DataError
+
+
+@dataclass(frozen=True)
+class ClassSplit:
+    """Base classes (pretraining) and novel classes (few-shot only); base first is the order used."""
+
+    base: tuple[str, ...]
+    novel: tuple[str, ...]
+
+    @property
+    def all(self) -> tuple[str, ...]:
+        return self.base + self.novel
+
+
+# The paper's three NEU-DET splits (DKAN / IKLF authors).
+NEU_DET_SPLITS: dict[int, ClassSplit] = {
+    1: ClassSplit(("crazing", "inclusion", "patches"), ("pitted_surface", "rolled-in_scale", "scratches")),
+    2: ClassSplit(("inclusion", "rolled-in_scale", "scratches"), ("crazing", "patches", "pitted_surface")),
+    3: ClassSplit(("pitted_surface", "patches", "scratches"), ("crazing", "inclusion", "rolled-in_scale")),
+}
+
+
+def resolve_class_split(known: list[str], split: int | None = None, base: list[str] | None = None, novel: list[str] | None = None) -> ClassSplit:
+    """A paper split by number, or user-given base/novel lists (novel defaults to the rest)."""
+    if split is not None and base is not None:
+        raise DataError("--split/--base", "give either a split number or a base class list, not both", "drop one of them")
+    if split is not None:
+        if split not in NEU_DET_SPLITS:
+            raise DataError(f"split {split}", "no such NEU-DET split", f"choose one of {sorted(NEU_DET_SPLITS)} or give --base/--novel")
+        cs = NEU_DET_SPLITS[split]
+    elif base is not None:
+        cs = ClassSplit(tuple(base), tuple(novel) if novel is not None else tuple(c for c in known if c not in base))
+    else:
+        raise DataError("class split", "none given", "give a split number (NEU-DET 1-3) or --base classes")
+    unknown = [c for c in cs.all if c not in known]
+    if unknown:
+        raise DataError(f"class split {list(cs.base)} / {list(cs.novel)}", f"unknown class names {unknown} (dataset classes: {known})", "use the dataset's class names")
+    overlap = set(cs.base) & set(cs.novel)
+    if overlap or not cs.base or not cs.novel:
+        raise DataError(f"class split {list(cs.base)} / {list(cs.novel)}", "base and novel must be non-empty and disjoint", "list each class in exactly one of them")
+    return cs
+
+
+def primary_class(coco: CocoDict) -> dict[int, int]:
+    """Image id -> the category with most boxes in it (ties: lowest id; no boxes: 0)."""
+    counts: dict[int, Counter] = {im["id"]: Counter() for im in coco["images"]}
+    for a in coco["annotations"]:
+        counts[a["image_id"]][a["category_id"]] += 1
+    return {i: (min(c, key=lambda k: (-c[k], k)) if c else 0) for i, c in counts.items()}
+
+
+def stratified_split(coco: CocoDict, fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded split of image ids into (kept, held out), ``fraction`` held out per primary class.
+
+    Both lists keep the images' original order, so the result depends only on (data, fraction, seed).
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise DataError(f"fraction {fraction}", "must be in [0, 1)", "pass a fraction such as 0.2")
+    prim = primary_class(coco)
+    rng = random.Random(seed)
+    held: set[int] = set()
+    for cat in sorted(set(prim.values())):
+        ids = [i for i in prim if prim[i] == cat]
+        rng.shuffle(ids)
+        held.update(ids[: round(fraction * len(ids))])
+    order = [im["id"] for im in coco["images"]]
+    return [i for i in order if i not in held], [i for i in order if i in held]
+
+
+def restrict_classes(coco: CocoDict, names: list[str] | tuple[str, ...], drop_empty: bool = True) -> CocoDict:
+    """Keep only boxes of ``names``, renumbered 1..N in that order (e.g. base-only training)."""
+    old = {n: i for i, n in zip([c["id"] for c in coco["categories"]], [c["name"] for c in coco["categories"]])}
+    missing = [n for n in names if n not in old]
+    if missing:
+        raise DataError(f"classes {missing}", f"not in the dataset (classes: {class_names(coco)})", "use the dataset's class names")
+    new_id = {old[n]: i for i, n in enumerate(names, start=1)}
+    anns = [{**a, "category_id": new_id[a["category_id"]]} for a in coco["annotations"] if a["category_id"] in new_id]
+    with_boxes = {a["image_id"] for a in anns}
+    images = [im for im in coco["images"] if im["id"] in with_boxes or not drop_empty]
+    cats = [{**next(c for c in coco["categories"] if c["name"] == n), "id": i} for i, n in enumerate(names, start=1)]
+    return {"images": images, "annotations": anns, "categories": cats}
