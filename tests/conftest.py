@@ -1,0 +1,61 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+NEU_DET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "NEU-DET"
+
+
+def pytest_configure(config):
+    if os.environ.get("CI", "").lower() == "true" and not (NEU_DET / "ANNOTATIONS").is_dir():
+        raise pytest.UsageError(f"CI=true but the real NEU-DET is missing at {NEU_DET}: the real-data tests must run in CI")
+
+
+@pytest.fixture(scope="session")
+def neu_det() -> Path:
+    if not (NEU_DET / "ANNOTATIONS").is_dir():
+        pytest.skip(f"real NEU-DET not found at {NEU_DET} (required under CI=true)")
+    return NEU_DET
+
+
+def voc_xml(filename: str, objects: list[tuple[str, tuple]], size=(64, 64), depth=1) -> str:
+    objs = "".join(
+        f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        for n, b in objects
+    )
+    return f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width><height>{size[1]}</height><depth>{depth}</depth></size>{objs}</annotation>"
+
+
+def make_voc(root: Path, images: dict[str, list[tuple[str, tuple]]], size=(64, 64), filename_of=None) -> Path:
+    """A tiny VOC folder: {stem: [(class, (x1, y1, x2, y2)), ...]} -> IMAGES/stem.jpg + ANNOTATIONS/stem.xml."""
+    (root / "IMAGES").mkdir(parents=True, exist_ok=True)
+    (root / "ANNOTATIONS").mkdir(parents=True, exist_ok=True)
+    for i, (stem, objs) in enumerate(images.items()):
+        Image.new("RGB", size, (i * 7 % 255, 90, 90)).save(root / "IMAGES" / f"{stem}.jpg")
+        fn = filename_of(stem) if filename_of else f"{stem}.jpg"
+        (root / "ANNOTATIONS" / f"{stem}.xml").write_text(voc_xml(fn, objs, size))
+    return root
+
+
+@pytest.fixture
+def tiny_voc(tmp_path: Path) -> Path:
+    """Two classes, 10 images each, one or two boxes per image."""
+    images = {}
+    for cls in ("alpha", "beta-x_y"):
+        for n in range(1, 11):
+            objs = [(cls, (5, 5, 30, 40))] + ([(cls, (35, 35, 60, 60))] if n % 3 == 0 else [])
+            images[f"{cls}_{n}"] = objs
+    return make_voc(tmp_path / "voc", images)
+
+
+@pytest.fixture(scope="session")
+def synthetic_prepared(tmp_path_factory) -> Path:
+    """A small prepared synthetic dataset shared by the tests that only read it."""
+    from dkan.data.prepare import PrepareConfig, prepare_data
+
+    out = tmp_path_factory.mktemp("syn") / "prepared"
+    prepare_data(PrepareConfig(out=str(out), synthetic=True, synthetic_per_class=12, seeds=[1, 2], shots=[1, 2, 5]))
+    return out

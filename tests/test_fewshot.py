@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import filecmp
+import json
+from collections import Counter
+
+import pytest
+
+from dkan.data.coco import load_coco_json
+from dkan.data.fewshot import SHOTS, fewshot_path, load_fewshot, sample_fewshot
+from dkan.data.voc import load_voc
+from dkan.errors import DataError
+
+
+def _boxes_per_class(coco):
+    return Counter(a["category_id"] for a in coco["annotations"])
+
+
+def test_each_k_holds_exactly_k_boxes_and_grows_from_the_previous(tiny_voc):
+    coco, _, _ = load_voc(tiny_voc)
+    sets = sample_fewshot(coco, seed=1, shots=[1, 2, 3, 5])
+    for cls, cid in (("alpha", 1), ("beta-x_y", 2)):
+        prev: set = set()
+        for k in (1, 2, 3, 5):
+            s = sets[(k, cls)]
+            assert _boxes_per_class(s) == {cid: k}
+            ids = {a["id"] for a in s["annotations"]}
+            assert prev <= ids
+            prev = ids
+            assert {im["id"] for im in s["images"]} == {a["image_id"] for a in s["annotations"]}
+
+
+def test_same_seed_same_sets_other_seed_other_sets(tiny_voc):
+    coco, _, _ = load_voc(tiny_voc)
+    a, b, c = (sample_fewshot(coco, seed=s, shots=[5]) for s in (7, 7, 8))
+    assert a == b and a != c
+
+
+def test_k_larger_than_a_class_offers_is_an_error(tiny_voc):
+    coco, _, _ = load_voc(tiny_voc)
+    with pytest.raises(DataError, match=r"K=11 is larger than the class offers \(10 images\)"):
+        sample_fewshot(coco, seed=1, shots=[11])
+
+
+def test_load_fewshot_merges_classes_per_image_and_names_missing_files(synthetic_prepared):
+    ann = synthetic_prepared / "annotations"
+    names = ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+    merged = load_fewshot(ann, seed=1, shots=2, names=names)
+    per_class = [load_coco_json(fewshot_path(ann, 1, 2, n)) for n in names]
+    assert len(merged["annotations"]) == 12 == sum(len(p["annotations"]) for p in per_class)
+    assert len({im["id"] for im in merged["images"]}) == len(merged["images"])
+    with pytest.raises(DataError, match=r"3seed_2shot_crazing_trainval\.json.*no few-shot file for seed 3, K=2.*prepare-data"):
+        load_fewshot(ann, seed=3, shots=2, names=names)
+    with pytest.raises(DataError, match="K=4"):
+        load_fewshot(ann, seed=1, shots=4, names=names)
+
+
+@pytest.mark.realdata
+def test_reproduces_all_324_authors_files_byte_for_byte(neu_det, tmp_path):
+    ref = neu_det / "reference-split"
+    trainval = load_coco_json(ref / "trainval.json")
+    n = 0
+    for seed in range(1, 10):
+        for (k, cls), coco in sample_fewshot(trainval, seed, SHOTS).items():
+            mine = tmp_path / f"{seed}_{k}_{cls}.json"
+            mine.write_text(json.dumps(coco, indent=4))
+            assert filecmp.cmp(mine, fewshot_path(ref, seed, k, cls), shallow=False), (seed, k, cls)
+            n += 1
+    assert n == 324
