@@ -1,0 +1,190 @@
+"""Nested dataclass configs, saved and loaded as YAML. Unknown keys are errors.
+
+One config type per job: ``BaseTrainConfig`` (base classes) and ``FinetuneConfig`` (K-shot,
+DKAN or TFA). ``profile_defaults`` fills the ``paper`` and ``cpu-quick`` profiles.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from dkan.errors import DkanError
+
+T = TypeVar("T")
+
+
+class ConfigError(DkanError, ValueError):
+    pass
+
+
+@dataclass
+class ModelConfig:
+    """torchvision Faster R-CNN + FPN; sizes fit 200 px images with 9 px to full-image defects."""
+
+    backbone: str = "resnet18"  # resnet101 | resnet50 | resnet18 | mobilenet_v3_large
+    weights: str | None = None  # torchvision enum name ("ResNet50_Weights.IMAGENET1K_V2") or a local state-dict file
+    fpn_channels: int = 256
+    anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # one per level P2..P6
+    aspect_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])  # scratches are long and thin
+    min_size: int = 200
+    max_size: int = 333
+    rpn_pre_nms_top_n_train: int = 2000
+    rpn_post_nms_top_n_train: int = 1000
+    rpn_pre_nms_top_n_test: int = 1000
+    rpn_post_nms_top_n_test: int = 1000
+    rpn_batch_size_per_image: int = 256
+    box_batch_size_per_image: int = 512
+    representation_size: int = 1024
+    box_head: str = "fc"  # fc | cosine (the Incremental RCNN classifier)
+    cosine_scale: float = 20.0
+    box_score_thresh: float = 0.05
+    box_nms_thresh: float = 0.5
+    box_detections_per_img: int = 100
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic"  # a folder written by `dkan prepare-data`
+    split: int | None = 1  # NEU-DET class split 1-3; or give base (and novel) classes
+    base: list[str] | None = None
+    novel: list[str] | None = None
+    hflip: float = 0.5
+    vflip: float = 0.5
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.02
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    batch_size: int = 8
+    iterations: int = 1000
+    lr_steps: list[int] = field(default_factory=list)  # iterations at which lr *= gamma
+    epochs: float = 0.0  # > 0: iterations = epochs * images / batch_size (and lr_step_epochs likewise)
+    lr_step_epochs: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_iters: int = 100
+    warmup_factor: float = 0.001
+
+
+@dataclass
+class DistillConfig:
+    method: str = "dkan"  # dkan | tfa (same pipeline, no distillation)
+    fka_weight: float = 1.0
+    fka_tau: float = 5.0
+    lka_weight: float = 0.01
+    lka_tau: float = 5.0
+
+
+@dataclass
+class BaseTrainConfig:
+    """Base training on the base classes of a split (``train`` = trainval less val)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    out: str = "runs/base"
+    seed: int = 0
+    eval_split: str = "val"
+    checkpoint_every: int = 200
+    device: str = "auto"
+
+
+@dataclass
+class FinetuneConfig:
+    """K-shot fine-tuning of all classes from a base checkpoint, DKAN or TFA."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(box_head="cosine"))
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.001, batch_size=8, iterations=4000, lr_steps=[3600], warmup_iters=20))
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    base_checkpoint: str = "runs/base/model_final.pt"
+    shots: int = 5
+    fewshot_seed: int = 1
+    freeze_backbone: bool = True
+    out: str = "runs/finetune"
+    seed: int = 0
+    eval_split: str = "val"
+    checkpoint_every: int = 200
+    device: str = "auto"
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
+    """Build a dataclass from a dict, recursively; unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(fields)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+    if tp is float and not isinstance(value, float):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_yaml(cfg: Any, path: Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def load_yaml(cls: type[T], path: Path) -> T:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from e
+    return from_dict(cls, data, str(path))
+
+
+def apply_overrides(cfg: T, overrides: list[str]) -> T:
+    """``["optim.lr=0.01", "model.anchor_sizes=[8,16,32,64,128]"]`` -> a new config (values parsed as YAML)."""
+    data = to_dict(cfg)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.01")
+        node = data
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"--set {item!r}: unknown section {p!r}")
+            node = node[p]
+        if leaf not in node:
+            raise ConfigError(f"--set {item!r}: unknown key {key!r}; known here: {sorted(node)}")
+        node[leaf] = yaml.safe_load(raw)
+    return from_dict(type(cfg), data, "--set")
