@@ -1,0 +1,1 @@
+"""Detector on torchvision: builder, cosine (Incremental RCNN) box predictor, checkpoint surgery."""
