@@ -1,0 +1,79 @@
+"""One training step of a detector, with or without a teacher (DKAN's distillation).
+
+Base training, TFA and DKAN all go through ``train_step`` so their costs compare directly.
+The teacher is wired in here, not inside the student: it runs in eval mode under no_grad, scores
+the student's own sampled RoIs, and with a frozen backbone shares the student's backbone pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+from torchvision.models.detection import FasterRCNN
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import fastrcnn_loss
+
+from dkan.config import DistillConfig
+from dkan.distill.losses import fka_loss, lka_loss
+
+DETECTION_LOSSES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
+
+
+def freeze(module: nn.Module) -> nn.Module:
+    """No gradients, eval mode (BatchNorm keeps its running statistics)."""
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def backbone_is_frozen(model: FasterRCNN) -> bool:
+    return not any(p.requires_grad for p in model.backbone.body.parameters())
+
+
+def roi_logits(model: FasterRCNN, feats: Mapping[str, torch.Tensor], proposals: list[torch.Tensor], image_sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits [R, C+1] and box deltas of given RoIs through a model's box head."""
+    heads = model.roi_heads
+    return heads.box_predictor(heads.box_head(heads.box_roi_pool(feats, proposals, image_sizes)))
+
+
+def train_step(
+    student: FasterRCNN, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
+    teacher: FasterRCNN | None = None, n_base: int = 0, distill: DistillConfig | None = None,
+) -> dict[str, torch.Tensor]:
+    """Unweighted losses of one batch: the four detection losses, plus loss_fka and loss_lka
+    when a teacher is given. ``weighted_total`` applies the weights."""
+    images_t, targets_t = student.transform(images, targets)  # resize + normalise once, for both
+    shared = teacher is not None and backbone_is_frozen(student)
+    if shared:
+        with torch.no_grad():
+            body = student.backbone.body(images_t.tensors)  # identical in teacher and student
+        feats = student.backbone.fpn(body)
+    else:
+        feats = student.backbone(images_t.tensors)
+    losses, proposals, logits = _detector_losses(student, images_t, targets_t, feats)
+    if teacher is not None:
+        distill = distill or DistillConfig()
+        with torch.no_grad():
+            t_feats = teacher.backbone.fpn(body) if shared else teacher.backbone(images_t.tensors)
+            t_logits, _ = roi_logits(teacher, t_feats, proposals, images_t.image_sizes)
+        levels = [k for k in feats if k != "pool"]  # P2-P5, not the pooled level
+        losses["loss_fka"] = fka_loss([feats[k] for k in levels], [t_feats[k] for k in levels], distill.fka_tau)
+        losses["loss_lka"] = lka_loss(logits[:, 1 : n_base + 1], t_logits[:, 1 : n_base + 1], distill.lka_tau)
+    return losses
+
+
+def _detector_losses(model: FasterRCNN, images: ImageList, targets: list[dict], feats: Mapping[str, torch.Tensor]):
+    proposals, rpn_losses = model.rpn(images, feats, targets)
+    proposals, _, labels, regression_targets = model.roi_heads.select_training_samples(proposals, targets)
+    logits, deltas = roi_logits(model, feats, proposals, images.image_sizes)
+    loss_cls, loss_box = fastrcnn_loss(logits, deltas, labels, regression_targets)
+    return {**rpn_losses, "loss_classifier": loss_cls, "loss_box_reg": loss_box}, proposals, logits
+
+
+def weighted_total(losses: Mapping[str, torch.Tensor], distill: DistillConfig | None) -> torch.Tensor:
+    """The one place loss weights are applied."""
+    weights = {"loss_fka": distill.fka_weight, "loss_lka": distill.lka_weight} if distill else {}
+    return sum(v * weights.get(k, 1.0) for k, v in losses.items())
