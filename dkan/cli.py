@@ -45,6 +45,104 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+# flag -> config key, for the common settings (everything else: --set key=value)
+COMMON_FLAGS = {"data": "data.root", "split": "data.split", "out": "out", "seed": "seed", "iterations": "optim.iterations", "backbone_weights": "model.weights", "device": "device", "eval_split": "eval_split"}
+FINETUNE_FLAGS = {"base_checkpoint": "base_checkpoint", "shots": "shots", "fewshot_seed": "fewshot_seed", "method": "distill.method", "head": "model.box_head"}
+
+
+def _job_config(kind: str, args: argparse.Namespace):
+    """profile defaults <- --config YAML (merged) <- flags <- --set."""
+    import torch
+    import yaml
+
+    from dkan.config import BaseTrainConfig, FinetuneConfig, apply_overrides, from_dict, load_yaml, to_dict
+    from dkan.profiles import base_config, choose_profile, finetune_config
+
+    cls = BaseTrainConfig if kind == "base" else FinetuneConfig
+    if args.config is None:
+        profile = choose_profile(args.profile)  # prints a notice when chosen by hardware
+    else:  # the file decides; the profile only fills keys it leaves out
+        profile = args.profile or ("paper" if torch.cuda.is_available() else "cpu-quick")
+    cfg = (base_config if kind == "base" else finetune_config)(profile)
+    if args.config:
+        load_yaml(cls, args.config)  # validates the file on its own: unknown keys are errors
+        with open(args.config) as f:
+            cfg = from_dict(cls, _merge(to_dict(cfg), yaml.safe_load(f) or {}), args.config)
+    flags = COMMON_FLAGS | (FINETUNE_FLAGS if kind == "finetune" else {})
+    sets = [f"{key}={yaml.safe_dump(getattr(args, name), default_flow_style=True).strip().removesuffix('...').strip()}" for name, key in flags.items() if getattr(args, name, None) is not None]
+    return apply_overrides(cfg, sets + list(args.set or []))
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
+    return out
+
+
+def _train(kind: str):
+    def run(args: argparse.Namespace) -> int:
+        import yaml
+
+        from dkan.config import to_dict
+        from dkan.engine.train import fit
+
+        cfg = _job_config(kind, args)
+        if args.print_config:
+            sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            return 0
+        metrics = fit(cfg, resume=args.resume)
+        print(_metrics_line(metrics))
+        print(f"outputs: {cfg.out} (model_final.pt, metrics.json, config.yaml)")
+        return 0
+
+    return run
+
+
+def _metrics_line(m: dict) -> str:
+    import math
+
+    head = "  ".join(f"{k} {m[k] * 100:.1f}" for k in ("AP_base", "AP_novel", "AP_all") if k in m and not math.isnan(m[k]))
+    per = "  ".join(f"{k[3:]} {v * 100:.1f}" for k, v in m.items() if k.startswith("AP/") and not math.isnan(v))
+    return f"[{m.get('eval_split')}] {head}\n  per class (AP50): {per}"
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from dkan.engine.evaluate_checkpoint import evaluate_checkpoint
+
+    metrics = evaluate_checkpoint(args.checkpoint, split=args.split_name, data_root=args.data)
+    print(_metrics_line(metrics))
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(metrics, f, indent=2)
+    return 0
+
+
+def _add_job_flags(p: argparse.ArgumentParser, kind: str) -> None:
+    p.add_argument("--config", metavar="FILE", help="YAML config (e.g. an exported best config); merged over the profile")
+    p.add_argument("--profile", choices=["paper", "cpu-quick"], help="defaults: paper (R101-FPN, ~800 px; GPU) or cpu-quick (R18-FPN, 200 px). Default: by hardware")
+    p.add_argument("--data", help="prepared dataset folder (dkan prepare-data --out)")
+    p.add_argument("--split", type=int, help="NEU-DET class split 1-3 (default 1)")
+    p.add_argument("--out", help="output folder")
+    p.add_argument("--seed", type=int, help="training seed")
+    p.add_argument("--iterations", type=int, help="training iterations")
+    p.add_argument("--backbone-weights", metavar="PATH_OR_ENUM", help="local backbone state-dict file, or a torchvision enum such as ResNet101_Weights.IMAGENET1K_V2 (default: from scratch)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
+    p.add_argument("--eval-split", choices=["val", "test"], help="split evaluated at the end (default val; test is for final numbers)")
+    if kind == "finetune":
+        p.add_argument("--base-checkpoint", metavar="PATH", help="base model (dkan base-train's model_final.pt)")
+        p.add_argument("--shots", type=int, help="K per class")
+        p.add_argument("--fewshot-seed", type=int, help="few-shot split seed (1-10)")
+        p.add_argument("--method", choices=["dkan", "tfa"], help="dkan (distillation) or tfa (the baseline without it)")
+        p.add_argument("--head", choices=["cosine", "fc"], help="box classifier (cosine is DKAN's Incremental RCNN)")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. --set optim.lr=0.005 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.set_defaults(func=_train("base" if kind == "base" else "finetune"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="dkan", description="DKAN few-shot defect detection: data, training, evaluation.")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -72,6 +170,15 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic generator (default 0)")
     pd.add_argument("--overwrite", action="store_true", help="replace an --out that holds different content")
     pd.set_defaults(func=_prepare)
+
+    _add_job_flags(sub.add_parser("base-train", help="train the base detector on a split's base classes", description="Base training on the base classes of a class split (train = trainval less val)."), "base")
+    _add_job_flags(sub.add_parser("finetune", help="K-shot fine-tuning of all classes: DKAN or TFA", description="Fine-tune a base model on K-shot data of all classes, with DKAN's distillation (FKA + LKA) or as TFA (none)."), "finetune")
+    pe = sub.add_parser("evaluate", help="evaluate a checkpoint (AP50 per class, base/novel/all)", description="Evaluate a model_final.pt from base-train or finetune.")
+    pe.add_argument("--checkpoint", required=True, help="model_final.pt")
+    pe.add_argument("--split-name", default="test", choices=["val", "test"], help="which split (default test)")
+    pe.add_argument("--data", help="prepared dataset folder (default: the one the checkpoint was trained on)")
+    pe.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    pe.set_defaults(func=_evaluate)
     return p
 
 

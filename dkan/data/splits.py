@@ -31,7 +31,8 @@ NEU_DET_SPLITS: dict[int, ClassSplit] = {
 
 
 def resolve_class_split(known: list[str], split: int | None = None, base: list[str] | None = None, novel: list[str] | None = None) -> ClassSplit:
-    """A paper split by number, or user-given base/novel lists (novel defaults to the rest)."""
+    """A paper split by number, or user-given base/novel lists (novel defaults to the rest; an
+    explicitly empty novel list serves base training on every class)."""
     if split is not None and base is not None:
         raise DataError("--split/--base", "give either a split number or a base class list, not both", "drop one of them")
     if split is not None:
@@ -45,9 +46,8 @@ def resolve_class_split(known: list[str], split: int | None = None, base: list[s
     unknown = [c for c in cs.all if c not in known]
     if unknown:
         raise DataError(f"class split {list(cs.base)} / {list(cs.novel)}", f"unknown class names {unknown} (dataset classes: {known})", "use the dataset's class names")
-    overlap = set(cs.base) & set(cs.novel)
-    if overlap or not cs.base or not cs.novel:
-        raise DataError(f"class split {list(cs.base)} / {list(cs.novel)}", "base and novel must be non-empty and disjoint", "list each class in exactly one of them")
+    if set(cs.base) & set(cs.novel) or not cs.base:
+        raise DataError(f"class split {list(cs.base)} / {list(cs.novel)}", "base must be non-empty and disjoint from novel", "list each class in exactly one of them")
     return cs
 
 

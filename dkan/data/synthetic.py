@@ -26,7 +26,7 @@ def _crazing(rng: Rng, d: ImageDraw.ImageDraw, w: int, h: int) -> None:
         for _ in range(int(rng.integers(3, 6))):
             x, y = pts[-1]
             pts.append((float(np.clip(x + rng.normal(0, w / 5), 0, w - 1)), float(np.clip(y + rng.normal(0, h / 5), 0, h - 1))))
-        d.line(pts, fill=255, width=1)
+        d.line(pts, fill=255, width=2)
 
 
 def _inclusion(rng: Rng, d: ImageDraw.ImageDraw, w: int, h: int) -> None:
@@ -60,19 +60,19 @@ def _scale(rng: Rng, d: ImageDraw.ImageDraw, w: int, h: int) -> None:
 
 def _scratch(rng: Rng, d: ImageDraw.ImageDraw, w: int, h: int) -> None:
     if h >= w:  # along the long side, with a little drift
-        d.line([(rng.uniform(0, w), 0), (rng.uniform(0, w), h - 1)], fill=255, width=2)
+        d.line([(rng.uniform(0, w), 0), (rng.uniform(0, w), h - 1)], fill=255, width=3)
     else:
-        d.line([(0, rng.uniform(0, h)), (w - 1, rng.uniform(0, h))], fill=255, width=2)
+        d.line([(0, rng.uniform(0, h)), (w - 1, rng.uniform(0, h))], fill=255, width=3)
 
 
 # kind -> (drawer, contrast added where drawn, (min, max) box width, (min, max) box height, blur)
 KINDS: dict[str, tuple[Callable, float, tuple[int, int], tuple[int, int], float]] = {
-    "crazing": (_crazing, -60.0, (50, 150), (50, 150), 0.0),
+    "crazing": (_crazing, -55.0, (50, 150), (50, 150), 0.0),
     "inclusion": (_inclusion, -75.0, (30, 100), (12, 40), 0.6),
     "patches": (_patches, 55.0, (40, 130), (40, 130), 3.0),
     "pitted_surface": (_pitted, -65.0, (40, 110), (40, 110), 0.0),
     "rolled-in_scale": (_scale, 60.0, (50, 160), (30, 100), 0.0),
-    "scratches": (_scratch, 80.0, (8, 40), (80, 190), 0.0),
+    "scratches": (_scratch, 90.0, (10, 40), (80, 190), 0.0),
 }
 
 

@@ -1,0 +1,1 @@
+"""Training loop (``fit``) and evaluation; no Ray, Optuna or MLflow here."""

@@ -1,0 +1,32 @@
+"""`dkan evaluate`: score a saved model on val or test, rebuilt from the config stored in it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dkan.config import BaseTrainConfig, FinetuneConfig, from_dict
+from dkan.data.prepared import PreparedData, without_images_of
+from dkan.data.splits import restrict_classes
+from dkan.engine.evaluate import evaluate
+from dkan.engine.setup import resolve_device
+from dkan.model.checkpoint import load_checkpoint
+from dkan.model.detector import build_detector
+
+
+def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None = None, device: str = "auto") -> dict[str, float]:
+    ckpt = load_checkpoint(Path(path), "model checkpoint", "pass a model_final.pt written by base-train or finetune")
+    meta = ckpt["meta"]
+    cls = FinetuneConfig if meta["stage"] == "finetune" else BaseTrainConfig
+    cfg = from_dict(cls, meta["config"], str(path))
+    data = PreparedData.load(Path(data_root or cfg.data.root))
+    classes = tuple(meta["classes"])
+    coco = data.split(split)
+    if split == "val" and meta["stage"] == "finetune":
+        coco = without_images_of(coco, data.fewshot(cfg.fewshot_seed, cfg.shots))
+    gt = restrict_classes(coco, classes, drop_empty=False)
+    dev = resolve_device(device)
+    model = build_detector(cfg.model, len(classes))
+    model.load_state_dict(ckpt["model"])
+    metrics = evaluate(model.to(dev), data.records(gt), gt, meta["base"], meta["novel"], dev)
+    metrics["eval_split"] = split
+    return metrics

@@ -1,0 +1,102 @@
+"""Turn a config into a ready job: data, class order, student and (for DKAN) the frozen teacher."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torchvision.models.detection import FasterRCNN
+
+from dkan.config import BaseTrainConfig, ConfigError, FinetuneConfig, from_dict
+from dkan.data.coco import CocoDict, ImageRecord
+from dkan.data.prepared import PreparedData, without_images_of
+from dkan.data.splits import resolve_class_split, restrict_classes
+from dkan.distill.step import backbone_is_frozen, freeze
+from dkan.model.checkpoint import check_base_checkpoint, load_base_into, load_checkpoint
+from dkan.model.detector import build_detector
+
+METHODS = ("dkan", "tfa")
+
+
+@dataclass
+class Job:
+    stage: str  # base | finetune
+    method: str  # base | dkan | tfa
+    student: FasterRCNN
+    teacher: FasterRCNN | None
+    device: torch.device
+    base: tuple[str, ...]
+    novel: tuple[str, ...]
+    train_records: list[ImageRecord]
+    eval_records: list[ImageRecord]
+    eval_gt: CocoDict  # category ids = the student's labels
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.base + self.novel if self.stage == "finetune" else self.base
+
+    @property
+    def n_base(self) -> int:
+        return len(self.base)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r}: no CUDA device is available here; use device=cpu or auto")
+    return torch.device(name)
+
+
+def set_train_mode(student: FasterRCNN) -> None:
+    """Train mode, except a frozen backbone stays in eval mode (its BatchNorm statistics too)."""
+    student.train()
+    if backbone_is_frozen(student):
+        student.backbone.body.eval()
+
+
+def build_job(cfg: BaseTrainConfig | FinetuneConfig) -> Job:
+    device = resolve_device(cfg.device)
+    data = PreparedData.load(Path(cfg.data.root))
+    split = resolve_class_split(list(data.classes), cfg.data.split, cfg.data.base, cfg.data.novel)
+    if cfg.eval_split not in ("val", "test"):
+        raise ConfigError(f"eval_split: {cfg.eval_split!r} is not 'val' or 'test'")
+    if isinstance(cfg, BaseTrainConfig):
+        train = restrict_classes(data.split("train"), split.base)
+        gt = restrict_classes(data.split(cfg.eval_split), split.base, drop_empty=False)
+        student = build_detector(cfg.model, len(split.base)).to(device)
+        set_train_mode(student)
+        return Job("base", "base", student, None, device, split.base, (), data.records(train), data.records(gt), gt)
+    if not split.novel:
+        raise ConfigError("data.novel: fine-tuning needs novel classes; give a split number or base/novel lists")
+    if cfg.distill.method not in METHODS:
+        raise ConfigError(f"distill.method: {cfg.distill.method!r} is not one of {METHODS}")
+    shots = data.fewshot(cfg.fewshot_seed, cfg.shots)
+    evaluated = data.split(cfg.eval_split)
+    if cfg.eval_split == "val":  # never score a seed on its own training images
+        evaluated = without_images_of(evaluated, shots)
+    train = restrict_classes(shots, split.all, drop_empty=False)
+    gt = restrict_classes(evaluated, split.all, drop_empty=False)
+    teacher, base_state = _teacher(cfg, split.base)
+    student = build_detector(cfg.model, len(split.all))
+    load_base_into(student, base_state, len(split.base), torch.Generator().manual_seed(cfg.seed))
+    if cfg.freeze_backbone:
+        freeze(student.backbone.body)
+    student.to(device)
+    set_train_mode(student)
+    teacher = teacher.to(device) if cfg.distill.method == "dkan" else None
+    return Job("finetune", cfg.distill.method, student, teacher, device, split.base, split.novel, data.records(train), data.records(gt), gt)
+
+
+def _teacher(cfg: FinetuneConfig, base: tuple[str, ...]) -> tuple[FasterRCNN, dict]:
+    path = Path(cfg.base_checkpoint)
+    ckpt = load_checkpoint(path, "base checkpoint", "run `dkan base-train` first, or pass --base-checkpoint PATH")
+    check_base_checkpoint(ckpt, path, base)
+    base_model = from_dict(BaseTrainConfig, ckpt["meta"]["config"], str(path)).model
+    for key in ("backbone", "fpn_channels", "representation_size", "min_size", "max_size", "anchor_sizes", "aspect_ratios"):
+        if getattr(base_model, key) != getattr(cfg.model, key):
+            raise ConfigError(f"model.{key}: {getattr(cfg.model, key)!r} differs from the base model's {getattr(base_model, key)!r} ({path}); the student must share the teacher's architecture and input size")
+    teacher = build_detector(base_model, len(base))
+    teacher.load_state_dict(ckpt["model"])
+    return freeze(teacher), ckpt["model"]

@@ -1,0 +1,154 @@
+"""``fit(cfg, report=None)``: base training or K-shot fine-tuning (DKAN or TFA), one loop.
+
+Writes into ``cfg.out``: config.yaml, last.pt (resumable), model_final.pt (the student only,
+never the teacher), metrics.json. ``report`` (the sweep passes Ray's) receives the final
+metrics dict; nothing here imports Ray, Optuna or MLflow.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from dkan.config import BaseTrainConfig, FinetuneConfig, OptimConfig, from_dict, save_yaml, to_dict
+from dkan.data.dataset import DetectionDataset, build_transforms, collate
+from dkan.errors import DkanError
+from dkan.engine.evaluate import evaluate
+from dkan.engine.setup import Job, build_job
+from dkan.model.checkpoint import load_checkpoint, save_checkpoint
+from dkan.distill.step import train_step, weighted_total
+
+Report = Callable[[dict[str, Any]], None]
+
+
+class TrainingError(DkanError, RuntimeError):
+    pass
+
+
+@dataclass
+class Schedule:
+    iterations: int
+    lr_steps: list[int]
+
+    @classmethod
+    def of(cls, optim: OptimConfig, n_images: int) -> "Schedule":
+        if optim.epochs > 0:
+            per_epoch = n_images / optim.batch_size
+            return cls(max(1, round(optim.epochs * per_epoch)), [round(e * per_epoch) for e in optim.lr_step_epochs])
+        return cls(optim.iterations, list(optim.lr_steps))
+
+
+def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train, checkpoint, evaluate on ``cfg.eval_split``; returns (and reports) the metrics."""
+    _seed_everything(cfg.seed)
+    job = build_job(cfg)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_yaml(cfg, out / "config.yaml")
+    train_set = DetectionDataset(job.train_records, job.classes, build_transforms(train=True, hflip=cfg.data.hflip, vflip=cfg.data.vflip))
+    sched = Schedule.of(cfg.optim, len(train_set))
+    params = [p for p in job.student.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+    lr_at = _lr_lambda(cfg.optim, sched)
+    start = _resume(out / "last.pt", job, opt) if resume else 0
+    t0 = time.time()
+    bar = tqdm(range(start, sched.iterations), initial=start, total=sched.iterations, desc=f"{job.stage} {job.method}", disable=not progress, mininterval=2.0)
+    for it in bar:
+        for g in opt.param_groups:
+            g["lr"] = cfg.optim.lr * lr_at(it)
+        images, targets = collate([train_set[i] for i in _batch_indices(cfg.seed, it, cfg.optim.batch_size, len(train_set))])
+        losses = train_step(job.student, [im.to(job.device) for im in images], [_to(t, job.device) for t in targets], job.teacher, job.n_base, getattr(cfg, "distill", None))
+        _check_finite(losses, it)
+        opt.zero_grad(set_to_none=True)
+        weighted_total(losses, getattr(cfg, "distill", None)).backward()
+        opt.step()
+        bar.set_postfix({k.removeprefix("loss_"): f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
+        if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
+            save_checkpoint(out / "last.pt", _state(job, cfg, opt, it + 1))
+    train_seconds = time.time() - t0
+    save_checkpoint(out / "model_final.pt", {"model": job.student.state_dict(), "meta": _meta(job, cfg, sched.iterations)})
+    (out / "last.pt").unlink(missing_ok=True)
+    metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device)
+    metrics.update({"iterations": sched.iterations, "train_seconds": round(train_seconds, 2), "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4), "eval_split": cfg.eval_split})
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True))
+    if report:
+        report(metrics)
+    return metrics
+
+
+def _batch_indices(seed: int, it: int, batch: int, n: int) -> list[int]:
+    """Epoch-wise seeded shuffles, indexed by iteration: resuming needs no sampler state."""
+    out = []
+    for g in range(it * batch, (it + 1) * batch):
+        epoch, pos = divmod(g, n)
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        out.append(int(perm[pos]))
+    return out
+
+
+def _lr_lambda(optim: OptimConfig, sched: Schedule) -> Callable[[int], float]:
+    def factor(it: int) -> float:
+        warm = 1.0
+        if it < optim.warmup_iters:
+            alpha = it / optim.warmup_iters
+            warm = optim.warmup_factor * (1 - alpha) + alpha
+        return warm * optim.gamma ** bisect.bisect_right(sorted(sched.lr_steps), it)
+
+    return factor
+
+
+def _check_finite(losses: dict[str, torch.Tensor], it: int) -> None:
+    for k, v in losses.items():
+        if not torch.isfinite(v).all():
+            raise TrainingError(f"iteration {it}: loss term {k} is {v.item()} (not finite); stopped at once. Fix: lower optim.lr or raise optim.warmup_iters")
+
+
+def _to(t: dict, device: torch.device) -> dict:
+    return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
+
+
+def _meta(job: Job, cfg: Any, iteration: int) -> dict[str, Any]:
+    return {"stage": job.stage, "classes": list(job.classes), "base": list(job.base), "novel": list(job.novel), "config": to_dict(cfg), "iteration": iteration}
+
+
+def _state(job: Job, cfg: Any, opt: torch.optim.Optimizer, iteration: int) -> dict[str, Any]:
+    rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    return {"model": job.student.state_dict(), "optimizer": opt.state_dict(), "meta": _meta(job, cfg, iteration), "rng": rng}
+
+
+def _resume(path: Path, job: Job, opt: torch.optim.Optimizer) -> int:
+    if not path.is_file():
+        return 0
+    ckpt = load_checkpoint(path, "resume checkpoint", "delete it to start over")
+    if ckpt["meta"]["classes"] != list(job.classes):
+        raise TrainingError(f"{path}: resume checkpoint is for classes {ckpt['meta']['classes']}, not {list(job.classes)}. Fix: use another --out or delete it")
+    job.student.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    random.setstate(ckpt["rng"]["python"])
+    np.random.set_state(ckpt["rng"]["numpy"])
+    print(f"resumed from {path} at iteration {ckpt['meta']['iteration']}")
+    return int(ckpt["meta"]["iteration"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def load_config_of(cls, path: Path):
+    """The config saved beside a checkpoint (used by ``dkan evaluate``)."""
+    return from_dict(cls, load_checkpoint(path)["meta"]["config"], str(path))
