@@ -59,3 +59,15 @@ def synthetic_prepared(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("syn") / "prepared"
     prepare_data(PrepareConfig(out=str(out), synthetic=True, synthetic_per_class=12, seeds=[1, 2], shots=[1, 2, 5]))
     return out
+
+
+def tiny_model_config(**kw):
+    """A ResNet-18 FPN small enough for CPU tests (trains a step in well under a second)."""
+    from dkan.config import ModelConfig
+
+    base = dict(
+        backbone="resnet18", fpn_channels=32, representation_size=64, min_size=128, max_size=128,
+        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50,
+        rpn_batch_size_per_image=64, box_batch_size_per_image=32,
+    )
+    return ModelConfig(**{**base, **kw})

@@ -16,7 +16,7 @@ def test_int_lists():
         parse_int_list("3-1")
 
 
-@pytest.mark.parametrize("cmd", [[], ["prepare-data"]])
+@pytest.mark.parametrize("cmd", [[], ["prepare-data"], ["base-train"], ["finetune"], ["evaluate"]])
 def test_help(cmd):
     r = subprocess.run([sys.executable, "-m", "dkan.cli", *cmd, "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "usage: dkan" in r.stdout

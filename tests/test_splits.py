@@ -25,6 +25,7 @@ def test_user_split_defaults_novel_to_the_rest_and_rejects_bad_names():
         resolve_class_split(NEU, split=4)
     with pytest.raises(DataError, match="disjoint"):
         resolve_class_split(NEU, base=["crazing"], novel=["crazing", "patches"])
+    assert resolve_class_split(NEU, base=NEU, novel=[]).novel == ()
 
 
 def test_stratified_split_is_seeded_disjoint_and_per_class(tiny_voc):

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dkan.config import ConfigError, DistillConfig
+from dkan.distill.step import freeze, train_step, weighted_total
+from dkan.model.checkpoint import CheckpointError, load_base_into
+from dkan.model.cosine import CosineBoxPredictor
+from dkan.model.detector import build_detector
+from tests.conftest import tiny_model_config
+
+
+def batch(n=2, size=128):
+    g = torch.Generator().manual_seed(0)
+    images = [torch.rand(3, size, size, generator=g) for _ in range(n)]
+    targets = [{"boxes": torch.tensor([[10.0, 20.0, 60.0, 90.0]]), "labels": torch.tensor([1 + i % 2])} for i in range(n)]
+    return images, targets
+
+
+def teacher_and_student(student_head="cosine"):
+    torch.manual_seed(0)
+    teacher = freeze(build_detector(tiny_model_config(), num_classes=2))
+    student = build_detector(tiny_model_config(box_head=student_head), num_classes=4)
+    load_base_into(student, teacher.state_dict(), n_base=2, generator=torch.Generator().manual_seed(0))
+    freeze(student.backbone.body)
+    student.train()
+    student.backbone.body.eval()
+    return teacher, student
+
+
+def test_cosine_predictor_is_scaled_cosine_and_ignores_feature_norm():
+    head = CosineBoxPredictor(8, 3, scale=20.0)
+    x = torch.randn(5, 8)
+    logits, deltas = head(x)
+    assert logits.shape == (5, 3) and deltas.shape == (5, 12)
+    assert logits.abs().max() <= 20.0 + 1e-4
+    assert torch.allclose(head(3 * x)[0], logits, atol=1e-5)
+
+
+def test_surgery_copies_base_rows_and_draws_novel_rows():
+    teacher, student = teacher_and_student()
+    t, s = teacher.state_dict(), student.state_dict()
+    key = "roi_heads.box_predictor.cls_score.weight"
+    assert torch.equal(s[key][:3], t[key]) and s[key].shape[0] == 5
+    assert 0.003 < s[key][3:].std() < 0.03  # N(0, 0.01)
+    box = "roi_heads.box_predictor.bbox_pred"
+    assert torch.equal(s[f"{box}.weight"][:12], t[f"{box}.weight"]) and torch.equal(s[f"{box}.bias"][12:], torch.zeros(8))
+    assert torch.equal(s["backbone.fpn.layer_blocks.0.0.weight"], t["backbone.fpn.layer_blocks.0.0.weight"])
+    with pytest.raises(CheckpointError, match="expected 4 rows? for 3 base classes|rows, expected"):
+        load_base_into(student, t, n_base=3, generator=torch.Generator())
+
+
+def test_shared_backbone_pass_equals_the_teachers_own():
+    teacher, student = teacher_and_student()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        a, b = teacher.backbone.body(x), student.backbone.body(x)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_distill_step_at_start_fka_is_zero_and_lka_zero_for_an_identical_head():
+    teacher, student = teacher_and_student(student_head="fc")
+    torch.manual_seed(1)
+    losses = train_step(student, *batch(), teacher=teacher, n_base=2, distill=DistillConfig())
+    assert set(losses) == {"loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg", "loss_fka", "loss_lka"}
+    assert losses["loss_fka"].item() == pytest.approx(0.0, abs=1e-5)  # student FPN == teacher FPN before any update
+    assert losses["loss_lka"].item() == pytest.approx(0.0, abs=1e-5)  # same RoIs, same base rows
+
+
+def test_teacher_gets_no_gradient_and_the_frozen_backbone_none():
+    teacher, student = teacher_and_student()
+    losses = train_step(student, *batch(), teacher=teacher, n_base=2, distill=DistillConfig(fka_weight=1.0, lka_weight=1.0))
+    assert losses["loss_lka"].item() > 0  # cosine student vs fc teacher differ
+    weighted_total(losses, DistillConfig()).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is None for p in student.backbone.body.parameters())
+    assert student.backbone.fpn.layer_blocks[0][0].weight.grad is not None
+    assert student.roi_heads.box_predictor.cls_score.weight.grad is not None
+
+
+def test_unfrozen_backbone_falls_back_to_two_passes():
+    teacher, student = teacher_and_student()
+    for p in student.backbone.body.parameters():
+        p.requires_grad_(True)
+    losses = train_step(student, *batch(), teacher=teacher, n_base=2, distill=DistillConfig())
+    weighted_total(losses, DistillConfig()).backward()
+    assert student.backbone.body.layer4[0].conv1.weight.grad is not None
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_weights_are_applied_in_one_place():
+    losses = {"loss_classifier": torch.tensor(1.0), "loss_fka": torch.tensor(2.0), "loss_lka": torch.tensor(3.0)}
+    assert weighted_total(losses, DistillConfig(fka_weight=0.5, lka_weight=0.01)).item() == pytest.approx(1 + 1 + 0.03)
+
+
+def test_mobilenet_builds_four_levels_and_anchor_count_is_checked():
+    m = build_detector(tiny_model_config(backbone="mobilenet_v3_large"), 3).eval()
+    with torch.no_grad():
+        assert list(m.backbone(torch.zeros(1, 3, 128, 128))) == ["0", "1", "2", "3", "pool"]
+    with pytest.raises(ConfigError, match="one size per map"):
+        build_detector(tiny_model_config(anchor_sizes=[16, 32]), 3)
+    with pytest.raises(ConfigError, match="neither a file nor a torchvision weights name"):
+        build_detector(tiny_model_config(weights="no_such_weights"), 3)

@@ -1,0 +1,147 @@
+"""fit() end to end on a tiny synthetic set: base -> DKAN / TFA fine-tune, determinism, resume, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from dkan.config import BaseTrainConfig, ConfigError, DataConfig, FinetuneConfig, OptimConfig, apply_overrides, from_dict, load_yaml, save_yaml
+from dkan.engine.train import TrainingError, fit
+from dkan.model.checkpoint import CheckpointError, load_checkpoint
+from tests.conftest import tiny_model_config
+
+
+def base_cfg(data, out, **kw) -> BaseTrainConfig:
+    return BaseTrainConfig(
+        model=tiny_model_config(), data=DataConfig(root=str(data), split=1),
+        optim=OptimConfig(lr=0.01, batch_size=2, iterations=4, warmup_iters=2), out=str(out), checkpoint_every=2, **kw,
+    )
+
+
+def ft_kwargs(data, base_ckpt, out, method):
+    from dkan.config import DistillConfig
+
+    return dict(
+        model=tiny_model_config(box_head="cosine"), data=DataConfig(root=str(data), split=1),
+        optim=OptimConfig(lr=0.01, batch_size=2, iterations=3, warmup_iters=1), base_checkpoint=str(base_ckpt),
+        shots=2, fewshot_seed=1, out=str(out), checkpoint_every=2, distill=DistillConfig(method=method),
+    )
+
+
+@pytest.fixture(scope="module")
+def base_model(synthetic_prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("base")
+    reported = []
+    metrics = fit(base_cfg(synthetic_prepared, out), report=reported.append, progress=False)
+    return out / "model_final.pt", metrics, reported
+
+
+def test_base_training_writes_model_metrics_and_reports(base_model):
+    path, metrics, reported = base_model
+    ckpt = load_checkpoint(path)
+    assert ckpt["meta"]["stage"] == "base" and ckpt["meta"]["classes"] == ["crazing", "inclusion", "patches"]
+    assert reported == [metrics] and set(metrics) >= {"AP_base", "AP_all", "AP/crazing", "iterations", "s_per_iter"}
+    assert json.loads((path.parent / "metrics.json").read_text())["iterations"] == 4
+    assert not (path.parent / "last.pt").exists()
+
+
+@pytest.mark.parametrize("method", ["dkan", "tfa"])
+def test_finetune_saves_the_student_only(base_model, synthetic_prepared, tmp_path, method):
+    cfg = FinetuneConfig(**ft_kwargs(synthetic_prepared, base_model[0], tmp_path / method, method))
+    metrics = fit(cfg, progress=False)
+    assert set(metrics) >= {"AP_base", "AP_novel", "AP_all", "AP/scratches"}
+    ckpt = load_checkpoint(tmp_path / method / "model_final.pt")
+    assert ckpt["meta"]["classes"] == ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+    assert ckpt["model"]["roi_heads.box_predictor.cls_score.weight"].shape[0] == 7
+    assert not any(k.startswith("teacher") for k in ckpt["model"])
+    # the frozen backbone did not move
+    base = load_checkpoint(base_model[0])["model"]
+    assert torch.equal(ckpt["model"]["backbone.body.layer1.0.conv1.weight"], base["backbone.body.layer1.0.conv1.weight"])
+    assert torch.equal(ckpt["model"]["backbone.body.bn1.running_mean"], base["backbone.body.bn1.running_mean"])
+
+
+def test_same_seed_same_metrics(base_model, synthetic_prepared, tmp_path):
+    a = fit(FinetuneConfig(**ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "a", "dkan")), progress=False)
+    b = fit(FinetuneConfig(**ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "b", "dkan")), progress=False)
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("train_seconds", "s_per_iter")}  # noqa: E731
+    assert json.dumps(strip(a)) == json.dumps(strip(b))
+    wa = load_checkpoint(tmp_path / "a" / "model_final.pt")["model"]
+    wb = load_checkpoint(tmp_path / "b" / "model_final.pt")["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_continues_to_the_same_weights(base_model, synthetic_prepared, tmp_path, monkeypatch):
+    kw = ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "r", "dkan")
+    kw["optim"] = OptimConfig(lr=0.01, batch_size=2, iterations=4, warmup_iters=1)
+    full = fit(FinetuneConfig(**{**kw, "out": str(tmp_path / "full")}), progress=False)
+    import dkan.engine.train as train_mod
+
+    real_step, calls = train_mod.train_step, []
+
+    def crash_after_two(*a, **k):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_step", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        fit(FinetuneConfig(**kw), progress=False)
+    assert (tmp_path / "r" / "last.pt").exists()
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    resumed = fit(FinetuneConfig(**kw), resume=True, progress=False)
+    wf = load_checkpoint(tmp_path / "full" / "model_final.pt")["model"]
+    wr = load_checkpoint(tmp_path / "r" / "model_final.pt")["model"]
+    assert all(torch.equal(wf[k], wr[k]) for k in wf)
+    assert resumed["AP_all"] == full["AP_all"] or (resumed["AP_all"] != resumed["AP_all"] and full["AP_all"] != full["AP_all"])
+
+
+def test_nan_loss_stops_at_once_naming_iteration_and_term(base_model, synthetic_prepared, tmp_path, monkeypatch):
+    import dkan.engine.train as train_mod
+
+    real_step = train_mod.train_step
+
+    def nan_fka(*a, **k):
+        losses = real_step(*a, **k)
+        losses["loss_fka"] = losses["loss_fka"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(train_mod, "train_step", nan_fka)
+    with pytest.raises(TrainingError, match=r"iteration 0: loss term loss_fka is nan"):
+        fit(FinetuneConfig(**ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "n", "dkan")), progress=False)
+    assert not (tmp_path / "n" / "model_final.pt").exists()
+
+
+def test_bad_base_checkpoints(base_model, synthetic_prepared, tmp_path):
+    with pytest.raises(CheckpointError, match=r"missing\.pt: base checkpoint not found.*dkan base-train"):
+        fit(FinetuneConfig(**ft_kwargs(synthetic_prepared, tmp_path / "missing.pt", tmp_path / "x", "dkan")), progress=False)
+    kw = ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "y", "dkan")
+    kw["data"] = DataConfig(root=str(synthetic_prepared), split=2)
+    with pytest.raises(CheckpointError, match=r"base checkpoint of classes \['crazing', 'inclusion', 'patches'\].*split's base classes are \['inclusion', 'rolled-in_scale', 'scratches'\]"):
+        fit(FinetuneConfig(**kw), progress=False)
+    ft = load_checkpoint(base_model[0])
+    ft["meta"]["stage"] = "finetune"
+    torch.save(ft, tmp_path / "ft.pt")
+    with pytest.raises(CheckpointError, match="stage 'finetune'"):
+        fit(FinetuneConfig(**ft_kwargs(synthetic_prepared, tmp_path / "ft.pt", tmp_path / "z", "dkan")), progress=False)
+    kw = ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "w", "dkan")
+    kw["model"] = tiny_model_config(box_head="cosine", fpn_channels=16)
+    with pytest.raises(ConfigError, match="model.fpn_channels: 16 differs from the base model's 32"):
+        fit(FinetuneConfig(**kw), progress=False)
+
+
+def test_config_yaml_roundtrip_unknown_keys_and_overrides(tmp_path):
+    cfg = FinetuneConfig()
+    save_yaml(cfg, tmp_path / "c.yaml")
+    assert load_yaml(FinetuneConfig, tmp_path / "c.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("optim:\n  lr: 0.1\n  lr_stepz: [1]\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml\.optim: unknown key\(s\) \['lr_stepz'\]"):
+        load_yaml(FinetuneConfig, tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match=r"expected int, got 'many'"):
+        from_dict(FinetuneConfig, {"shots": "many"})
+    c2 = apply_overrides(cfg, ["optim.lr=0.005", "distill.method=tfa", "model.anchor_sizes=[8, 16, 32, 64, 128]"])
+    assert c2.optim.lr == 0.005 and c2.distill.method == "tfa" and c2.model.anchor_sizes[0] == 8
+    with pytest.raises(ConfigError, match="unknown key 'optim.lrr'"):
+        apply_overrides(cfg, ["optim.lrr=1"])
