@@ -52,6 +52,8 @@ FINETUNE_FLAGS = {"base_checkpoint": "base_checkpoint", "shots": "shots", "fewsh
 
 def _job_config(kind: str, args: argparse.Namespace):
     """profile defaults <- --config YAML (merged) <- flags <- --set."""
+    import json
+
     import torch
     import yaml
 
@@ -69,7 +71,8 @@ def _job_config(kind: str, args: argparse.Namespace):
         with open(args.config) as f:
             cfg = from_dict(cls, _merge(to_dict(cfg), yaml.safe_load(f) or {}), args.config)
     flags = COMMON_FLAGS | (FINETUNE_FLAGS if kind == "finetune" else {})
-    sets = [f"{key}={yaml.safe_dump(getattr(args, name), default_flow_style=True).strip().removesuffix('...').strip()}" for name, key in flags.items() if getattr(args, name, None) is not None]
+    # JSON is valid YAML and quotes strings, so a value like "123" stays a string where one is expected
+    sets = [f"{key}={json.dumps(getattr(args, name))}" for name, key in flags.items() if getattr(args, name, None) is not None]
     return apply_overrides(cfg, sets + list(args.set or []))
 
 

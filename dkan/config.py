@@ -72,6 +72,7 @@ class OptimConfig:
     gamma: float = 0.1
     warmup_iters: int = 100
     warmup_factor: float = 0.001
+    clip_grad_norm: float = 0.0  # > 0: clip the gradient norm (keeps from-scratch training finite)
 
 
 @dataclass

@@ -37,7 +37,7 @@ def base_config(profile: str) -> BaseTrainConfig:
     if profile == "paper":  # SGD 0.02, 24 epochs, steps at 16 and 22, linear warm-up
         optim = OptimConfig(lr=0.02, batch_size=16, epochs=24, lr_step_epochs=[16, 22], warmup_iters=500)
     else:
-        optim = OptimConfig(lr=0.02, batch_size=4, iterations=600, lr_steps=[450, 550], warmup_iters=50)
+        optim = OptimConfig(lr=0.02, batch_size=4, iterations=600, lr_steps=[450, 550], warmup_iters=100, clip_grad_norm=10.0)
     return BaseTrainConfig(model=model_config(profile, "fc"), optim=optim)
 
 
@@ -45,5 +45,5 @@ def finetune_config(profile: str) -> FinetuneConfig:
     if profile == "paper":  # SGD 0.001, 4,000 iterations, batch 8, step at 3,600, 20 warm-up iterations
         optim = OptimConfig(lr=0.001, batch_size=8, iterations=4000, lr_steps=[3600], warmup_iters=20)
     else:
-        optim = OptimConfig(lr=0.01, batch_size=4, iterations=200, lr_steps=[160], warmup_iters=10)
+        optim = OptimConfig(lr=0.01, batch_size=4, iterations=200, lr_steps=[160], warmup_iters=10, clip_grad_norm=10.0)
     return FinetuneConfig(model=model_config(profile, "cosine"), optim=optim, distill=DistillConfig())

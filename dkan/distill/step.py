@@ -41,12 +41,18 @@ def roi_logits(model: FasterRCNN, feats: Mapping[str, torch.Tensor], proposals: 
 
 def train_step(
     student: FasterRCNN, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
-    teacher: FasterRCNN | None = None, n_base: int = 0, distill: DistillConfig | None = None,
+    teacher: FasterRCNN | None = None, n_base: int = 0, distill: DistillConfig | None = None, share_backbone: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Unweighted losses of one batch: the four detection losses, plus loss_fka and loss_lka
-    when a teacher is given. ``weighted_total`` applies the weights."""
+    when a teacher is given. ``weighted_total`` applies the weights.
+
+    ``share_backbone`` (default: when the student's backbone is frozen) runs the backbone body
+    once for both models; it must stay off for a trainable backbone."""
     images_t, targets_t = student.transform(images, targets)  # resize + normalise once, for both
-    shared = teacher is not None and backbone_is_frozen(student)
+    frozen = backbone_is_frozen(student)
+    if share_backbone and not frozen:
+        raise ValueError("share_backbone needs a frozen student backbone (the teacher's pass must equal the student's)")
+    shared = teacher is not None and (frozen if share_backbone is None else share_backbone)
     if shared:
         with torch.no_grad():
             body = student.backbone.body(images_t.tensors)  # identical in teacher and student

@@ -73,6 +73,8 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
         _check_finite(losses, it)
         opt.zero_grad(set_to_none=True)
         weighted_total(losses, getattr(cfg, "distill", None)).backward()
+        if cfg.optim.clip_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm)
         opt.step()
         bar.set_postfix({k.removeprefix("loss_"): f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
         if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
