@@ -96,6 +96,7 @@ class BaseTrainConfig:
     eval_split: str = "val"
     checkpoint_every: int = 200
     device: str = "auto"
+    threads: int = 0  # torch CPU threads (0: torch's default); results depend on it at the last bit
 
 
 @dataclass
@@ -115,6 +116,8 @@ class FinetuneConfig:
     eval_split: str = "val"
     checkpoint_every: int = 200
     device: str = "auto"
+    threads: int = 0
+    provenance: dict[str, Any] | None = None  # where an exported config came from (ignored by training)
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
@@ -139,6 +142,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(inner[0], value, where)
+    if origin is dict or tp is Any:
+        if origin is dict and not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return value
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

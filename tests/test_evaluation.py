@@ -66,8 +66,9 @@ def test_evaluator_protocol_with_torchvision_outputs():
 
 
 def test_aggregate_over_seeds_and_tables():
-    per_seed = {1: {"AP_all": 0.5, "AP/c": math.nan}, 2: {"AP_all": 0.7, "AP/c": 0.2}}
+    per_seed = {1: {"AP_all": 0.5, "AP/c": math.nan, "eval_split": "test"}, 2: {"AP_all": 0.7, "AP/c": 0.2, "eval_split": "test"}}
     agg = aggregate_seeds(per_seed)
+    assert "eval_split" not in agg
     assert agg["AP_all"] == {"mean": pytest.approx(0.6), "std": pytest.approx(0.1), "n": 2}
     assert agg["AP/c"]["n"] == 1 and agg["AP/c"]["mean"] == pytest.approx(0.2)
     md = to_markdown({"DKAN": agg}, ["AP_all", "AP/c"])

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from dkan.config import BaseTrainConfig, FinetuneConfig, OptimConfig, from_dict, save_yaml, to_dict
 from dkan.data.dataset import DetectionDataset, build_transforms, collate
 from dkan.errors import DkanError
+from dkan.engine.distributed import average_gradients, broadcast_from_rank0, broadcast_module, rank_and_world, shard
 from dkan.engine.evaluate import evaluate
 from dkan.engine.setup import Job, build_job
 from dkan.model.checkpoint import load_checkpoint, save_checkpoint
@@ -51,12 +52,22 @@ class Schedule:
 
 
 def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Train, checkpoint, evaluate on ``cfg.eval_split``; returns (and reports) the metrics."""
+    """Train, checkpoint, evaluate on ``cfg.eval_split``; returns (and reports) the metrics.
+
+    Under torch.distributed each rank trains on its share of every global batch with averaged
+    gradients; rank 0 alone writes files and evaluates, and every rank returns its metrics.
+    """
+    rank, _ = rank_and_world()
+    lead = rank == 0
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
     job = build_job(cfg)
+    broadcast_module(job.student)
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    save_yaml(cfg, out / "config.yaml")
+    if lead:
+        out.mkdir(parents=True, exist_ok=True)
+        save_yaml(cfg, out / "config.yaml")
     train_set = DetectionDataset(job.train_records, job.classes, build_transforms(train=True, hflip=cfg.data.hflip, vflip=cfg.data.vflip))
     sched = Schedule.of(cfg.optim, len(train_set))
     params = [p for p in job.student.parameters() if p.requires_grad]
@@ -64,27 +75,31 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
     lr_at = _lr_lambda(cfg.optim, sched)
     start = _resume(out / "last.pt", job, opt) if resume else 0
     t0 = time.time()
-    bar = tqdm(range(start, sched.iterations), initial=start, total=sched.iterations, desc=f"{job.stage} {job.method}", disable=not progress, mininterval=2.0)
+    bar = tqdm(range(start, sched.iterations), initial=start, total=sched.iterations, desc=f"{job.stage} {job.method}", disable=not (progress and lead), mininterval=2.0)
     for it in bar:
         for g in opt.param_groups:
             g["lr"] = cfg.optim.lr * lr_at(it)
-        images, targets = collate([train_set[i] for i in _batch_indices(cfg.seed, it, cfg.optim.batch_size, len(train_set))])
+        images, targets = collate([train_set[i] for i in shard(_batch_indices(cfg.seed, it, cfg.optim.batch_size, len(train_set)))])
         losses = train_step(job.student, [im.to(job.device) for im in images], [_to(t, job.device) for t in targets], job.teacher, job.n_base, getattr(cfg, "distill", None))
         _check_finite(losses, it)
         opt.zero_grad(set_to_none=True)
         weighted_total(losses, getattr(cfg, "distill", None)).backward()
+        average_gradients(params)
         if cfg.optim.clip_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm)
         opt.step()
         bar.set_postfix({k.removeprefix("loss_"): f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
-        if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
+        if lead and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
             save_checkpoint(out / "last.pt", _state(job, cfg, opt, it + 1))
     train_seconds = time.time() - t0
-    save_checkpoint(out / "model_final.pt", {"model": job.student.state_dict(), "meta": _meta(job, cfg, sched.iterations)})
-    (out / "last.pt").unlink(missing_ok=True)
-    metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device)
-    metrics.update({"iterations": sched.iterations, "train_seconds": round(train_seconds, 2), "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4), "eval_split": cfg.eval_split})
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True))
+    metrics = None
+    if lead:
+        save_checkpoint(out / "model_final.pt", {"model": job.student.state_dict(), "meta": _meta(job, cfg, sched.iterations)})
+        (out / "last.pt").unlink(missing_ok=True)
+        metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device)
+        metrics.update({"iterations": sched.iterations, "train_seconds": round(train_seconds, 2), "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4), "eval_split": cfg.eval_split})
+        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True))
+    metrics = broadcast_from_rank0(metrics)
     if report:
         report(metrics)
     return metrics

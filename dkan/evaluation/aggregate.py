@@ -12,11 +12,15 @@ HEADLINE = ("AP_base", "AP_novel", "AP_all")
 
 
 def aggregate_seeds(per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """{seed: metrics} -> {metric: {mean, std, n}}; NaN seeds are left out of a metric (std is population std)."""
-    metrics = sorted({m for r in per_seed.values() for m in r}, key=lambda m: (m not in HEADLINE, HEADLINE.index(m) if m in HEADLINE else 0, m))
+    """{seed: metrics} -> {metric: {mean, std, n}} over the numeric metrics; NaN seeds are left out
+    of a metric (std is the population std)."""
+    def numeric(v: object) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    metrics = sorted({m for r in per_seed.values() for m, v in r.items() if numeric(v)}, key=lambda m: (m not in HEADLINE, HEADLINE.index(m) if m in HEADLINE else 0, m))
     out = {}
     for m in metrics:
-        vals = np.array([r[m] for r in per_seed.values() if m in r and not math.isnan(r[m])], dtype=float)
+        vals = np.array([r[m] for r in per_seed.values() if numeric(r.get(m)) and not math.isnan(r[m])], dtype=float)
         out[m] = {"mean": float(vals.mean()) if len(vals) else math.nan, "std": float(vals.std()) if len(vals) else math.nan, "n": int(len(vals))}
     return out
 

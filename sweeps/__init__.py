@@ -1,0 +1,1 @@
+"""Ray Tune + Optuna + MLflow around dkan.fit: the only place the search space exists."""

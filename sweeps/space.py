@@ -1,0 +1,97 @@
+"""The search space over DKAN's distillation weights and temperatures.
+
+Defaults (overridable by a YAML file of the same shape, e.g. ``--search-space space.yaml``)::
+
+    fka_weight: {low: 0.01, high: 10, log: true}
+    lka_weight: {low: 0.001, high: 1, log: true}
+    fka_tau: {low: 1, high: 10}
+    lka_tau: {low: 1, high: 10}
+
+The authors' values (1, 0.01, 5, 5) are always evaluated first.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import yaml
+
+from dkan.errors import DkanError
+
+
+class SearchSpaceError(DkanError, ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class Range:
+    low: float
+    high: float
+    log: bool = False
+
+
+DEFAULT_SPACE: dict[str, Range] = {
+    "fka_weight": Range(0.01, 10.0, log=True),
+    "lka_weight": Range(0.001, 1.0, log=True),
+    "fka_tau": Range(1.0, 10.0),
+    "lka_tau": Range(1.0, 10.0),
+}
+AUTHORS_DEFAULTS: dict[str, float] = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}
+
+
+def load_space(path: Path | None) -> dict[str, Range]:
+    """The default space with a YAML file's ranges over it; unknown keys or bad bounds are errors."""
+    space = dict(DEFAULT_SPACE)
+    if path is None:
+        return space
+    path = Path(path)
+    if not path.is_file():
+        raise SearchSpaceError(f"{path}: search-space file not found. Fix: check the path")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise SearchSpaceError(f"{path}: not valid YAML ({e})") from e
+    if not isinstance(data, dict):
+        raise SearchSpaceError(f"{path}: expected a mapping of parameter -> {{low, high, log}}")
+    unknown = sorted(set(data) - set(DEFAULT_SPACE))
+    if unknown:
+        raise SearchSpaceError(f"{path}: unknown parameter(s) {unknown}. Fix: use only {sorted(DEFAULT_SPACE)}")
+    for name, spec in data.items():
+        space[name] = _range(path, name, spec)
+    return space
+
+
+def _range(path: Path, name: str, spec: object) -> Range:
+    if not isinstance(spec, dict) or set(spec) - {"low", "high", "log"} or not {"low", "high"} <= set(spec):
+        raise SearchSpaceError(f"{path}: {name} must be {{low: L, high: H}} with optional log: true, got {spec!r}")
+    try:
+        r = Range(float(spec["low"]), float(spec["high"]), bool(spec.get("log", False)))
+    except (TypeError, ValueError) as e:
+        raise SearchSpaceError(f"{path}: {name} bounds must be numbers, got {spec!r}") from e
+    if not (math.isfinite(r.low) and math.isfinite(r.high)) or r.low >= r.high:
+        raise SearchSpaceError(f"{path}: {name} has inverted or empty bounds (low {r.low} >= high {r.high}). Fix: low must be below high")
+    if r.log and r.low <= 0:
+        raise SearchSpaceError(f"{path}: {name} is log-scaled but low is {r.low}. Fix: a log range needs low > 0")
+    return r
+
+
+def first_points(space: dict[str, Range]) -> list[dict[str, float]]:
+    """The authors' defaults, clipped into the space (so Optuna accepts them)."""
+    return [{k: min(max(AUTHORS_DEFAULTS[k], r.low), r.high) for k, r in space.items()}]
+
+
+def to_optuna(space: dict[str, Range]) -> dict:
+    """Optuna distributions for ``OptunaSearch(space=...)``."""
+    from optuna.distributions import FloatDistribution
+
+    return {k: FloatDistribution(r.low, r.high, log=r.log) for k, r in space.items()}
+
+
+def describe(space: dict[str, Range]) -> str:
+    return ", ".join(f"{k} {'log ' if r.log else ''}[{r.low:g}, {r.high:g}]" for k, r in space.items())
+
+
+def as_dict(space: dict[str, Range]) -> dict[str, dict]:
+    return {k: asdict(r) for k, r in space.items()}

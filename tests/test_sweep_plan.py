@@ -1,0 +1,65 @@
+"""Sweep inputs are checked before any work (no Ray needed for these)."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from sweeps.plan import Budget, Plan, PlanError, check_data, check_resources
+from sweeps.run_tune import build_plan, main, parse_args
+from sweeps.seed_run import WorkerResources
+from sweeps.space import DEFAULT_SPACE
+from sweeps.tracking import TrackingError, check_tracking_uri
+
+
+def test_resources_beyond_the_cluster_are_errors_not_hangs():
+    cluster = {"CPU": 4.0, "GPU": 1.0}
+    assert check_resources(WorkerResources(1, 1.0, 0.0), cluster) == 4
+    assert check_resources(WorkerResources(2, 1.0, 0.5), cluster) == 1
+    assert check_resources(WorkerResources(1, 1.0, 0.25), cluster) == 4
+    with pytest.raises(PlanError, match=r"needs 2 GPUs \(2 workers x 1\) but the cluster has 1"):
+        check_resources(WorkerResources(2, 1.0, 1.0), cluster)
+    with pytest.raises(PlanError, match=r"needs 6 CPUs \(3 workers x 2\) but the cluster has 4.*lower --workers"):
+        check_resources(WorkerResources(3, 2.0, 0.0), cluster)
+
+
+def test_missing_shots_and_bad_seeds(synthetic_prepared):
+    check_data(synthetic_prepared, [1], [1, 2], [1, 2])
+    with pytest.raises(PlanError, match=r"no few-shot files for seed 1, K=3 .*seeds present: \[1, 2\].*--shots"):
+        check_data(synthetic_prepared, [1], [3], [1, 2])
+    with pytest.raises(PlanError, match=r"no few-shot files for seed 3, K=1"):
+        check_data(synthetic_prepared, [1], [1], [1, 2, 3])
+    with pytest.raises(PlanError, match="seeds start at 1"):
+        check_data(synthetic_prepared, [1], [1], [0, 1])
+
+
+def test_unreachable_tracking_uri_fails_fast():
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(TrackingError, match="MLflow server unreachable"):
+        check_tracking_uri(f"http://127.0.0.1:{port}", timeout=2)
+
+
+def test_cli_refuses_bad_input_before_starting_ray(synthetic_prepared, tmp_path, capsys):
+    base = ["--data", str(synthetic_prepared), "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c")]
+    assert main([*base, "--shots", "7"]) == 2
+    assert "no few-shot files for seed 1, K=7" in capsys.readouterr().err
+    (tmp_path / "space.yaml").write_text("fka_tau: {low: 9, high: 2}\n")
+    assert main([*base, "--shots", "1", "--seeds", "1-2", "--search-space", str(tmp_path / "space.yaml")]) == 2
+    assert "inverted or empty bounds" in capsys.readouterr().err
+    assert main([*base, "--shots", "1", "--seeds", "1-2", "--tracking-uri", "http://127.0.0.1:9"]) == 2
+    assert "unreachable" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_base_cache_key_follows_config_and_data(synthetic_prepared, tmp_path):
+    args = parse_args(["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick"])
+    plan = build_plan(args)
+    same = build_plan(args)
+    other = build_plan(parse_args([*["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o")], "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick", "--base-iterations", "7"]))
+    assert plan.base_cache_dir(1) == same.base_cache_dir(1) != other.base_cache_dir(1)
+    assert plan.base_cache_dir(1) != plan.base_cache_dir(2)
+    assert plan.finetune_template(1, 2, tmp_path / "b.pt")["shots"] == 2
+    assert isinstance(plan.budget, Budget) and plan.space == DEFAULT_SPACE and isinstance(plan, Plan)
