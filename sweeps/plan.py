@@ -33,6 +33,7 @@ class Budget:
     finetune_iterations: int | None = None
     grace_seeds: int = 3  # ASHA: seeds every trial gets before it can be stopped
     reduction_factor: int = 3
+    early_stop: bool = True  # False: every trial runs every seed (FIFO)
 
 
 # the embedded default (no --data): synthetic data, small enough for 2 cores in 15 minutes
@@ -58,6 +59,7 @@ class Plan:
     cache_dir: Path
     base_overrides: list[str] = field(default_factory=list)
     finetune_overrides: list[str] = field(default_factory=list)
+    extra_points: list[dict[str, float]] = field(default_factory=list)  # evaluated first, after the authors' defaults
 
     @property
     def select_split(self) -> str:
@@ -92,7 +94,8 @@ class Plan:
             f"  data        {self.data_root} ({self.dataset}); profile {self.profile}",
             f"  splits      {self.splits}; shots {self.shots}; seeds {self.seeds[0]}-{self.seeds[-1]} ({len(self.seeds)})",
             f"  search      Optuna TPE, {self.budget.trials} trials per (split, K), authors' defaults first: {describe(self.space)}",
-            f"  early stop  ASHA on seeds_done (grace {self.budget.grace_seeds} seeds, reduction {self.budget.reduction_factor}); at most {worst} seed fine-tunes",
+            (f"  early stop  ASHA on seeds_done (grace {self.budget.grace_seeds} seeds, reduction {self.budget.reduction_factor}); at most {worst} seed fine-tunes"
+             if self.budget.early_stop else f"  early stop  off: every trial runs every seed ({worst} seed fine-tunes)"),
             f"  selection   on {self.select_split}{' (PAPER PROTOCOL: selected on test, as the paper did)' if self.protocol == 'paper' else ''}; then best config and TFA on test over all seeds",
             f"  resources   {self.resources.workers} worker(s) x ({self.resources.cpus_per_worker:g} CPU, {self.resources.gpus_per_worker:g} GPU) per fine-tune; {self.max_concurrent} trial(s) at once",
             f"  budget      base {self.budget.base_iterations or 'profile'} iterations; fine-tune {self.budget.finetune_iterations or 'profile'} iterations per seed",
@@ -142,3 +145,24 @@ def default_cache_dir() -> Path:
 
 def load_space_checked(path: str | None) -> dict[str, Range]:
     return load_space(Path(path) if path else None)
+
+
+def load_points(path: str | None, space: dict[str, Range]) -> list[dict[str, float]]:
+    """A YAML list of hyperparameter sets, each inside the space."""
+    if not path:
+        return []
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise PlanError(f"--points {p}: file not found")
+    points = yaml.safe_load(p.read_text()) or []
+    if not isinstance(points, list):
+        raise PlanError(f"--points {p}: expected a list of {{fka_weight, lka_weight, fka_tau, lka_tau}} mappings")
+    for i, pt in enumerate(points):
+        if not isinstance(pt, dict) or set(pt) != set(space):
+            raise PlanError(f"--points {p}: entry {i} must set exactly {sorted(space)}, got {pt!r}")
+        for k, v in pt.items():
+            if not space[k].low <= float(v) <= space[k].high:
+                raise PlanError(f"--points {p}: entry {i}: {k}={v} lies outside [{space[k].low:g}, {space[k].high:g}]")
+    return [{k: float(v) for k, v in pt.items()} for pt in points]

@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file fr
 
 from dkan.cli import parse_int_list  # noqa: E402
 from dkan.errors import DkanError  # noqa: E402
-from sweeps.plan import QUICK, Budget, Plan, PlanError, check_data, check_resources, default_cache_dir, load_space_checked  # noqa: E402
+from sweeps.plan import QUICK, Budget, Plan, PlanError, check_data, check_resources, default_cache_dir, load_points, load_space_checked  # noqa: E402
 from sweeps.seed_run import WorkerResources  # noqa: E402
 
 
@@ -39,6 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gpus-per-worker", type=float, default=0.0, help="may be fractional (e.g. 0.5: two workers share a GPU)")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: as many as the cluster holds)")
     p.add_argument("--search-space", metavar="YAML", help="ranges overriding the default space")
+    p.add_argument("--points", metavar="YAML", help="a list of hyperparameter sets to evaluate first (after the authors' defaults)")
+    p.add_argument("--no-early-stop", action="store_true", help="run every trial on every seed (no ASHA)")
     p.add_argument("--protocol", choices=["val", "paper"], default="val", help="select on val (default) or on test as the paper did")
     p.add_argument("--base-checkpoint", metavar="PATH", help="use this base model instead of training or the cache")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: sqlite store in --out)")
@@ -72,10 +74,12 @@ def build_plan(args: argparse.Namespace) -> Plan:
         trials=args.trials or base.trials, base_iterations=args.base_iterations or base.base_iterations,
         finetune_iterations=args.finetune_iterations or base.finetune_iterations,
         grace_seeds=args.grace_seeds or base.grace_seeds, reduction_factor=args.reduction_factor or base.reduction_factor,
+        early_stop=not args.no_early_stop,
     )
     if budget.trials < 1:
         raise PlanError(f"--trials {budget.trials}: need at least one trial")
     space = load_space_checked(args.search_space)
+    points = load_points(args.points, space)
     out = Path(args.out).absolute()
     uri = args.tracking_uri or default_tracking_uri(out)
     check_tracking_uri(uri)
@@ -86,7 +90,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         profile=choose_profile(args.profile), budget=budget, space=space,
         resources=WorkerResources(args.workers, args.cpus_per_worker, args.gpus_per_worker), max_concurrent=args.max_concurrent or 0,
         out=out, tracking_uri=uri, protocol=args.protocol, base_checkpoint=Path(args.base_checkpoint).absolute() if args.base_checkpoint else None,
-        cache_dir=cache.absolute(), base_overrides=args.base_set, finetune_overrides=args.set,
+        cache_dir=cache.absolute(), base_overrides=args.base_set, finetune_overrides=args.set, extra_points=points,
     )
 
 
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import ray
 
-    from sweeps.study import run_study
+    from sweeps.study import SweepInterrupted, run_study
     from sweeps.tracking import Tracker
 
     if args.address is None:
@@ -146,6 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     except DkanError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except SweepInterrupted as e:
+        print(f"\n{e}", file=sys.stderr)
+        return 130
     finally:
         ray.shutdown()
     print(f"done in {(time.time() - t0) / 60:.1f} min; results in {plan.out / 'results'}; MLflow: mlflow ui --backend-store-uri {plan.tracking_uri}")

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
@@ -36,6 +36,18 @@ class StudyResult:
     seed_finetunes: int
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    pass
+
+
+def _fit(tuner: tune.Tuner, path: Path) -> tune.ResultGrid:
+    """Tuner.fit(), but an interrupted run (Ctrl+C: Tune saves and returns) stops the sweep."""
+    grid = tuner.fit()
+    if grid.num_terminated + grid.num_errors < len(grid):
+        raise SweepInterrupted(f"interrupted; the state is saved in {path}. Resume with the same command plus --resume")
+    return grid
+
+
 def _tuner(path: Path, trainable, resume: bool, make) -> tune.Tuner:
     if resume and tune.Tuner.can_restore(str(path)):
         print(f"resuming {path}")
@@ -51,15 +63,19 @@ def run_search(plan: Plan, split: int, shots: int, template: dict[str, Any], tra
     trainable = tune.with_resources(fn, {"cpu": 0.01})  # the trial only drives; its Train workers hold the CPUs
 
     def make() -> tune.Tuner:
-        searcher = OptunaSearch(space=to_optuna(plan.space), metric=metric, mode="max", points_to_evaluate=first_points(plan.space), seed=0, study_name=key)
-        scheduler = ASHAScheduler(time_attr="seeds_done", max_t=len(plan.seeds), grace_period=min(plan.budget.grace_seeds, len(plan.seeds)), reduction_factor=plan.budget.reduction_factor)
+        points = first_points(plan.space) + [p for p in plan.extra_points if p not in first_points(plan.space)]
+        searcher = OptunaSearch(space=to_optuna(plan.space), metric=metric, mode="max", points_to_evaluate=points, seed=0, study_name=key)
+        if plan.budget.early_stop:
+            scheduler = ASHAScheduler(time_attr="seeds_done", max_t=len(plan.seeds), grace_period=min(plan.budget.grace_seeds, len(plan.seeds)), reduction_factor=plan.budget.reduction_factor)
+        else:
+            scheduler = FIFOScheduler()
         return tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(metric=metric, mode="max", search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent), scheduler=scheduler, num_samples=plan.budget.trials),
             run_config=tune.RunConfig(name=f"{key}_search", storage_path=str(storage), callbacks=[TrialLogger(plan.tracking_uri, plan.dataset, parent, key, len(plan.seeds))], verbose=1),
         )
 
-    return _tuner(storage / f"{key}_search", trainable, resume, make).fit()
+    return _fit(_tuner(storage / f"{key}_search", trainable, resume, make), storage / f"{key}_search")
 
 
 def pick_best(grid: tune.ResultGrid, metric: str, n_seeds: int):
@@ -92,7 +108,7 @@ def run_final(plan: Plan, key: str, template: dict[str, Any], best, resume: bool
         run_config=tune.RunConfig(name=f"{key}_test", storage_path=str(storage), verbose=1),
     ))
     out: dict[str, dict[int, dict]] = {"dkan": {}, "tfa": {}}
-    for r in tuner.fit():
+    for r in _fit(tuner, storage / f"{key}_test"):
         if r.error or not r.metrics:
             raise RuntimeError(f"test evaluation failed: {r.error}")
         out[r.metrics["method"]][int(r.metrics["seed"])] = {k: v for k, v in r.metrics.items() if k.startswith("AP")}

@@ -67,7 +67,7 @@ def search_trial(config: dict[str, Any], *, template: dict[str, Any], seeds: lis
             continue
         out = str(Path(runs_dir) / trial / f"seed{seed}")
         m = run_fit("finetune", seed_config(template, config, seed, out, eval_split), res, f"{trial}_seed{seed}", storage, resume=True)
-        per_seed[seed] = {k: v for k, v in m.items() if k.startswith("AP")}
+        per_seed[seed] = {k: v for k, v in m.items() if k.startswith("AP") or k == "fit_seconds"}
         metrics = {**running_summary(per_seed, "val_" if eval_split == "val" else "test_"), "seeds_done": len(per_seed), "last_seed": seed}
         metrics.update({f"seed{s}_AP_all": v["AP_all"] for s, v in per_seed.items()})
         _report(metrics, per_seed)

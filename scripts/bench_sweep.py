@@ -1,0 +1,119 @@
+"""Sweep benchmarks: ASHA's savings at equal selection quality, and orchestration overhead.
+
+    scripts/venv-run python scripts/bench_sweep.py --out runs/bench_sweep
+
+1. The same N hyperparameter sets (fixed, so both runs see the same trials), every one over all
+   seeds: once with ASHA on seeds_done, once with every trial on every seed. Reported: seed
+   fine-tunes executed in each (target: ASHA at least 3x fewer) and the full-seed val AP_all of
+   the config each run selects (target: within 0.5 points).
+2. Orchestration overhead at the default profile (cpu-quick, its full 200-iteration fine-tune):
+   one trial over a few seeds, one at a time, (wall time - sum of fit() time) / wall time.
+   Target: at most 5%.
+Prints a table, writes JSON. Uses the synthetic set and a cached base model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sweeps.run_tune import build_plan, ensure_base, parse_args  # noqa: E402
+from sweeps.space import DEFAULT_SPACE, first_points  # noqa: E402
+
+
+def sample_points(n: int, seed: int) -> list[dict[str, float]]:
+    rng = random.Random(seed)
+    pts = first_points(DEFAULT_SPACE)
+    while len(pts) < n:
+        pts.append({k: (r.low * (r.high / r.low) ** rng.random()) if r.log else rng.uniform(r.low, r.high) for k, r in DEFAULT_SPACE.items()})
+    return pts
+
+
+def search(plan, split: int, shots: int, base: Path, name: str):
+    from sweeps.study import run_search
+    from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
+
+    tracker = Tracker(plan.tracking_uri, plan.dataset)
+    parent = tracker.run(name, {TAG_KEY: f"bench|{plan.out}|{name}", TAG_KIND: "sweep"})
+    t = time.time()
+    grid = run_search(plan, split, shots, plan.finetune_template(split, shots, base), tracker, parent, name, resume=False)
+    return grid, time.time() - t
+
+
+def per_config(grid) -> dict[tuple, dict]:
+    return {tuple(round(float(r.config[k]), 9) for k in DEFAULT_SPACE): r.metrics for r in grid if r.metrics}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/bench_sweep")
+    p.add_argument("--trials", type=int, default=9)
+    p.add_argument("--seeds", default="1-10")
+    p.add_argument("--shots", default="3")
+    p.add_argument("--finetune-iterations", type=int, default=20, help="per seed in the ASHA comparison (kept small: it runs every trial on every seed)")
+    p.add_argument("--overhead-seeds", default="1-3")
+    p.add_argument("--skip-overhead", action="store_true")
+    a = p.parse_args()
+    out = Path(a.out).absolute()
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    import ray
+    import yaml
+
+    pts = out / "points.yaml"
+    pts.write_text(yaml.safe_dump(sample_points(a.trials, 0)))
+    common = ["--shots", a.shots, "--profile", "cpu-quick", "--points", str(pts), "--trials", str(a.trials)]
+    ray.init(address="local", num_cpus=os.cpu_count(), log_to_driver=False)
+    report: dict = {}
+    try:
+        runs = {}
+        for label, extra in (("asha", ["--grace-seeds", "1", "--reduction-factor", "3"]), ("all seeds", ["--no-early-stop"])):
+            plan = build_plan(parse_args([*common, "--seeds", a.seeds, "--finetune-iterations", str(a.finetune_iterations), "--out", str(out / label.replace(" ", "_")), *extra]))
+            plan.max_concurrent = os.cpu_count() or 1
+            base = ensure_base(plan, 1)
+            grid, wall = search(plan, 1, plan.shots[0], base, f"bench_{label.replace(' ', '_')}")
+            runs[label] = {"grid": per_config(grid), "wall_s": wall, "finetunes": sum(int(m.get("seeds_done", 0)) for m in per_config(grid).values())}
+        full = runs["all seeds"]["grid"]
+        for label, r in runs.items():
+            pick = max((c for c, m in r["grid"].items() if m.get("seeds_done") == len(plan.seeds)) or r["grid"], key=lambda c: r["grid"][c]["val_AP_all"])
+            r["selected"] = dict(zip(DEFAULT_SPACE, pick))
+            r["selected_full_seed_val_AP_all"] = full[pick]["val_AP_all"]
+            del r["grid"]
+        report["asha_vs_all_seeds"] = runs
+        report["finetune_ratio"] = runs["all seeds"]["finetunes"] / max(1, runs["asha"]["finetunes"])
+        report["selected_val_AP_gap_points"] = abs(runs["asha"]["selected_full_seed_val_AP_all"] - runs["all seeds"]["selected_full_seed_val_AP_all"]) * 100
+        if not a.skip_overhead:
+            plan = build_plan(parse_args(["--shots", a.shots, "--profile", "cpu-quick", "--trials", "1", "--seeds", a.overhead_seeds, "--no-early-stop", "--out", str(out / "overhead"),
+                                          "--base-iterations", "300"]))
+            plan.max_concurrent = 1
+            base = ensure_base(plan, 1)
+            grid, wall = search(plan, 1, plan.shots[0], base, "bench_overhead")
+            r = next(iter(grid))
+            seeds_json = json.loads(Path(r.checkpoint.path, "seeds.json").read_text()) if r.checkpoint else {}
+            compute = sum(v.get("fit_seconds", 0.0) for v in seeds_json.values())
+            report["overhead"] = {"wall_s": wall, "fit_compute_s": compute, "seeds": len(seeds_json), "fraction": (wall - compute) / wall, "iterations_per_seed": plan.finetune_template(1, plan.shots[0], base)["optim"]["iterations"]}
+    finally:
+        ray.shutdown()
+    print("\n| measure | value | target |\n|---|---|---|")
+    r = report["asha_vs_all_seeds"]
+    print(f"| seed fine-tunes, ASHA | {r['asha']['finetunes']} ({r['asha']['wall_s']:.0f} s) | |")
+    print(f"| seed fine-tunes, every trial on all seeds | {r['all seeds']['finetunes']} ({r['all seeds']['wall_s']:.0f} s) | |")
+    print(f"| ratio | {report['finetune_ratio']:.2f}x fewer | >= 3x |")
+    print(f"| selected config's full-seed val AP_all: ASHA / all seeds | {r['asha']['selected_full_seed_val_AP_all'] * 100:.2f} / {r['all seeds']['selected_full_seed_val_AP_all'] * 100:.2f} (gap {report['selected_val_AP_gap_points']:.2f} pt) | <= 0.5 pt |")
+    if "overhead" in report:
+        o = report["overhead"]
+        print(f"| orchestration overhead ({o['seeds']} seeds x {o['iterations_per_seed']} it, serial) | {o['fraction'] * 100:.1f}% (wall {o['wall_s']:.0f} s, fit {o['fit_compute_s']:.0f} s) | <= 5% |")
+    (out / "bench_sweep.json").write_text(json.dumps(report, indent=2))
+    print(f"\nwrote {out / 'bench_sweep.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""The sweep for real: local Ray, Ray Train per seed, Optuna + ASHA, MLflow, export, resume, two nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from tests.conftest import tiny_model_config
+
+pytestmark = pytest.mark.slow
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
+    model = [f"model.{k}={json.dumps(v, separators=(',', ':'))}" for k, v in vars(tiny_model_config()).items() if k not in ("box_head", "weights")]
+    sets = [x for m in model for x in ("--set", m, "--base-set", m)]
+    return ["--data", str(data), "--out", str(out), "--cache-dir", str(cache), "--profile", "cpu-quick", "--shots", "2", "--seeds", "1-2",
+            "--trials", "2", "--base-iterations", "3", "--finetune-iterations", "2", "--grace-seeds", "1", "--reduction-factor", "2",
+            "--num-cpus", "4", *sets, "--set", "optim.batch_size=2", "--base-set", "optim.batch_size=2", *extra]
+
+
+def mlflow_runs(out: Path) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("prepared")
+    return client, client.search_runs([exp.experiment_id])
+
+
+def test_tiny_sweep_end_to_end(synthetic_prepared, tmp_path):
+    from sweeps.run_tune import main
+
+    out = tmp_path / "sweep"
+    assert main(tiny_args(synthetic_prepared, out, tmp_path / "cache")) == 0
+    key = "prepared_split1_2shot"
+    table = json.loads((out / "results" / f"{key}.json").read_text())
+    assert set(table["per_seed"]["dkan"]) == set(table["per_seed"]["tfa"]) == {"1", "2"}
+    assert "| TFA 2-shot |" in (out / "results" / f"{key}.md").read_text()
+    # MLflow, read with MLflow's own client
+    client, runs = mlflow_runs(out)
+    kinds = {}
+    for r in runs:
+        kinds.setdefault(r.data.tags.get("dkan.run_kind"), []).append(r)
+    parent = kinds["sweep"][0]
+    assert len(kinds["sweep"]) == 1 and len(kinds["trial"]) == 2 and len(kinds["test"]) == 2
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in kinds["trial"] + kinds["test"])
+    assert all(r.info.status == "FINISHED" and r.data.tags["dkan.state"].startswith(("completed", "stopped early")) for r in kinds["trial"])
+    assert {"fka_weight", "lka_weight", "fka_tau", "lka_tau"} <= set(kinds["trial"][0].data.params)
+    assert "val_AP_all" in kinds["trial"][0].data.metrics
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {f"{key}.yaml", f"{key}.md", f"{key}.json", f"{key}_per_class_ap.json"}
+    # the exported config re-runs through the CLI to the same weights as the sweep's seed-1 run
+    exported = out / "best_configs" / f"{key}.yaml"
+    cfg = yaml.safe_load(exported.read_text())
+    assert cfg["provenance"]["mlflow_run_id"] == parent.info.run_id and cfg["threads"] == 1
+    best_trial = next(r for r in kinds["trial"] if all(float(r.data.params[k]) == pytest.approx(v) for k, v in cfg["provenance"]["hyperparameters"].items()))
+    trial_ckpt = out / "runs" / key / best_trial.data.tags["dkan.trial_id"] / "seed1" / "model_final.pt"
+    from dkan.cli import main as dkan_main
+
+    threads = torch.get_num_threads()
+    try:
+        assert dkan_main(["finetune", "--config", str(exported)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    a = torch.load(trial_ckpt, weights_only=False)["model"]
+    b = torch.load(Path(cfg["out"]) / "model_final.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(synthetic_prepared, tmp_path):
+    out = tmp_path / "sweep"
+    args = tiny_args(synthetic_prepared, out, tmp_path / "cache", "--trials", "3")
+    cmd = [sys.executable, str(REPO / "sweeps" / "run_tune.py"), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    # interrupt once the search has reported its first seed result
+    deadline = time.time() + 600
+    lines = []
+    while time.time() < deadline:
+        line = proc.stdout.readline()
+        lines.append(line)
+        if "val_AP_all=" in line or not line and proc.poll() is not None:
+            break
+    assert proc.poll() is None, "".join(lines[-30:])
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, "".join(lines[-20:]) + rest[-3000:]
+    assert "Resume with the same command plus --resume" in rest
+    from sweeps.run_tune import main
+
+    assert main([*args, "--resume"]) == 0
+    _, runs = mlflow_runs(out)
+    trials = [r for r in runs if r.data.tags.get("dkan.run_kind") == "trial"]
+    assert len(trials) == 3 and len({r.data.tags["dkan.trial_id"] for r in trials}) == 3
+    assert all(r.info.status == "FINISHED" for r in trials)
+    assert len([r for r in runs if r.data.tags.get("dkan.run_kind") == "sweep"]) == 1
+
+
+def test_two_node_cluster_ddp_finetune_and_tiny_sweep(synthetic_prepared, tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from dkan.config import DataConfig, FinetuneConfig, OptimConfig, to_dict
+    from sweeps.seed_run import WorkerResources, run_fit
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    cluster.add_node(num_cpus=1)
+    try:
+        ray.init(address=cluster.address, log_to_driver=False)
+        nodes = [n for n in ray.nodes() if n["Alive"]]
+        assert len(nodes) == 2
+        from sweeps.run_tune import main
+
+        # a tiny sweep on the cluster (its base model is reused below)
+        assert main(tiny_args(synthetic_prepared, tmp_path / "sweep", tmp_path / "cache", "--address", cluster.address, "--trials", "1", "--seeds", "1")) == 0
+        base = next((tmp_path / "cache" / "base").glob("*/model_final.pt"))
+        ray.init(address=cluster.address, log_to_driver=False)
+        cfg = FinetuneConfig(model=tiny_model_config(box_head="cosine"), data=DataConfig(root=str(synthetic_prepared), split=1),
+                             optim=OptimConfig(lr=0.01, batch_size=2, iterations=2, warmup_iters=1), base_checkpoint=str(base), shots=2, out=str(tmp_path / "ddp"))
+        m = run_fit("finetune", to_dict(cfg), WorkerResources(workers=2, cpus_per_worker=1.0), "ddp2", str(tmp_path / "storage"))
+        assert "AP_all" in m and (tmp_path / "ddp" / "model_final.pt").exists()
+        # the two workers were placed one per node
+        log = "\n".join(p.read_text() for p in Path(ray._private.worker._global_node.get_session_dir_path(), "logs", "train").glob("ray-train-app-controller-*.log"))
+        assert "Started training worker group of size 2" in log
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
