@@ -168,15 +168,19 @@ def save_yaml(cfg: Any, path: Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
-def load_yaml(cls: type[T], path: Path) -> T:
+def read_yaml(path: Path, what: str = "config file", error: type[Exception] = ConfigError) -> Any:
+    """A YAML file's content ({} when empty), with ``error`` naming the file when missing or malformed."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+        raise error(f"{path}: {what} not found. Fix: check the path")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        return yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from e
-    return from_dict(cls, data, str(path))
+        raise error(f"{path}: not valid YAML ({e})") from e
+
+
+def load_yaml(cls: type[T], path: Path) -> T:
+    return from_dict(cls, read_yaml(path), str(path))
 
 
 def apply_overrides(cfg: T, overrides: list[str]) -> T:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dkan.config import apply_overrides, to_dict
+from dkan.config import apply_overrides, read_yaml, to_dict
 from dkan.data.fewshot import fewshot_path
 from dkan.data.prepared import PreparedData
 from dkan.data.splits import resolve_class_split
@@ -151,12 +151,8 @@ def load_points(path: str | None, space: dict[str, Range]) -> list[dict[str, flo
     """A YAML list of hyperparameter sets, each inside the space."""
     if not path:
         return []
-    import yaml
-
     p = Path(path)
-    if not p.is_file():
-        raise PlanError(f"--points {p}: file not found")
-    points = yaml.safe_load(p.read_text()) or []
+    points = read_yaml(p, "--points file", PlanError) or []
     if not isinstance(points, list):
         raise PlanError(f"--points {p}: expected a list of {{fka_weight, lka_weight, fka_tau, lka_tau}} mappings")
     for i, pt in enumerate(points):

@@ -16,8 +16,7 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
+from dkan.config import read_yaml
 from dkan.errors import DkanError
 
 
@@ -47,12 +46,7 @@ def load_space(path: Path | None) -> dict[str, Range]:
     if path is None:
         return space
     path = Path(path)
-    if not path.is_file():
-        raise SearchSpaceError(f"{path}: search-space file not found. Fix: check the path")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise SearchSpaceError(f"{path}: not valid YAML ({e})") from e
+    data = read_yaml(path, "search-space file", SearchSpaceError)
     if not isinstance(data, dict):
         raise SearchSpaceError(f"{path}: expected a mapping of parameter -> {{low, high, log}}")
     unknown = sorted(set(data) - set(DEFAULT_SPACE))

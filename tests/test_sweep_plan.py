@@ -63,3 +63,18 @@ def test_base_cache_key_follows_config_and_data(synthetic_prepared, tmp_path):
     assert plan.base_cache_dir(1) != plan.base_cache_dir(2)
     assert plan.finetune_template(1, 2, tmp_path / "b.pt")["shots"] == 2
     assert isinstance(plan.budget, Budget) and plan.space == DEFAULT_SPACE and isinstance(plan, Plan)
+
+
+def test_points_file_is_checked_against_the_space(tmp_path):
+    from sweeps.plan import load_points
+
+    f = tmp_path / "p.yaml"
+    f.write_text("- {fka_weight: 2, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n")
+    assert load_points(str(f), DEFAULT_SPACE) == [{"fka_weight": 2.0, "lka_weight": 0.1, "fka_tau": 3.0, "lka_tau": 4.0}]
+    f.write_text("- {fka_weight: 20, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n")
+    with pytest.raises(PlanError, match=r"fka_weight=20 lies outside \[0.01, 10\]"):
+        load_points(str(f), DEFAULT_SPACE)
+    f.write_text("- {fka_weight: 2}\n")
+    with pytest.raises(PlanError, match="must set exactly"):
+        load_points(str(f), DEFAULT_SPACE)
+    assert load_points(None, DEFAULT_SPACE) == []
