@@ -30,7 +30,7 @@ def _worker(rank: int, world: int, port: int, cfg_dict: dict, result_dir: str) -
 
         metrics = fit(from_dict(BaseTrainConfig, cfg_dict), progress=False)
         with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as f:
-            json.dump({"metrics_AP_all": metrics["AP_all"], "rank_world": rank_and_world()}, f)
+            json.dump({"metrics_AP_all": metrics["AP_all"], "rank_world": rank_and_world(), "world_size": metrics["world_size"]}, f)
     finally:
         dist.destroy_process_group()
 
@@ -76,6 +76,6 @@ def test_two_ranks_train_in_sync_and_only_rank0_writes(synthetic_prepared, tmp_p
                           optim=OptimConfig(lr=0.01, batch_size=4, iterations=3, warmup_iters=1), out=str(tmp_path / "run"), checkpoint_every=0)
     mp.spawn(_worker, args=(2, _free_port(), to_dict(cfg), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
-    assert r0["rank_world"] == [0, 2] and r1["rank_world"] == [1, 2]
+    assert r0["rank_world"] == [0, 2] and r1["rank_world"] == [1, 2] and r1["world_size"] == 2
     assert json.dumps(r0["metrics_AP_all"]) == json.dumps(r1["metrics_AP_all"])  # rank 0's metrics reach every rank
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml", "metrics.json", "model_final.pt"]

@@ -115,22 +115,18 @@ def test_two_node_cluster_ddp_finetune_and_tiny_sweep(synthetic_prepared, tmp_pa
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
     try:
-        ray.init(address=cluster.address, log_to_driver=False)
-        nodes = [n for n in ray.nodes() if n["Alive"]]
-        assert len(nodes) == 2
         from sweeps.run_tune import main
 
-        # a tiny sweep on the cluster (its base model is reused below)
+        # a tiny sweep on the two-node cluster (main connects and disconnects itself)
         assert main(tiny_args(synthetic_prepared, tmp_path / "sweep", tmp_path / "cache", "--address", cluster.address, "--trials", "1", "--seeds", "1")) == 0
         base = next((tmp_path / "cache" / "base").glob("*/model_final.pt"))
         ray.init(address=cluster.address, log_to_driver=False)
+        assert len([n for n in ray.nodes() if n["Alive"]]) == 2
+        # 2 DDP workers of 1 CPU on nodes of 1 CPU each: one worker per node
         cfg = FinetuneConfig(model=tiny_model_config(box_head="cosine"), data=DataConfig(root=str(synthetic_prepared), split=1),
                              optim=OptimConfig(lr=0.01, batch_size=2, iterations=2, warmup_iters=1), base_checkpoint=str(base), shots=2, out=str(tmp_path / "ddp"))
         m = run_fit("finetune", to_dict(cfg), WorkerResources(workers=2, cpus_per_worker=1.0), "ddp2", str(tmp_path / "storage"))
-        assert "AP_all" in m and (tmp_path / "ddp" / "model_final.pt").exists()
-        # the two workers were placed one per node
-        log = "\n".join(p.read_text() for p in Path(ray._private.worker._global_node.get_session_dir_path(), "logs", "train").glob("ray-train-app-controller-*.log"))
-        assert "Started training worker group of size 2" in log
+        assert m["world_size"] == 2 and "AP_all" in m and (tmp_path / "ddp" / "model_final.pt").exists()
     finally:
         ray.shutdown()
         cluster.shutdown()

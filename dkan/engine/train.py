@@ -58,7 +58,7 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
     gradients; rank 0 alone writes files and evaluates, and every rank returns its metrics.
     """
     t_start = time.time()
-    rank, _ = rank_and_world()
+    rank, world = rank_and_world()
     lead = rank == 0
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -100,6 +100,7 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
         metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device)
         metrics.update({"iterations": sched.iterations, "train_seconds": round(train_seconds, 2), "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4), "eval_split": cfg.eval_split})
         metrics["fit_seconds"] = round(time.time() - t_start, 2)  # all of fit: setup, training, evaluation
+        metrics["world_size"] = world
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True))
     metrics = broadcast_from_rank0(metrics)
     if report:
