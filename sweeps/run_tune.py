@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from dataclasses import replace
 import sys
 import time
 from pathlib import Path
@@ -18,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file fr
 
 from dkan.cli import parse_int_list  # noqa: E402
 from dkan.errors import DkanError  # noqa: E402
-from sweeps.plan import QUICK, Budget, Plan, PlanError, check_data, check_resources, default_cache_dir, load_points, load_space_checked  # noqa: E402
+from sweeps.plan import ALL_SEEDS, QUICK, QUICK_SEEDS, Budget, Plan, PlanError, check_data, check_resources, default_cache_dir, load_points, load_space_checked  # noqa: E402
 from sweeps.seed_run import WorkerResources  # noqa: E402
 
 
@@ -27,12 +28,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data", help="prepared dataset (dkan prepare-data --out). Default: the synthetic set, generated into the cache, with a 15-minute budget")
     p.add_argument("--splits", type=parse_int_list, default=[1], help="class splits (default 1)")
     p.add_argument("--shots", type=parse_int_list, default=[1, 3, 5], help="K values (default 1,3,5)")
-    p.add_argument("--seeds", type=parse_int_list, default=list(range(1, 11)), help="few-shot seeds per trial (default 1-10)")
-    p.add_argument("--trials", type=int, help="Optuna trials per (split, K) (default 12; 4 on the embedded default)")
+    p.add_argument("--seeds", type=parse_int_list, help="few-shot seeds per trial (default 1-10; 1-3 on the embedded default)")
+    p.add_argument("--trials", type=int, help="Optuna trials per (split, K) (default 12; 3 on the embedded default)")
     p.add_argument("--profile", choices=["paper", "cpu-quick"], help="model/schedule profile (default: by hardware)")
-    p.add_argument("--base-iterations", type=int, help="base training iterations (default: the profile's; 300 on the embedded default)")
-    p.add_argument("--finetune-iterations", type=int, help="iterations per seed fine-tune (default: the profile's; 40 on the embedded default)")
-    p.add_argument("--grace-seeds", type=int, help="ASHA: seeds every trial runs before it can be stopped (default 3)")
+    p.add_argument("--base-iterations", type=int, help="base training iterations (default: the profile's; 200 on the embedded default)")
+    p.add_argument("--finetune-iterations", type=int, help="iterations per seed fine-tune (default: the profile's; 30 on the embedded default)")
+    p.add_argument("--grace-seeds", type=int, help="ASHA: seeds every trial runs before it can be stopped (default 3; 1 on the embedded default)")
     p.add_argument("--reduction-factor", type=int, help="ASHA reduction factor (default 3)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP) per fine-tune")
     p.add_argument("--cpus-per-worker", type=float, default=1.0)
@@ -68,6 +69,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         print(f"synthetic data: {res.status} ({data_root})")
     else:
         data_root = Path(args.data)
+    args.seeds = args.seeds or (QUICK_SEEDS if embedded else ALL_SEEDS)
     check_data(data_root, args.splits, args.shots, args.seeds)
     base = QUICK if embedded else Budget()
     budget = Budget(
@@ -111,7 +113,9 @@ def ensure_base(plan: Plan, split: int) -> Path:
     cfg["out"] = str(d)
     print(f"base model (split {split}): training {cfg['optim']['iterations']} iterations -> {d}", flush=True)
     t = time.time()
-    m = run_fit("base", cfg, plan.resources, f"base_{d.name}", str(plan.out / "ray_results" / "train"), resume=True)
+    # base training runs alone: give it the CPUs of every concurrent slot
+    res = replace(plan.resources, cpus_per_worker=plan.resources.cpus_per_worker * max(1, plan.max_concurrent))
+    m = run_fit("base", cfg, res, f"base_{d.name}", str(plan.out / "ray_results" / "train"), resume=True)
     print(f"base model (split {split}): val AP_base {m['AP_base'] * 100:.1f} in {time.time() - t:.0f} s", flush=True)
     return d / "model_final.pt"
 
