@@ -29,10 +29,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--splits", type=parse_int_list, default=[1], help="class splits (default 1)")
     p.add_argument("--shots", type=parse_int_list, default=[1, 3, 5], help="K values (default 1,3,5)")
     p.add_argument("--seeds", type=parse_int_list, help="few-shot seeds per trial (default 1-10; 1-3 on the embedded default)")
-    p.add_argument("--trials", type=int, help="Optuna trials per (split, K) (default 12; 3 on the embedded default)")
+    p.add_argument("--trials", type=int, help="Optuna trials per (split, K) (default 12; 2 on the embedded default)")
     p.add_argument("--profile", choices=["paper", "cpu-quick"], help="model/schedule profile (default: by hardware)")
-    p.add_argument("--base-iterations", type=int, help="base training iterations (default: the profile's; 200 on the embedded default)")
-    p.add_argument("--finetune-iterations", type=int, help="iterations per seed fine-tune (default: the profile's; 30 on the embedded default)")
+    p.add_argument("--base-iterations", type=int, help="base training iterations (default: the profile's; 120 on the embedded default)")
+    p.add_argument("--finetune-iterations", type=int, help="iterations per seed fine-tune (default: the profile's; 10 on the embedded default)")
     p.add_argument("--grace-seeds", type=int, help="ASHA: seeds every trial runs before it can be stopped (default 3; 1 on the embedded default)")
     p.add_argument("--reduction-factor", type=int, help="ASHA reduction factor (default 3)")
     p.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP) per fine-tune")
@@ -115,7 +115,7 @@ def ensure_base(plan: Plan, split: int) -> Path:
     t = time.time()
     # base training runs alone: give it the CPUs of every concurrent slot
     res = replace(plan.resources, cpus_per_worker=plan.resources.cpus_per_worker * max(1, plan.max_concurrent))
-    m = run_fit("base", cfg, res, f"base_{d.name}", str(plan.out / "ray_results" / "train"), resume=True)
+    m = run_fit("base", cfg, res, f"base_{d.name}", str(plan.out / "ray_results" / "train"), resume=True, watch=True)
     print(f"base model (split {split}): val AP_base {m['AP_base'] * 100:.1f} in {time.time() - t:.0f} s", flush=True)
     return d / "model_final.pt"
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,9 @@ def _train_loop(config: dict[str, Any]) -> None:
     fit(cfg, report=report, progress=False, resume=config.get("resume", False))
 
 
-def run_fit(kind: str, cfg_dict: dict[str, Any], res: WorkerResources, name: str, storage: str, resume: bool = False) -> dict[str, Any]:
-    """Run ``fit`` for one config under a TorchTrainer; returns the worker's final metrics."""
+def run_fit(kind: str, cfg_dict: dict[str, Any], res: WorkerResources, name: str, storage: str, resume: bool = False, watch: bool = False) -> dict[str, Any]:
+    """Run ``fit`` for one config under a TorchTrainer; returns the worker's final metrics.
+    ``watch`` prints the run's progress (from its ``progress.json``) every 30 s meanwhile."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -61,9 +63,24 @@ def run_fit(kind: str, cfg_dict: dict[str, Any], res: WorkerResources, name: str
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpus_per_worker > 0, resources_per_worker=res.bundle()),
         run_config=RunConfig(name=name, storage_path=storage),
     )
-    result = trainer.fit()
+    stop = threading.Event()
+    if watch:
+        threading.Thread(target=_print_progress, args=(Path(cfg_dict["out"]) / "progress.json", name, stop), daemon=True).start()
+    try:
+        result = trainer.fit()
+    finally:
+        stop.set()
     if result.error is not None:
         raise result.error
     if not result.metrics:
         raise RuntimeError(f"{name}: the training run reported no metrics")
     return dict(result.metrics)
+
+
+def _print_progress(path: Path, name: str, stop: threading.Event, every: float = 30.0) -> None:
+    while not stop.wait(every):
+        try:
+            p = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        print(f"  {name}: iteration {p['iteration']}/{p['iterations']}, loss {p['loss']:.3f}, about {p['eta_s'] / 60:.1f} min left", flush=True)

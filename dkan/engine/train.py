@@ -75,7 +75,7 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
     opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     lr_at = _lr_lambda(cfg.optim, sched)
     start = _resume(out / "last.pt", job, opt) if resume else 0
-    t0 = time.time()
+    t0 = last_note = time.time()
     bar = tqdm(range(start, sched.iterations), initial=start, total=sched.iterations, desc=f"{job.stage} {job.method}", disable=not (progress and lead), mininterval=2.0)
     for it in bar:
         for g in opt.param_groups:
@@ -90,13 +90,17 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
             torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm)
         opt.step()
         bar.set_postfix({k.removeprefix("loss_"): f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
+        if lead and time.time() - last_note > 10:  # for watchers without a terminal (the sweep's driver)
+            last_note = time.time()
+            _note_progress(out, it + 1, sched.iterations, (last_note - t0) / (it + 1 - start), sum(v.item() for v in losses.values()))
         if lead and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
             save_checkpoint(out / "last.pt", _state(job, cfg, opt, it + 1))
     train_seconds = time.time() - t0
     metrics = None
     if lead:
         save_checkpoint(out / "model_final.pt", {"model": job.student.state_dict(), "meta": _meta(job, cfg, sched.iterations)})
-        (out / "last.pt").unlink(missing_ok=True)
+        for stale in ("last.pt", "progress.json"):
+            (out / stale).unlink(missing_ok=True)
         metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device)
         metrics.update({"iterations": sched.iterations, "train_seconds": round(train_seconds, 2), "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4), "eval_split": cfg.eval_split})
         metrics["fit_seconds"] = round(time.time() - t_start, 2)  # all of fit: setup, training, evaluation
@@ -106,6 +110,12 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
     if report:
         report(metrics)
     return metrics
+
+
+def _note_progress(out: Path, it: int, total: int, s_per_it: float, loss: float) -> None:
+    tmp = out / ".progress.json.tmp"
+    tmp.write_text(json.dumps({"iteration": it, "iterations": total, "loss": round(loss, 4), "eta_s": round((total - it) * s_per_it)}))
+    tmp.replace(out / "progress.json")
 
 
 def _batch_indices(seed: int, it: int, batch: int, n: int) -> list[int]:
