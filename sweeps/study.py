@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import subprocess
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,10 +42,23 @@ class SweepInterrupted(KeyboardInterrupt):
     pass
 
 
+def _on_sigint(sig, frame):  # a second Ctrl+C, after Tune has handed the signal back
+    raise KeyboardInterrupt
+
+
 def _fit(tuner: tune.Tuner, path: Path) -> tune.ResultGrid:
-    """Tuner.fit(), but an interrupted run (Ctrl+C: Tune saves and returns) stops the sweep."""
+    """Tuner.fit(), but an interrupted run (Ctrl+C: Tune saves and returns) stops the sweep.
+
+    Tune swaps in its own SIGINT handler and hands back the previous one only when the signal
+    arrives: ours being back in place afterwards means the run was interrupted."""
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGINT, _on_sigint)
     grid = tuner.fit()
-    if grid.num_terminated + grid.num_errors < len(grid):
+    interrupted = in_main and signal.getsignal(signal.SIGINT) is _on_sigint
+    if in_main:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted or grid.num_terminated + grid.num_errors < len(grid):
         raise SweepInterrupted(f"interrupted; the state is saved in {path}. Resume with the same command plus --resume")
     return grid
 
