@@ -61,6 +61,7 @@ class Plan:
     protocol: str  # val | paper
     base_checkpoint: Path | None
     cache_dir: Path
+    node_cpus: float = 1.0  # CPUs of the largest node (a base-training worker must fit on one)
     base_overrides: list[str] = field(default_factory=list)
     finetune_overrides: list[str] = field(default_factory=list)
     extra_points: list[dict[str, float]] = field(default_factory=list)  # evaluated first, after the authors' defaults
@@ -127,9 +128,17 @@ def check_data(data_root: Path, splits: list[int], shots: list[int], seeds: list
     return data
 
 
-def check_resources(res: WorkerResources, cluster: dict[str, float]) -> int:
-    """How many fine-tunes fit at once; a request the cluster cannot hold is an error, not a hang."""
+def check_resources(res: WorkerResources, cluster: dict[str, float], nodes: list[dict[str, float]] | None = None) -> int:
+    """How many fine-tunes fit at once; a request the cluster cannot hold is an error, not a hang.
+
+    ``nodes`` (each node's resources) also checks that one worker's bundle fits on some node."""
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
+    if nodes and not any(n.get("CPU", 0.0) + 1e-9 >= res.cpus_per_worker and n.get("GPU", 0.0) + 1e-9 >= res.gpus_per_worker for n in nodes):
+        biggest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)))
+        raise PlanError(
+            f"one worker needs {res.cpus_per_worker:g} CPUs and {res.gpus_per_worker:g} GPUs on one node, but the largest node has "
+            f"{biggest.get('CPU', 0.0):g} CPUs and {biggest.get('GPU', 0.0):g} GPUs. Fix: lower --cpus-per-worker / --gpus-per-worker and use more --workers"
+        )
     need_cpu, need_gpu = res.workers * res.cpus_per_worker, res.workers * res.gpus_per_worker
     if res.cpus_per_worker <= 0 or res.workers < 1:
         raise PlanError(f"--workers {res.workers} / --cpus-per-worker {res.cpus_per_worker}: need at least one worker with some CPU")

@@ -113,8 +113,8 @@ def ensure_base(plan: Plan, split: int) -> Path:
     cfg["out"] = str(d)
     print(f"base model (split {split}): training {cfg['optim']['iterations']} iterations -> {d}", flush=True)
     t = time.time()
-    # base training runs alone: give it the CPUs of every concurrent slot
-    res = replace(plan.resources, cpus_per_worker=plan.resources.cpus_per_worker * max(1, plan.max_concurrent))
+    # base training runs alone: give it the CPUs of every concurrent slot that fit on one node
+    res = replace(plan.resources, cpus_per_worker=min(plan.node_cpus, plan.resources.cpus_per_worker * max(1, plan.max_concurrent)))
     m = run_fit("base", cfg, res, f"base_{d.name}", str(plan.out / "ray_results" / "train"), resume=True, watch=True)
     print(f"base model (split {split}): val AP_base {m['AP_base'] * 100:.1f} in {time.time() - t:.0f} s", flush=True)
     return d / "model_final.pt"
@@ -143,7 +143,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         ray.init(address=args.address, log_to_driver=False)
     try:
-        fits = check_resources(plan.resources, ray.cluster_resources())
+        nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+        fits = check_resources(plan.resources, ray.cluster_resources(), nodes)
+        plan.node_cpus = max(n.get("CPU", 0.0) for n in nodes)
         plan.max_concurrent = min(plan.max_concurrent or fits, fits)
         print(plan.describe(), flush=True)
         tracker = Tracker(plan.tracking_uri, plan.dataset)

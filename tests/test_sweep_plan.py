@@ -22,6 +22,11 @@ def test_resources_beyond_the_cluster_are_errors_not_hangs():
         check_resources(WorkerResources(2, 1.0, 1.0), cluster)
     with pytest.raises(PlanError, match=r"needs 6 CPUs \(3 workers x 2\) but the cluster has 4.*lower --workers"):
         check_resources(WorkerResources(3, 2.0, 0.0), cluster)
+    # enough in total, but no single node holds one worker: an error, not a hang
+    two_small = [{"CPU": 1.0}, {"CPU": 1.0}]
+    assert check_resources(WorkerResources(2, 1.0, 0.0), {"CPU": 2.0}, two_small) == 1
+    with pytest.raises(PlanError, match=r"one worker needs 2 CPUs .* the largest node has 1 CPUs"):
+        check_resources(WorkerResources(1, 2.0, 0.0), {"CPU": 2.0}, two_small)
 
 
 def test_missing_shots_and_bad_seeds(synthetic_prepared):
