@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from dkan.config import BaseTrainConfig, FinetuneConfig, from_dict
-from dkan.data.prepared import PreparedData, without_images_of
-from dkan.data.splits import restrict_classes
+from dkan.data.prepared import PreparedData
 from dkan.engine.evaluate import evaluate
-from dkan.engine.setup import resolve_device
+from dkan.engine.setup import eval_ground_truth, resolve_device
 from dkan.model.checkpoint import load_checkpoint
 from dkan.model.detector import build_detector
 
@@ -20,10 +19,7 @@ def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None =
     cfg = from_dict(cls, meta["config"], str(path))
     data = PreparedData.load(Path(data_root or cfg.data.root))
     classes = tuple(meta["classes"])
-    coco = data.split(split)
-    if split == "val" and meta["stage"] == "finetune":
-        coco = without_images_of(coco, data.fewshot(cfg.fewshot_seed, cfg.shots))
-    gt = restrict_classes(coco, classes, drop_empty=False)
+    gt = eval_ground_truth(data, split, classes, data.fewshot(cfg.fewshot_seed, cfg.shots) if meta["stage"] == "finetune" else None)
     dev = resolve_device(device)
     model = build_detector(cfg.model, len(classes))
     model.load_state_dict(ckpt["model"])

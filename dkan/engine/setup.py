@@ -41,6 +41,15 @@ class Job:
         return len(self.base)
 
 
+def eval_ground_truth(data: PreparedData, split: str, classes: tuple[str, ...], shots: CocoDict | None = None) -> CocoDict:
+    """The evaluated split, renumbered to the model's classes; on val, a fine-tuned seed's own
+    few-shot training images are left out (they are sampled from trainval)."""
+    coco = data.split(split)
+    if split == "val" and shots is not None:
+        coco = without_images_of(coco, shots)
+    return restrict_classes(coco, classes, drop_empty=False)
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -64,7 +73,7 @@ def build_job(cfg: BaseTrainConfig | FinetuneConfig) -> Job:
         raise ConfigError(f"eval_split: {cfg.eval_split!r} is not 'val' or 'test'")
     if isinstance(cfg, BaseTrainConfig):
         train = restrict_classes(data.split("train"), split.base)
-        gt = restrict_classes(data.split(cfg.eval_split), split.base, drop_empty=False)
+        gt = eval_ground_truth(data, cfg.eval_split, split.base)
         student = build_detector(cfg.model, len(split.base)).to(device)
         set_train_mode(student)
         return Job("base", "base", student, None, device, split.base, (), data.records(train), data.records(gt), gt)
@@ -73,11 +82,8 @@ def build_job(cfg: BaseTrainConfig | FinetuneConfig) -> Job:
     if cfg.distill.method not in METHODS:
         raise ConfigError(f"distill.method: {cfg.distill.method!r} is not one of {METHODS}")
     shots = data.fewshot(cfg.fewshot_seed, cfg.shots)
-    evaluated = data.split(cfg.eval_split)
-    if cfg.eval_split == "val":  # never score a seed on its own training images
-        evaluated = without_images_of(evaluated, shots)
     train = restrict_classes(shots, split.all, drop_empty=False)
-    gt = restrict_classes(evaluated, split.all, drop_empty=False)
+    gt = eval_ground_truth(data, cfg.eval_split, split.all, shots)
     teacher, base_state = _teacher(cfg, split.base)
     student = build_detector(cfg.model, len(split.all))
     load_base_into(student, base_state, len(split.base), torch.Generator().manual_seed(cfg.seed))

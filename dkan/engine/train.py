@@ -120,11 +120,13 @@ def _note_progress(out: Path, it: int, total: int, s_per_it: float, loss: float)
 
 def _batch_indices(seed: int, it: int, batch: int, n: int) -> list[int]:
     """Epoch-wise seeded shuffles, indexed by iteration: resuming needs no sampler state."""
+    perms: dict[int, torch.Tensor] = {}  # a batch spans at most two epochs
     out = []
     for g in range(it * batch, (it + 1) * batch):
         epoch, pos = divmod(g, n)
-        perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
-        out.append(int(perm[pos]))
+        if epoch not in perms:
+            perms[epoch] = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        out.append(int(perms[epoch][pos]))
     return out
 
 
