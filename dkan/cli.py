@@ -55,9 +55,8 @@ def _job_config(kind: str, args: argparse.Namespace):
     import json
 
     import torch
-    import yaml
 
-    from dkan.config import BaseTrainConfig, FinetuneConfig, apply_overrides, from_dict, load_yaml, to_dict
+    from dkan.config import BaseTrainConfig, FinetuneConfig, apply_overrides, from_dict, read_yaml, to_dict
     from dkan.profiles import base_config, choose_profile, finetune_config
 
     cls = BaseTrainConfig if kind == "base" else FinetuneConfig
@@ -67,9 +66,7 @@ def _job_config(kind: str, args: argparse.Namespace):
         profile = args.profile or ("paper" if torch.cuda.is_available() else "cpu-quick")
     cfg = (base_config if kind == "base" else finetune_config)(profile)
     if args.config:
-        load_yaml(cls, args.config)  # validates the file on its own: unknown keys are errors
-        with open(args.config) as f:
-            cfg = from_dict(cls, _merge(to_dict(cfg), yaml.safe_load(f) or {}), args.config)
+        cfg = from_dict(cls, _merge(to_dict(cfg), read_yaml(args.config)), args.config)  # unknown keys are errors
     flags = COMMON_FLAGS | (FINETUNE_FLAGS if kind == "finetune" else {})
     # JSON is valid YAML and quotes strings, so a value like "123" stays a string where one is expected
     sets = [f"{key}={json.dumps(getattr(args, name))}" for name, key in flags.items() if getattr(args, name, None) is not None]

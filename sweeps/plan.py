@@ -17,7 +17,7 @@ from dkan.data.splits import resolve_class_split
 from dkan.errors import DkanError
 from dkan.profiles import base_config, finetune_config
 from sweeps.seed_run import WorkerResources
-from sweeps.space import Range, describe, load_space
+from sweeps.space import Range, describe
 
 
 class PlanError(DkanError, ValueError):
@@ -154,10 +154,6 @@ def check_resources(res: WorkerResources, cluster: dict[str, float], nodes: list
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("DKAN_CACHE", Path.home() / ".cache" / "dkan-sweep"))
-
-
-def load_space_checked(path: str | None) -> dict[str, Range]:
-    return load_space(Path(path) if path else None)
 
 
 def load_points(path: str | None, space: dict[str, Range]) -> list[dict[str, float]]:

@@ -19,7 +19,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file fr
 
 from dkan.cli import parse_int_list  # noqa: E402
 from dkan.errors import DkanError  # noqa: E402
-from sweeps.plan import ALL_SEEDS, QUICK, QUICK_SEEDS, Budget, Plan, PlanError, check_data, check_resources, default_cache_dir, load_points, load_space_checked  # noqa: E402
+from sweeps.plan import ALL_SEEDS, QUICK, QUICK_SEEDS, Budget, Plan, PlanError, check_data, check_resources, default_cache_dir, load_points  # noqa: E402
+from sweeps.space import load_space  # noqa: E402
 from sweeps.seed_run import WorkerResources  # noqa: E402
 
 
@@ -80,7 +81,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
     )
     if budget.trials < 1:
         raise PlanError(f"--trials {budget.trials}: need at least one trial")
-    space = load_space_checked(args.search_space)
+    space = load_space(Path(args.search_space) if args.search_space else None)
     points = load_points(args.points, space)
     out = Path(args.out).absolute()
     uri = args.tracking_uri or default_tracking_uri(out)

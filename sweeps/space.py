@@ -13,7 +13,7 @@ The authors' values (1, 0.01, 5, 5) are always evaluated first.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from dkan.config import read_yaml
@@ -86,6 +86,3 @@ def to_optuna(space: dict[str, Range]) -> dict:
 def describe(space: dict[str, Range]) -> str:
     return ", ".join(f"{k} {'log ' if r.log else ''}[{r.low:g}, {r.high:g}]" for k, r in space.items())
 
-
-def as_dict(space: dict[str, Range]) -> dict[str, dict]:
-    return {k: asdict(r) for k, r in space.items()}

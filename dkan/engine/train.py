@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -19,10 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from dkan.config import BaseTrainConfig, FinetuneConfig, OptimConfig, from_dict, save_yaml, to_dict
+from dkan.config import BaseTrainConfig, FinetuneConfig, OptimConfig, save_yaml, to_dict
 from dkan.data.dataset import DetectionDataset, build_transforms, collate
 from dkan.errors import DkanError
 from dkan.engine.distributed import average_gradients, broadcast_from_rank0, broadcast_module, rank_and_world, shard
@@ -180,7 +178,3 @@ def _seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
 
-
-def load_config_of(cls, path: Path):
-    """The config saved beside a checkpoint (used by ``dkan evaluate``)."""
-    return from_dict(cls, load_checkpoint(path)["meta"]["config"], str(path))
