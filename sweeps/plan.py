@@ -37,8 +37,8 @@ class Budget:
 
 
 # the embedded default (no --data): synthetic data, small enough for 2 cores in about 15 minutes.
-# Measured here: a seed's Ray Train run costs ~14 s of start-up plus ~8 s of set-up and evaluation
-# besides its training (1.3 s per iteration on one core), so the default is kept small.
+# Measured here: a trial's Ray Train run costs ~14 s to start, each seed ~6 s of set-up and
+# evaluation besides its training (~1.2 s per iteration on one core), so the default is kept small.
 QUICK = Budget(trials=2, base_iterations=120, finetune_iterations=10, grace_seeds=1, reduction_factor=3)
 QUICK_SEEDS = [1, 2, 3]
 ALL_SEEDS = list(range(1, 11))
@@ -128,8 +128,15 @@ def check_data(data_root: Path, splits: list[int], shots: list[int], seeds: list
     return data
 
 
-def check_resources(res: WorkerResources, cluster: dict[str, float], nodes: list[dict[str, float]] | None = None) -> int:
-    """How many fine-tunes fit at once; a request the cluster cannot hold is an error, not a hang.
+# CPU share of a Tune trial's own process: it only drives its Ray Train run (whose workers hold
+# the real CPUs) but Tune refuses 0. It must be counted: two 1-CPU fine-tunes plus two drivers do
+# not fit in 2 CPUs, and the second Train run then waits on a 60 s worker-start timeout.
+DRIVER_CPU = 0.01
+
+
+def check_resources(res: WorkerResources, cluster: dict[str, float], nodes: list[dict[str, float]] | None = None, driver_cpu: float = DRIVER_CPU) -> int:
+    """How many fine-tunes fit at once, each with its trial driver (``driver_cpu``; 0 where the
+    drivers have CPUs of their own); a request the cluster cannot hold is an error, not a hang.
 
     ``nodes`` (each node's resources) also checks that one worker's bundle fits on some node."""
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
@@ -142,11 +149,12 @@ def check_resources(res: WorkerResources, cluster: dict[str, float], nodes: list
     need_cpu, need_gpu = res.workers * res.cpus_per_worker, res.workers * res.gpus_per_worker
     if res.cpus_per_worker <= 0 or res.workers < 1:
         raise PlanError(f"--workers {res.workers} / --cpus-per-worker {res.cpus_per_worker}: need at least one worker with some CPU")
-    if need_cpu > cpus + 1e-9:
-        raise PlanError(f"a fine-tune needs {need_cpu:g} CPUs ({res.workers} workers x {res.cpus_per_worker:g}) but the cluster has {cpus:g}. Fix: lower --workers or --cpus-per-worker")
+    if need_cpu + driver_cpu > cpus + 1e-9:
+        drv = f" + {driver_cpu:g} for its trial driver" if driver_cpu else ""
+        raise PlanError(f"a fine-tune needs {need_cpu:g} CPUs ({res.workers} workers x {res.cpus_per_worker:g}{drv}) but the cluster has {cpus:g}. Fix: lower --workers or --cpus-per-worker")
     if need_gpu > gpus + 1e-9:
         raise PlanError(f"a fine-tune needs {need_gpu:g} GPUs ({res.workers} workers x {res.gpus_per_worker:g}) but the cluster has {gpus:g}. Fix: lower --gpus-per-worker (0 runs on CPU) or add GPU nodes")
-    fit = math.floor(cpus / need_cpu + 1e-9)
+    fit = math.floor(cpus / (need_cpu + driver_cpu) + 1e-9)
     if need_gpu:
         fit = min(fit, math.floor(gpus / need_gpu + 1e-9))
     return max(1, fit)

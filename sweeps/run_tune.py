@@ -1,5 +1,5 @@
 """The sweep: Ray Tune + Optuna over DKAN's distillation weights and temperatures, every trial
-over the few-shot seeds (each seed a Ray Train run), ASHA on seeds, MLflow, best-config export.
+over the few-shot seeds (one Ray Train run per trial, a fit() per seed), ASHA on seeds, MLflow, best-config export.
 
     python sweeps/run_tune.py --shots 1,3,5                  # embedded default: synthetic data, local Ray + MLflow
     python sweeps/run_tune.py --data data/neu-det --shots 1,3,5 --splits 1,2,3
@@ -140,12 +140,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.address is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(address="local", num_cpus=args.num_cpus or os.cpu_count(), log_to_driver=False)
+        # one logical CPU more than the fine-tunes get: the trial drivers' (they only wait)
+        local_cpus = args.num_cpus or os.cpu_count() or 1
+        ray.init(address="local", num_cpus=local_cpus + 1, log_to_driver=False)
     else:
         ray.init(address=args.address, log_to_driver=False)
     try:
         nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-        fits = check_resources(plan.resources, ray.cluster_resources(), nodes)
+        if args.address is None:
+            nodes = [{**nodes[0], "CPU": float(local_cpus)}]
+            fits = check_resources(plan.resources, nodes[0], nodes, driver_cpu=0.0)
+        else:
+            fits = check_resources(plan.resources, ray.cluster_resources(), nodes)
         plan.node_cpus = max(n.get("CPU", 0.0) for n in nodes)
         plan.max_concurrent = min(plan.max_concurrent or fits, fits)
         print(plan.describe(), flush=True)

@@ -22,7 +22,8 @@ from dkan.evaluation.aggregate import aggregate_seeds, to_json, to_markdown
 from sweeps.plan import Plan
 from sweeps.space import first_points, to_optuna
 from sweeps.tracking import TAG_KEY, TAG_KIND, TrialLogger, Tracker
-from sweeps.trial import HPARAMS, final_run, search_trial
+from sweeps.seed_run import seed_metrics
+from sweeps.trial import HPARAMS, final_dir, final_trial, search_trial
 
 HEADLINE = ("AP_base", "AP_novel", "AP_all")
 
@@ -103,30 +104,32 @@ def pick_best(grid: tune.ResultGrid, metric: str, n_seeds: int):
 
 
 def run_final(plan: Plan, key: str, template: dict[str, Any], best, resume: bool) -> dict[str, dict[int, dict]]:
-    """Best config (its seed checkpoints reused where the trial finished them) and TFA, on test."""
+    """Best config (its seed checkpoints reused where the trial finished them) and TFA, on test:
+    two trials side by side, each one Ray Train run over the seeds."""
     storage = plan.out / "ray_results"
-    trial_dir = plan.out / "runs" / key / best.metrics["trial_id"]
-    hparams = {k: best.config[k] for k in HPARAMS}
-    rows = [{"method": "dkan", "seed": s, "hparams": hparams, "reuse_checkpoint": str(trial_dir / f"seed{s}" / "model_final.pt")} for s in plan.seeds]
-    rows += [{"method": "tfa", "seed": s} for s in plan.seeds]
-    fn = tune.with_parameters(final_run, template=template, runs_dir=str(plan.out / "runs" / key), res=plan.resources, storage=str(storage / "train"))
-    reuse_cpu = plan.resources.cpus_per_worker
-
-    def resources(cfg: dict) -> dict[str, float]:  # evaluating a saved model runs in the trial itself
-        path = cfg["row"].get("reuse_checkpoint")
-        return {"cpu": reuse_cpu if path and Path(path).is_file() else 0.01}
-
-    trainable = tune.with_resources(fn, resources)
+    runs_dir = plan.out / "runs" / key
+    trial_dir = runs_dir / best.metrics["trial_id"]
+    hparams = {k: float(best.config[k]) for k in HPARAMS}
+    reuse = {str(s): str(trial_dir / f"seed{s}" / "model_final.pt") for s in plan.seeds}
+    methods = [{"method": "dkan", "hparams": hparams, "reuse": reuse}, {"method": "tfa"}]
+    fn = tune.with_parameters(final_trial, template=template, seeds=plan.seeds, runs_dir=str(runs_dir), res=plan.resources, storage=str(storage / "train"))
+    trainable = tune.with_resources(fn, {"cpu": 0.01})
     tuner = _tuner(storage / f"{key}_test", trainable, resume, lambda: tune.Tuner(
-        trainable, param_space={"row": tune.grid_search(rows)},
+        trainable, param_space={"final": tune.grid_search(methods)},
         tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent),
         run_config=tune.RunConfig(name=f"{key}_test", storage_path=str(storage), verbose=1),
     ))
-    out: dict[str, dict[int, dict]] = {"dkan": {}, "tfa": {}}
     for r in _fit(tuner, storage / f"{key}_test"):
-        if r.error or not r.metrics:
+        if r.error:
             raise RuntimeError(f"test evaluation failed: {r.error}")
-        out[r.metrics["method"]][int(r.metrics["seed"])] = {k: v for k, v in r.metrics.items() if k.startswith("AP")}
+    out: dict[str, dict[int, dict]] = {}
+    for m in ("dkan", "tfa"):
+        out[m] = {}
+        for s in plan.seeds:
+            metrics = seed_metrics(final_dir(runs_dir, m, s))
+            if metrics is None:
+                raise RuntimeError(f"test evaluation of {m}, seed {s} left no results in {final_dir(runs_dir, m, s)}")
+            out[m][s] = {k: v for k, v in metrics.items() if k.startswith("AP")}
     return out
 
 

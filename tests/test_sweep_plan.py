@@ -8,23 +8,26 @@ import pytest
 
 from sweeps.plan import Budget, Plan, PlanError, check_data, check_resources
 from sweeps.run_tune import build_plan, main, parse_args
-from sweeps.seed_run import WorkerResources
+from sweeps.seed_run import WorkerResources, _seed_report, seed_metrics
 from sweeps.space import DEFAULT_SPACE
 from sweeps.tracking import TrackingError, check_tracking_uri
 
 
 def test_resources_beyond_the_cluster_are_errors_not_hangs():
     cluster = {"CPU": 4.0, "GPU": 1.0}
-    assert check_resources(WorkerResources(1, 1.0, 0.0), cluster) == 4
+    assert check_resources(WorkerResources(1, 1.0, 0.0), cluster) == 3  # 4 x (1 + 0.01 for the trial's driver) > 4
+    assert check_resources(WorkerResources(1, 1.0, 0.0), cluster, driver_cpu=0.0) == 4  # drivers on CPUs of their own
     assert check_resources(WorkerResources(2, 1.0, 0.5), cluster) == 1
-    assert check_resources(WorkerResources(1, 1.0, 0.25), cluster) == 4
+    assert check_resources(WorkerResources(1, 1.0, 0.25), cluster) == 3
     with pytest.raises(PlanError, match=r"needs 2 GPUs \(2 workers x 1\) but the cluster has 1"):
         check_resources(WorkerResources(2, 1.0, 1.0), cluster)
-    with pytest.raises(PlanError, match=r"needs 6 CPUs \(3 workers x 2\) but the cluster has 4.*lower --workers"):
+    with pytest.raises(PlanError, match=r"needs 6 CPUs \(3 workers x 2 \+ 0.01 for its trial driver\) but the cluster has 4.*lower --workers"):
         check_resources(WorkerResources(3, 2.0, 0.0), cluster)
     # enough in total, but no single node holds one worker: an error, not a hang
     two_small = [{"CPU": 1.0}, {"CPU": 1.0}]
-    assert check_resources(WorkerResources(2, 1.0, 0.0), {"CPU": 2.0}, two_small) == 1
+    assert check_resources(WorkerResources(2, 1.0, 0.0), {"CPU": 2.0}, two_small, driver_cpu=0.0) == 1
+    with pytest.raises(PlanError, match=r"needs 2 CPUs \(2 workers x 1 \+ 0.01 for its trial driver\) but the cluster has 2"):
+        check_resources(WorkerResources(2, 1.0, 0.0), {"CPU": 2.0}, two_small)
     with pytest.raises(PlanError, match=r"one worker needs 2 CPUs .* the largest node has 1 CPUs"):
         check_resources(WorkerResources(1, 2.0, 0.0), {"CPU": 2.0}, two_small)
 
@@ -83,3 +86,17 @@ def test_points_file_is_checked_against_the_space(tmp_path):
     with pytest.raises(PlanError, match="must set exactly"):
         load_points(str(f), DEFAULT_SPACE)
     assert load_points(None, DEFAULT_SPACE) == []
+
+
+def test_seed_results_on_disk_and_running_report(tmp_path):
+    assert seed_metrics(tmp_path) is None  # not finished
+    (tmp_path / "metrics.json").write_text('{"AP_all": 0.5')  # cut off mid-write: not finished either
+    assert seed_metrics(tmp_path) is None
+    (tmp_path / "metrics.json").write_text('{"AP_all": 0.5, "AP_base": 0.6, "AP_novel": NaN, "fit_seconds": 3.0}')
+    done = seed_metrics(tmp_path)
+    per_seed = {1: done, 2: {"AP_all": 0.3, "AP_base": 0.2, "AP_novel": 0.4, "fit_seconds": 5.0}}
+    r = _seed_report(per_seed, 2, "val_")
+    assert r["seeds_done"] == 2 and r["last_seed"] == 2 and r["fit_seconds_total"] == 8.0
+    assert r["val_AP_all"] == pytest.approx(0.4) and r["val_AP_base"] == pytest.approx(0.4)
+    assert r["val_AP_novel"] == pytest.approx(0.4)  # the NaN seed is left out of the mean
+    assert r["seed1_AP_all"] == 0.5 and r["seed2_AP_all"] == 0.3
