@@ -39,7 +39,7 @@ class Budget:
 # the embedded default (no --data): synthetic data, small enough for 2 cores in about 15 minutes.
 # Measured here: a trial's Ray Train run costs ~14 s to start, each seed ~6 s of set-up and
 # evaluation besides its training (~1.2 s per iteration on one core), so the default is kept small.
-QUICK = Budget(trials=2, base_iterations=120, finetune_iterations=10, grace_seeds=1, reduction_factor=3)
+QUICK = Budget(trials=2, base_iterations=100, finetune_iterations=10, grace_seeds=1, reduction_factor=3)
 QUICK_SEEDS = [1, 2, 3]
 ALL_SEEDS = list(range(1, 11))
 

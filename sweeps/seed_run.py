@@ -53,8 +53,12 @@ def running_summary(per_seed: dict[int, dict[str, Any]], prefix: str) -> dict[st
     return out
 
 
-def _seed_report(per_seed: dict[int, dict[str, Any]], seed: int, prefix: str) -> dict[str, Any]:
-    metrics = {**running_summary(per_seed, prefix), "seeds_done": len(per_seed), "last_seed": seed}
+def _seed_report(per_seed: dict[Any, dict[str, Any]], key: Any, prefix: str | None) -> dict[str, Any]:
+    """What a trial reports after a seed. ``prefix`` None: jobs of mixed methods (the test phase),
+    where a running mean would mean nothing; just the count and the last job."""
+    if prefix is None:
+        return {"jobs_done": len(per_seed), "last_job": str(key), "fit_seconds_total": sum(m.get("fit_seconds", 0.0) for m in per_seed.values())}
+    metrics = {**running_summary(per_seed, prefix), "seeds_done": len(per_seed), "last_seed": key}
     metrics.update({f"seed{s}_AP_all": m.get("AP_all", float("nan")) for s, m in per_seed.items()})
     metrics["fit_seconds_total"] = sum(m.get("fit_seconds", 0.0) for m in per_seed.values())
     return metrics
@@ -87,13 +91,13 @@ def _seeds_loop(config: dict[str, Any]) -> None:
     device = str(ray.train.torch.get_device()) if config["use_gpu"] else "cpu"
     rank = ray.train.get_context().get_world_rank()
     torch.set_num_threads(max(1, int(config["threads"])))
-    per_seed: dict[int, dict[str, Any]] = {}
+    per_seed: dict[Any, dict[str, Any]] = {}
     unreported = None
     for job in config["jobs"]:
-        seed, out = int(job["seed"]), Path(job["cfg"]["out"])
+        key, out = job.get("label", int(job["seed"])), Path(job["cfg"]["out"])
         done = seed_metrics(out)
         if done is not None:  # finished before a restart: counted, not run (and not reported) again
-            per_seed[seed], unreported = done, seed
+            per_seed[key], unreported = done, key
             continue
         if job.get("reuse") and Path(job["reuse"]).is_file():
             m = broadcast_from_rank0(_evaluate_reused(job["reuse"], out, job["cfg"]["eval_split"], device) if rank == 0 else None)
@@ -102,14 +106,14 @@ def _seeds_loop(config: dict[str, Any]) -> None:
             cfg.threads = max(1, int(config["threads"]))  # recorded in the seed's config.yaml: a re-run matches bit for bit
             cfg.device = device
             m = fit(cfg, progress=False, resume=True)
-        per_seed[seed], unreported = m, None
-        ray.train.report(_seed_report(per_seed, seed, config["prefix"]))
+        per_seed[key], unreported = m, None
+        ray.train.report(_seed_report(per_seed, key, config["prefix"]))
     if unreported is not None:  # every seed was already done: say so once
         ray.train.report(_seed_report(per_seed, unreported, config["prefix"]))
 
 
-def run_seeds(jobs: list[dict[str, Any]], res: WorkerResources, name: str, storage: str, prefix: str) -> None:
-    """One TorchTrainer run over ``jobs`` (each ``{"seed", "cfg", "reuse"?}``), inside a Tune trial:
+def run_seeds(jobs: list[dict[str, Any]], res: WorkerResources, name: str, storage: str, prefix: str | None) -> None:
+    """One TorchTrainer run over ``jobs`` (each ``{"seed", "cfg", "reuse"?, "label"?}``), inside a Tune trial:
     every seed's report reaches Tune. Results stay in each job's ``cfg["out"]``."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

@@ -23,7 +23,7 @@ from sweeps.plan import Plan
 from sweeps.space import first_points, to_optuna
 from sweeps.tracking import TAG_KEY, TAG_KIND, TrialLogger, Tracker
 from sweeps.seed_run import seed_metrics
-from sweeps.trial import HPARAMS, final_dir, final_trial, search_trial
+from sweeps.trial import HPARAMS, final_dir, final_trial, pack, search_trial
 
 HEADLINE = ("AP_base", "AP_novel", "AP_all")
 
@@ -105,17 +105,20 @@ def pick_best(grid: tune.ResultGrid, metric: str, n_seeds: int):
 
 def run_final(plan: Plan, key: str, template: dict[str, Any], best, resume: bool) -> dict[str, dict[int, dict]]:
     """Best config (its seed checkpoints reused where the trial finished them) and TFA, on test:
-    two trials side by side, each one Ray Train run over the seeds."""
+    their (method, seed) jobs packed into as many trials as run at once, each one Ray Train run."""
     storage = plan.out / "ray_results"
     runs_dir = plan.out / "runs" / key
     trial_dir = runs_dir / best.metrics["trial_id"]
     hparams = {k: float(best.config[k]) for k in HPARAMS}
-    reuse = {str(s): str(trial_dir / f"seed{s}" / "model_final.pt") for s in plan.seeds}
-    methods = [{"method": "dkan", "hparams": hparams, "reuse": reuse}, {"method": "tfa"}]
-    fn = tune.with_parameters(final_trial, template=template, seeds=plan.seeds, runs_dir=str(runs_dir), res=plan.resources, storage=str(storage / "train"))
+    jobs = [{"method": "dkan", "seed": s, "hparams": hparams, "reuse": str(trial_dir / f"seed{s}" / "model_final.pt")} for s in plan.seeds]
+    jobs += [{"method": "tfa", "seed": s} for s in plan.seeds]
+    for j in jobs:  # a seed the best trial did not finish is fine-tuned here
+        if j.get("reuse") and not Path(j["reuse"]).is_file():
+            del j["reuse"]
+    fn = tune.with_parameters(final_trial, template=template, runs_dir=str(runs_dir), res=plan.resources, storage=str(storage / "train"))
     trainable = tune.with_resources(fn, {"cpu": 0.01})
     tuner = _tuner(storage / f"{key}_test", trainable, resume, lambda: tune.Tuner(
-        trainable, param_space={"final": tune.grid_search(methods)},
+        trainable, param_space={"final": tune.grid_search(pack(jobs, plan.max_concurrent))},
         tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent),
         run_config=tune.RunConfig(name=f"{key}_test", storage_path=str(storage), verbose=1),
     ))

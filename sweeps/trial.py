@@ -34,16 +34,28 @@ def search_trial(config: dict[str, Any], *, template: dict[str, Any], seeds: lis
     run_seeds(jobs, res, trial, storage, "val_" if eval_split == "val" else "test_")
 
 
-def final_trial(config: dict[str, Any], *, template: dict[str, Any], seeds: list[int], runs_dir: str, res: WorkerResources, storage: str) -> None:
-    """One method (the best DKAN config, or TFA) on test over the seeds. A seed whose search
-    checkpoint exists (``config["final"]["reuse"][seed]``) is evaluated, not trained again."""
-    spec = config["final"]
-    method, reuse = spec["method"], spec.get("reuse") or {}
+def final_trial(config: dict[str, Any], *, template: dict[str, Any], runs_dir: str, res: WorkerResources, storage: str) -> None:
+    """A share of the test phase: ``config["final"]`` lists (method, seed) jobs, the best DKAN
+    config's and TFA's mixed. A job with a search checkpoint (``reuse``) is evaluated, not
+    trained again; results land in ``final_dir``."""
+    from ray import tune
+
     jobs = [
-        {"seed": s, "reuse": reuse.get(str(s)), "cfg": seed_config(template, spec.get("hparams") or {}, s, str(final_dir(runs_dir, method, s)), "test", method)}
-        for s in seeds
+        {"seed": j["seed"], "label": f"{j['method']}/{j['seed']}", "reuse": j.get("reuse"),
+         "cfg": seed_config(template, j.get("hparams") or {}, j["seed"], str(final_dir(runs_dir, j["method"], j["seed"])), "test", j["method"])}
+        for j in config["final"]
     ]
-    run_seeds(jobs, res, f"final_{method}_{Path(runs_dir).name}", storage, "test_")
+    run_seeds(jobs, res, f"final_{tune.get_context().get_trial_id()}", storage, None)
+
+
+def pack(jobs: list[dict[str, Any]], bins: int) -> list[list[dict[str, Any]]]:
+    """Jobs into at most ``bins`` groups of about equal cost (largest first, each to the lightest
+    group): evaluating a reused checkpoint costs about a third of a fine-tune."""
+    cost = lambda j: 1.0 if j.get("reuse") else 3.0  # noqa: E731
+    groups: list[list[dict[str, Any]]] = [[] for _ in range(max(1, min(bins, len(jobs))))]
+    for j in sorted(jobs, key=cost, reverse=True):
+        min(groups, key=lambda g: sum(map(cost, g))).append(j)
+    return [sorted(g, key=lambda j: (j["method"], j["seed"])) for g in groups if g]
 
 
 def final_dir(runs_dir: str | Path, method: str, seed: int) -> Path:

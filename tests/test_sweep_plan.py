@@ -100,3 +100,15 @@ def test_seed_results_on_disk_and_running_report(tmp_path):
     assert r["val_AP_all"] == pytest.approx(0.4) and r["val_AP_base"] == pytest.approx(0.4)
     assert r["val_AP_novel"] == pytest.approx(0.4)  # the NaN seed is left out of the mean
     assert r["seed1_AP_all"] == 0.5 and r["seed2_AP_all"] == 0.3
+
+
+def test_test_phase_jobs_are_packed_into_balanced_trials():
+    from sweeps.trial import pack
+
+    jobs = [{"method": "dkan", "seed": s, "reuse": f"/x/seed{s}/model_final.pt"} for s in (1, 2, 3)] + [{"method": "tfa", "seed": s} for s in (1, 2, 3)]
+    groups = pack(jobs, 2)
+    assert sorted((j["method"], j["seed"]) for g in groups for j in g) == sorted((j["method"], j["seed"]) for j in jobs)
+    cost = [sum(1 if j.get("reuse") else 3 for j in g) for g in groups]
+    assert len(groups) == 2 and max(cost) - min(cost) <= 1  # 12 units: 6 / 6, not 3 evaluations vs 3 fine-tunes
+    assert pack(jobs, 1) == [sorted(jobs, key=lambda j: (j["method"], j["seed"]))]
+    assert len(pack(jobs[:1], 4)) == 1
