@@ -32,7 +32,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=parse_int_list, help="few-shot seeds per trial (default 1-10; 1-3 on the embedded default)")
     p.add_argument("--trials", type=int, help="Optuna trials per (split, K) (default 12; 2 on the embedded default)")
     p.add_argument("--profile", choices=["paper", "cpu-quick"], help="model/schedule profile (default: by hardware)")
-    p.add_argument("--base-iterations", type=int, help="base training iterations (default: the profile's; 120 on the embedded default)")
+    p.add_argument("--base-iterations", type=int, help="base training iterations (default: the profile's; 100 on the embedded default)")
     p.add_argument("--finetune-iterations", type=int, help="iterations per seed fine-tune (default: the profile's; 10 on the embedded default)")
     p.add_argument("--grace-seeds", type=int, help="ASHA: seeds every trial runs before it can be stopped (default 3; 1 on the embedded default)")
     p.add_argument("--reduction-factor", type=int, help="ASHA reduction factor (default 3)")
