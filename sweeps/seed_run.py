@@ -81,12 +81,11 @@ def _seeds_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker (torch.distributed is already set up by TorchTrainer)."""
     import ray.train
     import ray.train.torch
+    import torch
 
     from dkan.config import FinetuneConfig, from_dict
     from dkan.engine.distributed import broadcast_from_rank0
     from dkan.engine.train import fit
-
-    import torch
 
     device = str(ray.train.torch.get_device()) if config["use_gpu"] else "cpu"
     rank = ray.train.get_context().get_world_rank()
@@ -99,7 +98,7 @@ def _seeds_loop(config: dict[str, Any]) -> None:
         if done is not None:  # finished before a restart: counted, not run (and not reported) again
             per_seed[key], unreported = done, key
             continue
-        if job.get("reuse") and Path(job["reuse"]).is_file():
+        if job.get("reuse"):
             m = broadcast_from_rank0(_evaluate_reused(job["reuse"], out, job["cfg"]["eval_split"], device) if rank == 0 else None)
         else:
             cfg = from_dict(FinetuneConfig, job["cfg"])
@@ -112,20 +111,24 @@ def _seeds_loop(config: dict[str, Any]) -> None:
         ray.train.report(_seed_report(per_seed, unreported, config["prefix"]))
 
 
+def _trainer(loop, config: dict[str, Any], res: WorkerResources, name: str, storage: str, callbacks: list | None = None):
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    return TorchTrainer(
+        loop,
+        train_loop_config={**config, "use_gpu": res.gpus_per_worker > 0, "threads": res.cpus_per_worker},
+        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpus_per_worker > 0, resources_per_worker=res.bundle()),
+        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks),
+    )
+
+
 def run_seeds(jobs: list[dict[str, Any]], res: WorkerResources, name: str, storage: str, prefix: str | None) -> None:
     """One TorchTrainer run over ``jobs`` (each ``{"seed", "cfg", "reuse"?, "label"?}``), inside a Tune trial:
     every seed's report reaches Tune. Results stay in each job's ``cfg["out"]``."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    trainer = TorchTrainer(
-        _seeds_loop,
-        train_loop_config={"jobs": jobs, "use_gpu": res.gpus_per_worker > 0, "threads": res.cpus_per_worker, "prefix": prefix},
-        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpus_per_worker > 0, resources_per_worker=res.bundle()),
-        run_config=RunConfig(name=name, storage_path=storage, callbacks=[TuneReportCallback()]),
-    )
-    result = trainer.fit()
+    result = _trainer(_seeds_loop, {"jobs": jobs, "prefix": prefix}, res, name, storage, [TuneReportCallback()]).fit()
     if result.error is not None:
         raise result.error
 
@@ -140,7 +143,7 @@ def _fit_loop(config: dict[str, Any]) -> None:
 
     cls = FinetuneConfig if config["kind"] == "finetune" else BaseTrainConfig
     cfg = from_dict(cls, config["cfg"])
-    cfg.threads = max(1, int(config["threads"]))
+    cfg.threads = max(1, int(config["threads"]))  # recorded in the run's config.yaml: a re-run matches bit for bit
     cfg.device = str(ray.train.torch.get_device()) if config["use_gpu"] else "cpu"
     rank = ray.train.get_context().get_world_rank()
 
@@ -158,15 +161,7 @@ def _fit_loop(config: dict[str, Any]) -> None:
 def run_fit(kind: str, cfg_dict: dict[str, Any], res: WorkerResources, name: str, storage: str, resume: bool = False, watch: bool = False) -> dict[str, Any]:
     """One ``fit`` (base training, or a single fine-tune) as its own TorchTrainer run, outside
     Tune; returns the worker's final metrics. ``watch`` prints progress every 30 s meanwhile."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    trainer = TorchTrainer(
-        _fit_loop,
-        train_loop_config={"kind": kind, "cfg": cfg_dict, "use_gpu": res.gpus_per_worker > 0, "threads": res.cpus_per_worker, "resume": resume},
-        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=res.gpus_per_worker > 0, resources_per_worker=res.bundle()),
-        run_config=RunConfig(name=name, storage_path=storage),
-    )
+    trainer = _trainer(_fit_loop, {"kind": kind, "cfg": cfg_dict, "resume": resume}, res, name, storage)
     stop = threading.Event()
     if watch:
         threading.Thread(target=_print_progress, args=(Path(cfg_dict["out"]) / "progress.json", name, stop), daemon=True).start()

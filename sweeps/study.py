@@ -112,7 +112,7 @@ def run_final(plan: Plan, key: str, template: dict[str, Any], best, resume: bool
     hparams = {k: float(best.config[k]) for k in HPARAMS}
     jobs = [{"method": "dkan", "seed": s, "hparams": hparams, "reuse": str(trial_dir / f"seed{s}" / "model_final.pt")} for s in plan.seeds]
     jobs += [{"method": "tfa", "seed": s} for s in plan.seeds]
-    for j in jobs:  # a seed the best trial did not finish is fine-tuned here
+    for j in jobs:  # a seed the best trial did not finish is fine-tuned here (the one place this is checked)
         if j.get("reuse") and not Path(j["reuse"]).is_file():
             del j["reuse"]
     fn = tune.with_parameters(final_trial, template=template, runs_dir=str(runs_dir), res=plan.resources, storage=str(storage / "train"))

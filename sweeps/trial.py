@@ -1,7 +1,8 @@
 """Tune trainables: a search trial (one hyperparameter set over seeds) and a test-phase trial
-(one method over seeds). Both run their seeds in one Ray Train run (``run_seeds``) that reports
-after every seed: the running mean of AP_base / AP_novel / AP_all and ``seeds_done`` (ASHA's
-time axis). A restored trial skips the seeds whose results are on disk.
+(a packed share of the best config's and TFA's (method, seed) jobs). Both run their jobs in one
+Ray Train run (``run_seeds``) that reports after every seed; a search trial's reports carry the
+running mean of AP_base / AP_novel / AP_all and ``seeds_done`` (ASHA's time axis). A restored
+trial skips the seeds whose results are on disk.
 """
 
 from __future__ import annotations
