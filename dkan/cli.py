@@ -35,6 +35,8 @@ def _prepare(args: argparse.Namespace) -> int:
         classes=args.classes.split(",") if args.classes else None, seeds=args.seeds, shots=args.shots,
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, split_seed=args.split_seed,
         synthetic=args.synthetic, synthetic_per_class=args.synthetic_per_class, synthetic_seed=args.synthetic_seed,
+        synthetic_kind=args.synthetic_kind, synthetic_images=args.synthetic_images, synthetic_size=args.synthetic_size,
+        fewshot_from=args.fewshot_from, fewshot_reading=args.fewshot_reading,
     )
     t = time.time()
     what = "synthetic data" if args.synthetic else args.source
@@ -70,7 +72,24 @@ def _job_config(kind: str, args: argparse.Namespace):
     flags = COMMON_FLAGS | (FINETUNE_FLAGS if kind == "finetune" else {})
     # JSON is valid YAML and quotes strings, so a value like "123" stays a string where one is expected
     sets = [f"{key}={json.dumps(getattr(args, name))}" for name, key in flags.items() if getattr(args, name, None) is not None]
+    sets += _class_split_sets(args)
     return apply_overrides(cfg, sets + list(args.set or []))
+
+
+def _class_split_sets(args: argparse.Namespace) -> list[str]:
+    """--base/--novel -> data.split=null, data.base, data.novel (novel: the other classes when left out)."""
+    import json
+
+    from dkan.data.splits import parse_class_list
+
+    if getattr(args, "base", None) is None:
+        if getattr(args, "novel", None) is not None:
+            raise DkanError("--novel: needs --base too. Fix: pass --base a,b,c (--novel left out: the rest)")
+        return []
+    if getattr(args, "split", None) is not None:
+        raise DkanError("--split/--base: give one of them. Fix: drop --split (numbered splits are NEU-DET presets)")
+    base, novel = parse_class_list(args.base), parse_class_list(args.novel)
+    return ["data.split=null", f"data.base={json.dumps(base)}", f"data.novel={json.dumps(novel)}"]
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -110,6 +129,7 @@ def _metrics_line(m: dict) -> str:
 def _evaluate(args: argparse.Namespace) -> int:
     from dkan.engine.evaluate_checkpoint import evaluate_checkpoint
 
+    _check_eval_class_split(args)
     metrics = evaluate_checkpoint(args.checkpoint, split=args.split_name, data_root=args.data)
     print(_metrics_line(metrics))
     if args.json:
@@ -120,11 +140,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_eval_class_split(args: argparse.Namespace) -> None:
+    """evaluate --base/--novel: the checkpoint's classes decide; a different split given is an error."""
+    if not _class_split_sets(args):
+        return
+    from pathlib import Path
+
+    from dkan.data.splits import parse_class_list
+    from dkan.model.checkpoint import load_checkpoint
+
+    fix = "pass a model_final.pt written by base-train or finetune"
+    meta = load_checkpoint(Path(args.checkpoint), "model checkpoint", fix)["meta"]
+    base, novel = parse_class_list(args.base), parse_class_list(args.novel)
+    if set(base) != set(meta["base"]) or (novel is not None and set(novel) != set(meta["novel"])):
+        raise DkanError(
+            f"--base {args.base} --novel {args.novel}: {args.checkpoint} was trained with base {list(meta['base'])}, "
+            f"novel {list(meta['novel'])}. Fix: pass those lists, or leave --base/--novel out"
+        )
+
+
 def _add_job_flags(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (e.g. an exported best config); merged over the profile")
     p.add_argument("--profile", choices=["paper", "cpu-quick"], help="defaults: paper (R101-FPN, ~800 px; GPU) or cpu-quick (R18-FPN, 200 px). Default: by hardware")
     p.add_argument("--data", help="prepared dataset folder (dkan prepare-data --out)")
-    p.add_argument("--split", type=int, help="NEU-DET class split 1-3 (default 1)")
+    p.add_argument("--split", type=int, help="NEU-DET class split 1-3 (a preset; only for NEU-DET's classes)")
+    _add_class_split_flags(p)
     p.add_argument("--out", help="output folder")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--iterations", type=int, help="training iterations")
@@ -141,6 +181,23 @@ def _add_job_flags(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train("base" if kind == "base" else "finetune"))
+
+
+def _add_class_split_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--base", metavar="A,B,C", help="base classes of any dataset (comma-separated); replaces --split")
+    p.add_argument("--novel", metavar="D,E", help="novel classes (default: the dataset's other classes)")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from dkan.data.inspect import inspect_data
+
+    report = inspect_data(args.data, out_png=args.out, min_size=args.min_size, shots=args.max_shots)
+    print(report.text)
+    for w in report.warnings:
+        print(f"warning: {w}")
+    if args.out:
+        print(f"figure: {args.out}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     pd.add_argument("--split-seed", type=int, default=0, help="seed of the test and val splits (default 0)")
     pd.add_argument("--synthetic-per-class", type=int, default=60, help="synthetic images per class (default 60)")
     pd.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic generator (default 0)")
+    pd.add_argument(
+        "--synthetic-kind", choices=("steel", "tiles"), default="steel",
+        help="steel: NEU-DET-like 200 px, six NEU-DET classes (default); tiles: 640 px grayscale PNGs, "
+        "5-10 small defects per image (pit, burr, stain, crack, dent, void), some defect-free",
+    )
+    pd.add_argument("--synthetic-images", type=int, default=120, help="tiles: number of images (default 120)")
+    pd.add_argument("--synthetic-size", type=int, default=640, help="tiles: image side in px (default 640)")
+    from dkan.data.fewshot_import import LAYOUT_HELP
+
+    pd.add_argument(
+        "--fewshot-from", metavar="DIR",
+        help=f"import few-shot lists instead of sampling: {LAYOUT_HELP}. The lists decide seeds and K",
+    )
+    pd.add_argument(
+        "--fewshot-reading", choices=("all", "sample"), default="all",
+        help="imported lists name images: all = every box of the class in them (default: no defect of the class "
+        "is left unlabelled); sample = K of those boxes, drawn with the seed (TFA/mmfewshot's reading)",
+    )
     pd.add_argument("--overwrite", action="store_true", help="replace an --out that holds different content")
     pd.set_defaults(func=_prepare)
 
@@ -178,7 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
     pe.add_argument("--split-name", default="test", choices=["val", "test"], help="which split (default test)")
     pe.add_argument("--data", help="prepared dataset folder (default: the one the checkpoint was trained on)")
     pe.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
+    _add_class_split_flags(pe)
     pe.set_defaults(func=_evaluate)
+    pi = sub.add_parser(
+        "inspect-data", help="per-class counts, sizes, histograms and warnings of a prepared dataset",
+        description="Look at a prepared dataset before training: images/boxes per class and split, image and box "
+        "sizes, defect-free and multi-class images, and warnings (tiny boxes after resizing, classes with fewer "
+        "images than K, imbalance).",
+    )
+    pi.add_argument("data", help="prepared dataset folder (dkan prepare-data --out)")
+    pi.add_argument("--out", metavar="PNG", help="write box-size, aspect-ratio and image-size histograms here")
+    pi.add_argument(
+        "--min-size", type=int, help="input size (shorter side) to judge box sizes at (default: prepare-data's)"
+    )
+    pi.add_argument("--max-shots", type=int, help="largest K you will use (default: the dataset's largest K)")
+    pi.set_defaults(func=_inspect)
     return p
 
 

@@ -16,7 +16,9 @@ def test_writes_splits_fewshot_files_and_manifest(tiny_voc, tmp_path):
     out = tmp_path / "out"
     res = prepare_data(PrepareConfig(out=str(out), source=str(tiny_voc), seeds=[1, 2], shots=[1, 2], val_fraction=0.2))
     assert res.status == "written"
-    tv, train, val, test = (load_coco_json(out / "annotations" / f"{s}.json") for s in ("trainval", "train", "val", "test"))
+    tv, train, val, test = (
+        load_coco_json(out / "annotations" / f"{s}.json") for s in ("trainval", "train", "val", "test")
+    )
     ids = lambda c: {im["id"] for im in c["images"]}  # noqa: E731
     assert len(ids(test)) == 4 and len(ids(tv)) == 16  # 20% of each class held out as test
     assert ids(train) | ids(val) == ids(tv) and not ids(train) & ids(val) and not ids(tv) & ids(test)

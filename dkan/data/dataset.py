@@ -1,8 +1,16 @@
 """torch Dataset over image records, with torchvision's box-aware v2 transforms.
 
 Labels are 1..N in the order of ``class_names`` (0 is background, torchvision's convention).
-Images decode once and stay in memory as uint8 (all of NEU-DET is ~86 MB), so few-shot sets
-need no DataLoader workers.
+Images decode once and stay in memory (all of NEU-DET is ~86 MB), so few-shot sets need no
+DataLoader workers.
+
+Images as they come (``decode_image``): 8-bit grayscale stays one channel in memory (uint8) and
+is repeated to three only per item; RGB/RGBA/palette become uint8 RGB; 16-bit PNG/TIFF ("I;16*")
+become float32 divided by 65535, the dtype's range, so a 12-bit sensor's image stays dark rather
+than being stretched or, as ``convert("RGB")`` does, saturated to white; 32-bit integer images
+("I") are read as 16-bit when their values fit (PIL opens some 16-bit files so), else divided by
+2**32 - 1; float images ("F") are taken as [0, 1] and clipped. Any size and aspect ratio is kept.
+Images without boxes are valid items (empty targets): the detector learns them as background.
 """
 
 from __future__ import annotations
@@ -51,12 +59,22 @@ def build_transforms(
 class DetectionDataset(torch.utils.data.Dataset):
     """(image, target) pairs: image float CxHxW, target {boxes xyxy, labels, image_id}."""
 
-    def __init__(self, records: list[ImageRecord], class_names: Sequence[str], transforms: v2.Transform | None = None, cache: bool = True):
+    def __init__(
+        self,
+        records: list[ImageRecord],
+        class_names: Sequence[str],
+        transforms: v2.Transform | None = None,
+        cache: bool = True,
+    ):
         self.records = records
         self.label_of = {n: i for i, n in enumerate(class_names, start=1)}
         unknown = sorted({lab for r in records for lab in r.labels} - set(self.label_of))
         if unknown:
-            raise DataError(f"classes {unknown}", f"are in the records but not in class_names {list(class_names)}", "restrict the annotations to the model's classes first (dkan.data.splits.restrict_classes)")
+            raise DataError(
+                f"classes {unknown}",
+                f"are in the records but not in class_names {list(class_names)}",
+                "restrict the annotations to the model's classes first (dkan.data.splits.restrict_classes)",
+            )
         self.transforms = transforms or build_transforms(train=False)
         self._cache: dict[int, torch.Tensor] | None = {} if cache else None
 
@@ -64,24 +82,53 @@ class DetectionDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def image(self, i: int) -> torch.Tensor:
-        """uint8 3xHxW (grayscale JPEGs become 3 equal channels, as backbones expect)."""
+        """The decoded image as cached: uint8 or float32 in [0, 1], 1 or 3 channels (``decode_image``)."""
         if self._cache is not None and i in self._cache:
             return self._cache[i]
-        with Image.open(self.records[i].path) as im:
-            img = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+        img = decode_image(self.records[i].path)
         if self._cache is not None:
             self._cache[i] = img
         return img
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         r = self.records[i]
-        img = tv_tensors.Image(self.image(i))
+        img = self.image(i)
+        img = tv_tensors.Image(img.expand(3, -1, -1) if img.shape[0] == 1 else img)  # backbones expect 3 channels
         boxes = tv_tensors.BoundingBoxes(
-            torch.tensor(r.boxes, dtype=torch.float32).reshape(-1, 4), format="XYXY", canvas_size=(img.shape[-2], img.shape[-1])
+            torch.tensor(r.boxes, dtype=torch.float32).reshape(-1, 4),
+            format="XYXY",
+            canvas_size=(img.shape[-2], img.shape[-1]),
         )
-        target = {"boxes": boxes, "labels": torch.tensor([self.label_of[n] for n in r.labels], dtype=torch.int64), "image_id": r.image_id}
+        target = {
+            "boxes": boxes,
+            "labels": torch.tensor([self.label_of[n] for n in r.labels], dtype=torch.int64),
+            "image_id": r.image_id,
+        }
         img, target = self.transforms(img, target)
         return img, target
+
+
+def decode_image(path) -> torch.Tensor:
+    """CxHxW, C = 1 (grayscale) or 3: uint8 for 8-bit files, float32 in [0, 1] for deeper ones."""
+    with Image.open(path) as im:
+        mode = im.mode
+        if mode in ("L", "1", "LA", "La"):
+            arr = np.array(im.convert("L"))
+        elif mode.startswith("I;16") or mode in ("I", "F"):
+            arr = _deep_to_unit(np.array(im), mode)
+        else:  # RGB, RGBA, P, CMYK, YCbCr, 16-bit RGB (PIL reads it as 8-bit RGB)
+            arr = np.array(im.convert("RGB"))
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def _deep_to_unit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """16/32-bit integer or float pixels -> float32 in [0, 1], scaled by the dtype's range."""
+    if mode == "F":
+        return np.clip(arr.astype(np.float32), 0.0, 1.0)
+    arr = arr.astype(np.float64)
+    full = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) <= 65535 else 4294967295.0
+    return (np.clip(arr, 0, None) / full).astype(np.float32)
 
 
 def collate(batch: list) -> tuple[tuple, tuple]:

@@ -59,12 +59,20 @@ def publish(staged: Path, out: Path, overwrite: bool) -> str:
         staged.rename(out)
         return "written"
     if not (out / MANIFEST).is_file():
-        raise DataError(str(out), "exists and is not a folder written by `dkan prepare-data` (no dataset.yaml)", "choose another --out (nothing was written)")
+        raise DataError(
+            str(out),
+            "exists and is not a folder written by `dkan prepare-data` (no dataset.yaml)",
+            "choose another --out (nothing was written)",
+        )
     diff = first_difference(staged, out)
     if diff is None:
         return "up to date"
     if not overwrite:
-        raise DataError(str(out), f"exists with different content (first difference: {diff})", "choose another --out, delete this one, or pass --overwrite (nothing was written)")
+        raise DataError(
+            str(out),
+            f"exists with different content (first difference: {diff})",
+            "choose another --out, delete this one, or pass --overwrite (nothing was written)",
+        )
     old = out.parent / f".{out.name}.old-{os.getpid()}"
     out.rename(old)
     staged.rename(out)

@@ -26,7 +26,11 @@ class PreparedData:
         root = Path(root)
         manifest = root / MANIFEST
         if not manifest.is_file():
-            raise DataError(str(root), "not a prepared dataset (no dataset.yaml)", f"run `dkan prepare-data --source ... --out {root}` first")
+            raise DataError(
+                str(root),
+                "not a prepared dataset (no dataset.yaml)",
+                f"run `dkan prepare-data --source ... --out {root}` first",
+            )
         meta = yaml.safe_load(manifest.read_text())
         return cls(root, root / meta["image_root"], tuple(meta["classes"]))  # an absolute image_root stays absolute
 

@@ -38,6 +38,7 @@ def resolve_class_split(known: list[str], split: int | None = None, base: list[s
     if split is not None:
         if split not in NEU_DET_SPLITS:
             raise DataError(f"split {split}", "no such NEU-DET split", f"choose one of {sorted(NEU_DET_SPLITS)} or give --base/--novel")
+        check_preset_applies(known, split)
         cs = NEU_DET_SPLITS[split]
     elif base is not None:
         cs = ClassSplit(tuple(base), tuple(novel) if novel is not None else tuple(c for c in known if c not in base))
@@ -89,3 +90,72 @@ def restrict_classes(coco: CocoDict, names: list[str] | tuple[str, ...], drop_em
     images = [im for im in coco["images"] if im["id"] in with_boxes or not drop_empty]
     cats = [{**next(c for c in coco["categories"] if c["name"] == n), "id": i} for i, n in enumerate(names, start=1)]
     return {"images": images, "annotations": anns, "categories": cats}
+
+
+# --- Class splits for any dataset: NEU-DET presets only on NEU-DET's classes, named splits from YAML ---
+
+
+def check_preset_applies(known: list[str] | tuple[str, ...], split: int) -> None:
+    """A numbered split is a NEU-DET preset: refuse it on a dataset with other classes."""
+    if set(known) != {c for s in NEU_DET_SPLITS.values() for c in s.all}:
+        half = list(known)[: max(1, len(known) // 2)]
+        raise DataError(
+            f"--split {split}", f"the numbered splits are NEU-DET's presets; this dataset's classes are {list(known)}",
+            f"name the classes, e.g. --base {','.join(half)} (novel: the rest), or --base ... --novel ...; "
+            f"in a config: data.split=null, data.base=[...], data.novel=[...]",
+        )
+
+
+def load_class_splits(path) -> dict[str, ClassSplit]:
+    """``name: {base: [...], novel: [...]}`` per split from a YAML file (novel may be left out:
+    the dataset's other classes, resolved later by ``resolve_class_split``; then it is empty here)."""
+    from pathlib import Path
+
+    from dkan.config import ConfigError, read_yaml
+
+    data = read_yaml(Path(path), "class-splits file", ConfigError)
+    fix = "write e.g.\n  mine:\n    base: [a, b, c]\n    novel: [d, e]"
+    if not isinstance(data, dict) or not data:
+        raise DataError(str(path), "expected a mapping of split names to {base: [...], novel: [...]}", fix)
+    out: dict[str, ClassSplit] = {}
+    for name, entry in data.items():
+        bad = not isinstance(entry, dict) or set(entry) - {"base", "novel"} or not isinstance(entry.get("base"), list)
+        if bad or not isinstance(entry.get("novel", []), list):
+            raise DataError(f"{path}: split {name!r}", "needs a 'base' list and optionally a 'novel' list, only", fix)
+        key = split_name(None, entry["base"], entry.get("novel"), name=str(name))
+        if key in out:
+            raise DataError(f"{path}: split {name!r}", f"its safe name {key!r} is taken by another split", "rename one")
+        out[key] = ClassSplit(
+            tuple(map(str, entry["base"])), tuple(map(str, entry.get("novel") or ()))
+        )
+    return out
+
+
+def split_name(split: int | None = None, base=None, novel=None, name: str | None = None) -> str:
+    """A short, file-name-safe name of a class split: ``split1`` for a preset, the user's ``name``
+    (cleaned), or ``base-<classes>`` derived from the base list (novel = the rest needs no name;
+    an explicit novel list adds ``-novel-<classes>``). Long derived names end in a stable hash."""
+    import hashlib
+    import re
+
+    def safe(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._-") or "split"
+
+    if name:
+        return safe(name)[:80]
+    if split is not None:
+        return f"split{int(split)}"
+    if not base:
+        raise DataError("class split", "none given", "give a split number (NEU-DET 1-3) or --base classes")
+    text = "base-" + "-".join(base) + ("-novel-" + "-".join(novel) if novel else "")
+    out = safe(text)
+    if len(out) > 64 or out != text:  # keep names short, and distinct where cleaning merged characters
+        out = out[:55].rstrip("._-") + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return out
+
+
+def parse_class_list(text: str | None) -> list[str] | None:
+    """``"a,b, c"`` -> ``["a", "b", "c"]`` (None stays None; an empty string is an empty list)."""
+    if text is None:
+        return None
+    return [c.strip() for c in text.split(",") if c.strip()]

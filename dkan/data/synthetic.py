@@ -25,7 +25,9 @@ def _crazing(rng: Rng, d: ImageDraw.ImageDraw, w: int, h: int) -> None:
         pts = [(rng.uniform(0, w), rng.uniform(0, h))]
         for _ in range(int(rng.integers(3, 6))):
             x, y = pts[-1]
-            pts.append((float(np.clip(x + rng.normal(0, w / 5), 0, w - 1)), float(np.clip(y + rng.normal(0, h / 5), 0, h - 1))))
+            pts.append(
+                (float(np.clip(x + rng.normal(0, w / 5), 0, w - 1)), float(np.clip(y + rng.normal(0, h / 5), 0, h - 1)))
+            )
         d.line(pts, fill=255, width=2)
 
 
@@ -108,7 +110,9 @@ def draw_defect(rng: Rng, img: np.ndarray, kind: str, taken: list[list[int]]) ->
     return [x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1]
 
 
-def synthetic_image(rng: Rng, main: str, size: int = 200, extra_prob: float = 0.1) -> tuple[np.ndarray, list[tuple[str, list[int]]]]:
+def synthetic_image(
+    rng: Rng, main: str, size: int = 200, extra_prob: float = 0.1
+) -> tuple[np.ndarray, list[tuple[str, list[int]]]]:
     """One image: mostly one defect of ``main`` (1: 60%, 2: 30%, 3: 10%, as in NEU-DET most
     images hold one), sometimes one of another kind."""
     img = steel_background(rng, size)
@@ -154,3 +158,82 @@ def _iou(a: list[int], b: list[int]) -> float:
     iw, ih = max(0, min(a[2], b[2]) - max(a[0], b[0])), max(0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = iw * ih
     return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+# --- A second synthetic set, shaped unlike NEU-DET -------------------------------------------
+# "tiles": large grayscale PNGs (640 px by default; one channel on disk), five to ten small
+# defects per image of six kinds with their own names, and about one image in eight defect-free.
+# Image names say nothing about their content (tile_0001.png), as in most inspection data.
+
+TILE_CLASSES = ("pit", "burr", "stain", "crack", "dent", "void")
+# kind -> (contrast, (min, max) side in px at 640 px)
+TILE_KINDS: dict[str, tuple[float, tuple[int, int]]] = {
+    "pit": (-70.0, (8, 16)),
+    "burr": (65.0, (10, 24)),
+    "stain": (-35.0, (20, 48)),
+    "crack": (-60.0, (16, 56)),
+    "dent": (40.0, (14, 32)),
+    "void": (-90.0, (10, 20)),
+}
+
+
+def _draw_tile_defect(rng: Rng, d: ImageDraw.ImageDraw, kind: str, w: int, h: int) -> None:
+    if kind in ("pit", "void"):
+        d.ellipse([0, 0, w - 1, h - 1], fill=255 if kind == "void" else 200)
+    elif kind == "burr":  # a short jagged spike
+        d.line([(0, h - 1), (w * 0.4, h * 0.3), (w * 0.6, h * 0.6), (w - 1, 0)], fill=255, width=2)
+    elif kind == "stain":
+        d.ellipse([0, h * 0.2, w - 1, h * 0.8], fill=160)
+        d.ellipse([w * 0.3, 0, w * 0.8, h - 1], fill=160)
+    elif kind == "crack":
+        pts = [(0.0, float(rng.uniform(0, h)))]
+        for x in np.linspace(w / 4, w - 1, 4):
+            pts.append((float(x), float(np.clip(pts[-1][1] + rng.normal(0, h / 4), 0, h - 1))))
+        d.line(pts, fill=255, width=2)
+    else:  # dent: a ring
+        d.ellipse([0, 0, w - 1, h - 1], outline=255, width=3)
+
+
+def tile_image(rng: Rng, size: int = 640, empty_prob: float = 0.12) -> tuple[np.ndarray, list[tuple[str, list[int]]]]:
+    """One tile: a smooth gradient with grain, and 5-10 small defects (or none, with ``empty_prob``)."""
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    img = (
+        rng.uniform(90, 150) + 25 * (xx * rng.uniform(-1, 1) + yy * rng.uniform(-1, 1)) + rng.normal(0, 6, (size, size))
+    )
+    objs: list[tuple[str, list[int]]] = []
+    if rng.random() < empty_prob:
+        return np.clip(img, 0, 255).astype(np.uint8), objs
+    scale = size / 640
+    for _ in range(int(rng.integers(5, 11))):
+        kind = str(rng.choice(TILE_CLASSES))
+        contrast, (s0, s1) = TILE_KINDS[kind]
+        w, h = (max(4, int(rng.integers(s0, s1 + 1) * scale)) for _ in range(2))
+        for _ in range(30):
+            x, y = int(rng.integers(0, size - w + 1)), int(rng.integers(0, size - h + 1))
+            if all(_iou([x, y, x + w, y + h], b) == 0 for _, b in objs):
+                break
+        else:
+            continue
+        canvas = Image.new("L", (w, h), 0)
+        _draw_tile_defect(rng, ImageDraw.Draw(canvas), kind, w, h)
+        mask = np.asarray(canvas, dtype=np.float64) / 255.0
+        ys, xs = np.nonzero(mask > 0.25)
+        if len(xs) == 0:
+            continue
+        img[y : y + h, x : x + w] += contrast * mask
+        objs.append((kind, [x + int(xs.min()), y + int(ys.min()), x + int(xs.max()) + 1, y + int(ys.max()) + 1]))
+    return np.clip(img, 0, 255).astype(np.uint8), objs
+
+
+def generate_tiles(out: Path, images: int = 120, seed: int = 0, size: int = 640) -> Path:
+    """Write ``images`` grayscale tiles (``tile_<n>.png`` + VOC XML) under ``out``."""
+    out = Path(out)
+    (out / "IMAGES").mkdir(parents=True, exist_ok=True)
+    (out / "ANNOTATIONS").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for n in range(1, images + 1):
+        img, objs = tile_image(rng, size)
+        stem = f"tile_{n:04d}"
+        Image.fromarray(img, mode="L").save(out / "IMAGES" / f"{stem}.png")
+        (out / "ANNOTATIONS" / f"{stem}.xml").write_text(voc_xml(f"{stem}.png", size, objs))
+    return out
