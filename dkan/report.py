@@ -1,0 +1,373 @@
+"""One report of a sweep's run folder: ``RUN_DIR/report.html`` (self-contained) and ``report.md``.
+
+Reads ``results/*.json`` (each ``{"table": {row: {metric: {mean, std, n}}}, "per_seed": ...,
+"best_hyperparameters": ...}``; optional ``reference`` rows and ``stats`` / ``verdict``),
+``best_configs/`` (YAMLs or bundle folders, with their ``provenance``) and the PNGs under
+``plots/``. A study's plots are those whose path holds its key (``plots/<key>/...``).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dkan.errors import DkanError
+from dkan.names import HEADLINE, PER_CLASS_PREFIX
+
+STUDY_KEY = re.compile(r"^(?P<dataset>.+)_split(?P<split>\d+)_(?P<shots>\d+)shot$")
+
+
+class ReportError(DkanError, ValueError):
+    pass
+
+
+@dataclass
+class Study:
+    key: str
+    dataset: str
+    split: int | None
+    shots: int | None
+    data: dict[str, Any]  # the results JSON
+
+    @property
+    def table(self) -> dict[str, dict[str, Any]]:
+        return self.data["table"]
+
+
+@dataclass
+class Bundle:
+    path: Path  # the YAML
+    provenance: dict[str, Any]
+    files: list[str]  # model / checkpoint files beside it, relative to the run folder
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    studies: list[Study]
+    bundles: list[Bundle] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+
+
+def load_run(run_dir: Path) -> RunSummary:
+    """Everything the report shows; a clear error when there are no results to show."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportError(
+            f"{run_dir}: not a folder. Fix: pass the --out folder of a sweep (python sweeps/run_tune.py --out DIR)"
+        )
+    studies = []
+    for path in sorted((run_dir / "results").glob("*.json")):
+        try:
+            data = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ReportError(f"{path}: not valid JSON ({e}). Fix: re-run the study or delete the file") from e
+        if isinstance(data, dict) and isinstance(data.get("table"), dict):  # other JSONs (per-class AP) are not studies
+            m = STUDY_KEY.match(path.stem)
+            studies.append(
+                Study(
+                    path.stem,
+                    m["dataset"] if m else path.stem,
+                    int(m["split"]) if m else None,
+                    int(m["shots"]) if m else None,
+                    data,
+                )
+            )
+    if not studies:
+        raise ReportError(
+            f"{run_dir / 'results'}: no study results (*.json with a 'table'). Fix: pass the --out folder "
+            "of a sweep that finished at least one (split, K) study"
+        )
+    studies.sort(
+        key=lambda s: (s.dataset, s.split if s.split is not None else -1, s.shots if s.shots is not None else -1, s.key)
+    )
+    plots = sorted((run_dir / "plots").rglob("*.png")) if (run_dir / "plots").is_dir() else []
+    return RunSummary(run_dir, studies, _bundles(run_dir), plots)
+
+
+def _bundles(run_dir: Path) -> list[Bundle]:
+    out = []
+    for path in sorted((run_dir / "best_configs").rglob("*.y*ml")) if (run_dir / "best_configs").is_dir() else []:
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            cfg = {}
+        files = sorted(
+            str(p.relative_to(run_dir))
+            for p in path.parent.iterdir()
+            if p.suffix in (".pt", ".pth") or p.name == "MLmodel"
+        )
+        if isinstance(cfg, dict) and ("provenance" in cfg or "base_checkpoint" in cfg):  # not an MLmodel's conda.yaml
+            out.append(Bundle(path, cfg.get("provenance") or {}, files))
+    return out
+
+
+# ---------------------------------------------------------------- tables
+
+
+def _cell(v: Any, scale: float = 100.0) -> str:
+    """{mean, std, n} or a number -> "mean ± std" in AP points; a plain number above 1 is already in points."""
+    if isinstance(v, Mapping):
+        mean, std = v.get("mean"), v.get("std")
+        if not isinstance(mean, (int, float)) or math.isnan(mean):
+            return "n/a"
+        return (
+            f"{mean * scale:.1f} ± {std * scale:.1f}"
+            if isinstance(std, (int, float)) and not math.isnan(std)
+            else f"{mean * scale:.1f}"
+        )
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v):
+        return f"{v:.1f}" if abs(v) > 1.0 else f"{v * scale:.1f}"
+    return "n/a"
+
+
+def _n(agg: Mapping[str, Any]) -> str:
+    n = agg.get("AP_all", {}).get("n") if isinstance(agg.get("AP_all"), Mapping) else None
+    return str(n) if n is not None else ""
+
+
+def _reference_rows(ref: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``reference`` as {row: {metric: value}} or [{"name"|"row": ..., metric: value}] -> [(name, metrics)]."""
+    if isinstance(ref, Mapping):
+        return [(str(k), dict(v)) for k, v in ref.items() if isinstance(v, Mapping)]
+    if isinstance(ref, list):
+        return [(str(r.get("name", r.get("row", "reference"))), dict(r)) for r in ref if isinstance(r, Mapping)]
+    return []
+
+
+def main_table(run: RunSummary) -> tuple[list[str], list[list[str]]]:
+    """One table across all (split, K): header and rows (reference rows marked as such)."""
+    header = ["dataset", "split", "K", "method", *HEADLINE, "seeds"]
+    rows = []
+    for s in run.studies:
+        where = [s.dataset, "" if s.split is None else str(s.split), "" if s.shots is None else str(s.shots)]
+        for name, agg in s.table.items():
+            rows.append([*where, name, *(_cell(agg.get(m)) for m in HEADLINE), _n(agg)])
+        for name, ref in _reference_rows(s.data.get("reference")):
+            rows.append([*where, f"{name} (reference)", *(_cell(ref.get(m)) for m in HEADLINE), ""])
+    return header, rows
+
+
+def per_class_table(run: RunSummary) -> tuple[list[str], list[list[str]]]:
+    classes = sorted(
+        {
+            m.removeprefix(PER_CLASS_PREFIX)
+            for s in run.studies
+            for agg in s.table.values()
+            for m in agg
+            if m.startswith(PER_CLASS_PREFIX)
+        }
+    )
+    rows = [
+        [s.key, name, *(_cell(agg.get(PER_CLASS_PREFIX + c)) for c in classes)]
+        for s in run.studies
+        for name, agg in s.table.items()
+    ]
+    return ["study", "method", *classes], rows
+
+
+def sentences(data: Mapping[str, Any]) -> list[str]:
+    """Statistics and verdicts of a study as readable lines (strings kept, numbers as key: value)."""
+    out: list[str] = []
+
+    def walk(x: Any, label: str) -> None:
+        if isinstance(x, str):
+            out.append(
+                f"{label}: {x}" if label and not label.endswith(("verdict", "sentence", "text", "summary")) else x
+            )
+        elif isinstance(x, Mapping):
+            for k, v in x.items():
+                walk(v, f"{label}.{k}" if label else str(k))
+        elif isinstance(x, list) and all(isinstance(v, str) for v in x):
+            out.extend(x)
+        elif x is not None:
+            out.append(f"{label}: {json.dumps(x) if isinstance(x, (list, dict)) else x}")
+
+    for key in ("verdict", "stats"):
+        if key in data:
+            walk(data[key], key if key == "verdict" else "")
+    return out
+
+
+def mlflow_ids(run: RunSummary) -> list[tuple[str, str, str]]:
+    """(where, key, run id) for every ``*run_id`` in bundle provenance and results."""
+    found = []
+
+    def walk(x: Any, where: str, path: str = "") -> None:
+        if isinstance(x, Mapping):
+            for k, v in x.items():
+                if isinstance(v, str) and str(k).endswith("run_id"):
+                    found.append((where, f"{path}{k}", v))
+                else:
+                    walk(v, where, f"{path}{k}.")
+
+    for b in run.bundles:
+        walk(b.provenance, str(b.path.relative_to(run.run_dir)))
+    for s in run.studies:
+        walk(s.data.get("mlflow", {}), f"results/{s.key}.json", "mlflow.")
+    return found
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _study_plots(run: RunSummary) -> list[tuple[str, list[Path]]]:
+    groups, used = [], set()
+    for s in run.studies:
+        mine = [p for p in run.plots if s.key in str(p.relative_to(run.run_dir))]
+        used.update(mine)
+        groups.append((s.key, mine))
+    rest = [p for p in run.plots if p not in used]
+    return groups + ([("other plots", rest)] if rest else [])
+
+
+def _hparams(s: Study) -> str:
+    hp = s.data.get("best_hyperparameters") or {}
+    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in hp.items())
+    n = s.data.get("seed_finetunes_in_search")
+    return text + (f" ({n} seed fine-tunes in the search)" if n is not None else "")
+
+
+def render_markdown(run: RunSummary) -> str:
+    def table(header: list[str], rows: list[list[str]]) -> list[str]:
+        return [
+            "| " + " | ".join(header) + " |",
+            "|---" * len(header) + "|",
+            *("| " + " | ".join(r) + " |" for r in rows),
+        ]
+
+    lines = [f"# Sweep report: {run.run_dir.name}", "", "AP50 in points, mean ± std over seeds (test split).", ""]
+    lines += table(*main_table(run)) + ["", "## Per class (AP50)", ""] + table(*per_class_table(run))
+    for s in run.studies:
+        lines += ["", f"## {s.key}", "", f"Best hyperparameters: {_hparams(s) or 'n/a'}"]
+        lines += [f"- {t}" for t in sentences(s.data)]
+    for title, plots in _study_plots(run):
+        if plots:
+            lines += ["", f"### Plots: {title}", ""]
+            lines += [f"![{p.stem}]({p.relative_to(run.run_dir).as_posix()})" for p in plots]
+    lines += ["", "## Exported bundles", ""] + (
+        [
+            f"- `{b.path.relative_to(run.run_dir)}`" + (f" (files: {', '.join(b.files)})" if b.files else "")
+            for b in run.bundles
+        ]
+        or ["none"]
+    )
+    ids = mlflow_ids(run)
+    if ids:
+        lines += ["", "## MLflow runs", ""] + [f"- {w}: {k} = `{v}`" for w, k, v in ids] + ["", _mlflow_hint(run)]
+    return "\n".join(lines) + "\n"
+
+
+def _mlflow_hint(run: RunSummary) -> str:
+    db = run.run_dir / "mlflow.db"
+    store = f"sqlite:///{db.name}" if db.is_file() else "<tracking URI>"
+    return f"Open them with `mlflow ui --backend-store-uri {store}` run in {run.run_dir.name}/ (or your MLflow server)."
+
+
+CSS = (
+    "body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}table{border-collapse:collapse;margin:1em 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}td:nth-child(-n+4),th{text-align:left}"
+    "tr.ref{color:#666;font-style:italic}img{max-width:100%;border:1px solid #eee;margin:4px}code{background:#f4f4f4}"
+)
+
+
+def _figure(png: Path, run_dir: Path) -> str:
+    """The PNG embedded as a data URI: the page needs no other file."""
+    data = base64.b64encode(png.read_bytes()).decode()
+    caption = html.escape(str(png.relative_to(run_dir)))
+    img = f"<img alt='{html.escape(png.stem)}' src='data:image/png;base64,{data}'>"
+    return f"<figure>{img}<figcaption>{caption}</figcaption></figure>"
+
+
+def render_html(run: RunSummary) -> str:
+    e = html.escape
+
+    def table(header: list[str], rows: list[list[str]]) -> str:
+        body = "".join(
+            f"<tr{' class=ref' if any('(reference)' in c for c in r) else ''}>"
+            + "".join(f"<td>{e(c)}</td>" for c in r)
+            + "</tr>"
+            for r in rows
+        )
+        return "<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + f"</tr>{body}</table>"
+
+    parts = [
+        f"<!doctype html><html><head><meta charset=utf-8><title>Sweep report: {e(run.run_dir.name)}</title>",
+        f"<style>{CSS}</style></head><body><h1>Sweep report: {e(run.run_dir.name)}</h1>",
+        "<p>AP50 in points, mean ± std over seeds (test split).</p>",
+        table(*main_table(run)),
+        "<h2>Per class (AP50)</h2>",
+        table(*per_class_table(run)),
+    ]
+    for s in run.studies:
+        parts.append(f"<h2>{e(s.key)}</h2><p>Best hyperparameters: {e(_hparams(s) or 'n/a')}</p>")
+        if sentences(s.data):
+            parts.append("<ul>" + "".join(f"<li>{e(t)}</li>" for t in sentences(s.data)) + "</ul>")
+    for title, plots in _study_plots(run):
+        if plots:
+            parts.append(f"<h3>Plots: {e(title)}</h3>")
+            parts += [_figure(p, run.run_dir) for p in plots]
+    parts.append(
+        "<h2>Exported bundles</h2><ul>"
+        + "".join(
+            f"<li><code>{e(str(b.path.relative_to(run.run_dir)))}</code>"
+            + (e(f" (files: {', '.join(b.files)})") if b.files else "")
+            + "</li>"
+            for b in run.bundles
+        )
+        + "</ul>"
+        if run.bundles
+        else "<h2>Exported bundles</h2><p>none</p>"
+    )
+    ids = mlflow_ids(run)
+    if ids:
+        parts.append(
+            "<h2>MLflow runs</h2><ul>"
+            + "".join(f"<li>{e(w)}: {e(k)} = <code>{e(v)}</code></li>" for w, k, v in ids)
+            + f"</ul><p>{e(_mlflow_hint(run))}</p>"
+        )
+    return "\n".join(parts) + "</body></html>\n"
+
+
+def seed_spread_plots(run: RunSummary) -> list[Path]:
+    """Draw ``plots/<key>/seed_spread_AP_all.png`` for each study that has no plots yet."""
+    from dkan.plots import plot_seed_spread
+
+    made = []
+    for key, plots in _study_plots(run):
+        study = next((s for s in run.studies if s.key == key), None)
+        if study is None or plots or not study.data.get("per_seed"):
+            continue
+        path = run.run_dir / "plots" / key / "seed_spread_AP_all.png"
+        plot_seed_spread(study.data["per_seed"], "AP_all", f"{key}: AP_all over seeds (test)", path)
+        made.append(path)
+    return made
+
+
+def write_report(run_dir: Path, make_plots: bool = True) -> tuple[Path, Path]:
+    """RUN_DIR/report.html and report.md; returns their paths."""
+    run = load_run(Path(run_dir))
+    if make_plots and seed_spread_plots(run):
+        run = load_run(run.run_dir)
+    out_html, out_md = run.run_dir / "report.html", run.run_dir / "report.md"
+    for path, text in ((out_html, render_html(run)), (out_md, render_markdown(run))):
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return out_html, out_md
+
+
+def run_cli(args: Any) -> int:
+    """`dkan report RUN_DIR` / `python scripts/report.py RUN_DIR`."""
+    out_html, out_md = write_report(Path(args.run_dir), make_plots=not getattr(args, "no_plots", False))
+    print(f"report: {out_html} (self-contained) and {out_md}")
+    return 0

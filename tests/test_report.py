@@ -1,0 +1,144 @@
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from dkan.cli import main
+from dkan.report import ReportError, load_run, main_table, write_report
+
+PNG = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
+
+
+def _agg(mean: float, std: float = 0.01, n: int = 2) -> dict:
+    return {"mean": mean, "std": std, "n": n}
+
+
+def _study(run: Path, split: int, shots: int, extra: dict | None = None) -> None:
+    table = {
+        f"TFA {shots}-shot": {
+            "AP_base": _agg(0.5),
+            "AP_novel": _agg(0.2),
+            "AP_all": _agg(0.4),
+            "AP/crazing": _agg(0.1),
+        },
+        f"DKAN {shots}-shot (best)": {
+            "AP_base": _agg(0.52),
+            "AP_novel": _agg(0.25),
+            "AP_all": _agg(0.43),
+            "AP/crazing": {"mean": None, "std": None, "n": 0},
+        },
+    }
+    data = {
+        "table": table,
+        "per_seed": {
+            "tfa": {"1": {"AP_all": 0.39}, "2": {"AP_all": 0.41}},
+            "dkan": {"1": {"AP_all": 0.42}, "2": {"AP_all": 0.44}},
+        },
+        "best_hyperparameters": {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0},
+        "seed_finetunes_in_search": 6,
+        **(extra or {}),
+    }
+    key = f"neu-det_split{split}_{shots}shot"
+    (run / "results" / f"{key}.json").write_text(json.dumps(data))
+    (run / "results" / f"{key}_per_class_ap.json").write_text(json.dumps({"TFA": {"crazing": 0.1}}))  # not a study
+    (run / "results" / f"{key}.md").write_text("| table |")
+    (run / "best_configs" / key).mkdir(parents=True)
+    cfg = {
+        "shots": shots,
+        "base_checkpoint": "base_model.pt",
+        "provenance": {"sweep": key, "mlflow_run_id": f"run{split}{shots}", "model_uri": f"models:/{key}/1"},
+    }
+    (run / "best_configs" / key / f"{key}.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "best_configs" / key / "model_seed1.pt").write_bytes(b"x")
+
+
+@pytest.fixture
+def run_dir(tmp_path) -> Path:
+    run = tmp_path / "sweep"
+    (run / "results").mkdir(parents=True)
+    reference = {"DKAN 5-shot (paper)": {"AP_novel": 31.2, "AP_all": 0.55}}  # points or fractions: both read
+    _study(
+        run,
+        1,
+        5,
+        {
+            "reference": reference,
+            "stats": {"verdict": "DKAN beats TFA on AP_novel (p=0.03, 2 seeds)", "p_value": 0.03},
+            "extra_key": [1, 2],
+        },
+    )
+    _study(run, 1, 1)
+    _study(run, 2, 1)
+    (run / "plots" / "neu-det_split1_5shot").mkdir(parents=True)
+    PNG.save(run / "plots" / "neu-det_split1_5shot" / "pr_curves.png")
+    return run
+
+
+def test_one_table_across_studies_in_split_and_k_order(run_dir):
+    run = load_run(run_dir)
+    assert [s.key for s in run.studies] == ["neu-det_split1_1shot", "neu-det_split1_5shot", "neu-det_split2_1shot"]
+    header, rows = main_table(run)
+    assert header == ["dataset", "split", "K", "method", "AP_base", "AP_novel", "AP_all", "seeds"]
+    assert rows[0] == ["neu-det", "1", "1", "TFA 1-shot", "50.0 ± 1.0", "20.0 ± 1.0", "40.0 ± 1.0", "2"]
+    ref = [r for r in rows if "(reference)" in r[3]]
+    assert ref == [["neu-det", "1", "5", "DKAN 5-shot (paper) (reference)", "n/a", "31.2", "55.0", ""]]
+    assert len(rows) == 7
+
+
+def test_report_html_is_self_contained_and_markdown_links_plots(run_dir):
+    out_html, out_md = write_report(run_dir)
+    page = out_html.read_text()
+    assert "DKAN beats TFA on AP_novel (p=0.03, 2 seeds)" in page and "p_value: 0.03" in page
+    assert "run15" in page and "neu-det_split2_1shot" in page and "model_seed1.pt" in page
+    assert "fka_weight=1" in page and "6 seed fine-tunes" in page
+    embedded = page.split("data:image/png;base64,")
+    assert len(embedded) == 1 + 3  # the given PR plot + a seed-spread plot drawn for each study without plots
+    png = base64.b64decode(embedded[1].split("'")[0])
+    assert png.startswith(b"\x89PNG")
+    assert "src='plots" not in page and 'src="plots' not in page  # nothing refers outside the file
+    assert (run_dir / "plots" / "neu-det_split1_1shot" / "seed_spread_AP_all.png").is_file()
+    assert not (run_dir / "plots" / "neu-det_split1_5shot" / "seed_spread_AP_all.png").exists()
+    md = out_md.read_text()
+    assert "![pr_curves](plots/neu-det_split1_5shot/pr_curves.png)" in md
+    assert "| neu-det | 2 | 1 | DKAN 1-shot (best) | 52.0 ± 1.0 | 25.0 ± 1.0 | 43.0 ± 1.0 | 2 |" in md
+    assert "mlflow_run_id = `run11`" in md
+
+
+def test_html_escapes_names(run_dir):
+    data = json.loads((run_dir / "results" / "neu-det_split1_1shot.json").read_text())
+    data["table"]["<script>x</script>"] = data["table"].pop("TFA 1-shot")
+    (run_dir / "results" / "neu-det_split1_1shot.json").write_text(json.dumps(data))
+    out_html, _ = write_report(run_dir, make_plots=False)
+    assert "<script>" not in out_html.read_text() and "&lt;script&gt;" in out_html.read_text()
+
+
+def test_no_results_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "x_per_class_ap.json").write_text("{}")
+    with pytest.raises(ReportError, match="no study results.*Fix: pass the --out folder"):
+        load_run(tmp_path)
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    assert "not a folder" in capsys.readouterr().err
+    (tmp_path / "results" / "bad.json").write_text("{nope")
+    with pytest.raises(ReportError, match="bad.json: not valid JSON"):
+        load_run(tmp_path)
+
+
+def test_script_and_cli_write_the_report(run_dir):
+    r = subprocess.run(
+        [sys.executable, "scripts/report.py", str(run_dir), "--no-plots"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert r.returncode == 0, r.stderr
+    assert "report.html" in r.stdout and (run_dir / "report.md").is_file()
+    assert not (run_dir / "plots" / "neu-det_split1_1shot").exists()  # --no-plots drew nothing
