@@ -268,7 +268,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pi.add_argument("--max-shots", type=int, help="largest K you will use (default: the dataset's largest K)")
     pi.set_defaults(func=_inspect)
+    _add_predict(sub)
+    _add_report(sub)
     return p
+
+
+def _add_predict(sub) -> None:
+    pp = sub.add_parser(
+        "predict", help="detect defects in new images (COCO JSON, optional drawings)",
+        description="Run a model on images, folders (searched recursively) or .txt lists of paths. Writes COCO-style "
+        "JSON (images, categories, annotations with bbox xywh and score, plus 'failed'). An unreadable image is "
+        "named and skipped; the exit status is 1 only when no image could be read.")
+    src = pp.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", metavar="PT", help="model_final.pt from dkan finetune / base-train")
+    src.add_argument("--bundle", metavar="DIR_OR_YAML", help="an exported best-config bundle (YAML + model file)")
+    src.add_argument("--model-uri", metavar="URI", help="MLflow model, e.g. models:/name/1 (needs mlflow)")
+    pp.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or .txt lists")
+    pp.add_argument("--out", default="detections.json", help="COCO JSON to write (default detections.json)")
+    pp.add_argument("--draw", metavar="OUTDIR", help="also write each image with its boxes drawn (PNG)")
+    pp.add_argument("--score-thresh", type=float, help="least score kept (default: the model's, 0.05)")
+    pp.add_argument("--draw-thresh", type=float, default=0.3, help="least score drawn with --draw (default 0.3)")
+    pp.add_argument("--batch-size", type=int, default=4, help="images per forward pass (default 4)")
+    pp.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:1")
+    pp.add_argument("--tracking-uri", help="MLflow tracking URI for --model-uri (default: MLFLOW_TRACKING_URI)")
+    pp.set_defaults(func=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from dkan.predict import run_cli
+
+    return run_cli(args)
+
+
+def _add_report(sub) -> None:
+    pr = sub.add_parser("report", help="one HTML + markdown report of a sweep's run folder",
+                        description="Read RUN_DIR/results/*.json, best_configs/ and plots/; write RUN_DIR/report.html "
+                        "(self-contained, plots embedded) and RUN_DIR/report.md.")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's --out folder")
+    pr.add_argument("--no-plots", action="store_true", help="do not draw missing seed-spread plots into RUN_DIR/plots")
+    pr.set_defaults(func=_report)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from dkan.report import run_cli
+
+    return run_cli(args)
 
 
 def main(argv: list[str] | None = None) -> int:
