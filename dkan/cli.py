@@ -36,7 +36,7 @@ def _prepare(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, split_seed=args.split_seed,
         synthetic=args.synthetic, synthetic_per_class=args.synthetic_per_class, synthetic_seed=args.synthetic_seed,
         synthetic_kind=args.synthetic_kind, synthetic_images=args.synthetic_images, synthetic_size=args.synthetic_size,
-        fewshot_from=args.fewshot_from, fewshot_reading=args.fewshot_reading, class_splits=args.class_splits,
+        fewshot_from=args.fewshot_from, fewshot_reading=args.fewshot_reading,
     )
     t = time.time()
     what = "synthetic data" if args.synthetic else args.source
@@ -242,11 +242,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--fewshot-reading", choices=("all", "sample"), default="all",
         help="imported lists name images: all = every box of the class in them (default: no defect of the class "
         "is left unlabelled); sample = K of those boxes, drawn with the seed (TFA/mmfewshot's reading)",
-    )
-    pd.add_argument(
-        "--class-splits", metavar="YAML",
-        help="named base/novel splits (name: {base: [...], novel: [...]}; novel left out = the rest), "
-        "checked against the classes and recorded in dataset.yaml",
     )
     pd.add_argument("--overwrite", action="store_true", help="replace an --out that holds different content")
     pd.set_defaults(func=_prepare)

@@ -7,6 +7,7 @@ DKAN or TFA). ``profile_defaults`` fills the ``paper`` and ``cpu-quick`` profile
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -130,7 +131,30 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(fields)}")
     hints = typing.get_type_hints(cls)
     kwargs = {k: _coerce(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+    cfg = cls(**kwargs)
+    _check_values(cfg, where)
+    return cfg
+
+
+def _check_values(cfg: Any, where: str) -> None:
+    """Ranges a value must lie in, checked when a config is read, before any work."""
+    rules: list[tuple[str, bool, str]] = []  # (field, ok, requirement)
+    if isinstance(cfg, OptimConfig):
+        rules = [
+            ("batch_size", cfg.batch_size >= 1, "at least 1"),
+            ("iterations", cfg.iterations >= 1 or cfg.epochs > 0, "at least 1 (or set optim.epochs > 0)"),
+            ("epochs", cfg.epochs >= 0, "0 (use iterations) or more"),
+            ("lr", cfg.lr > 0, "a positive number such as 0.02"),
+            ("warmup_iters", cfg.warmup_iters >= 0, "0 or more"),
+        ]
+    elif isinstance(cfg, FinetuneConfig):
+        rules = [
+            ("shots", cfg.shots >= 1, "at least 1 (K per class)"),
+            ("fewshot_seed", cfg.fewshot_seed >= 1, "1 or more (the few-shot seeds prepare-data writes start at 1)"),
+        ]
+    for name, ok, need in rules:
+        if not ok:
+            raise ConfigError(f"{where}.{name}: {getattr(cfg, name)!r} is out of range. Fix: set it to {need}")
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -150,12 +174,19 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         return [_coerce(args[0], v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}. Fix: write a number such as 0.02") from None
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value!r}. Fix: write a number such as 0.02")
         return float(value)
     if tp in (int, str, bool) and not (isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
-        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}")
+        raise ConfigError(f"{where}: expected {tp.__name__}, got {value!r}. Fix: give a value of that type")
     if tp is float and not isinstance(value, float):
-        raise ConfigError(f"{where}: expected a number, got {value!r}")
+        raise ConfigError(f"{where}: expected a number, got {value!r}. Fix: write a number such as 0.02")
     return value
 
 
@@ -189,14 +220,18 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.01")
+            raise ConfigError(f"--set {item!r}: expected key=value. Fix: write e.g. --set optim.lr=0.01")
         node = data
         *parents, leaf = key.strip().split(".")
         for p in parents:
             if not isinstance(node.get(p), dict):
-                raise ConfigError(f"--set {item!r}: unknown section {p!r}")
+                raise ConfigError(f"--set {item!r}: unknown section {p!r}. Fix: use one of {sorted(node)}")
             node = node[p]
         if leaf not in node:
-            raise ConfigError(f"--set {item!r}: unknown key {key!r}; known here: {sorted(node)}")
-        node[leaf] = yaml.safe_load(raw)
+            raise ConfigError(f"--set {item!r}: unknown key {key!r}; known here: {sorted(node)}. Fix: use one of those")
+        try:
+            node[leaf] = yaml.safe_load(raw)  # safe: a python tag (!!python/object) is refused, never built
+        except yaml.YAMLError as e:
+            msg, fix = " ".join(str(e).split())[:200], "Fix: give a number, string or list"
+            raise ConfigError(f"--set {item!r}: not a plain YAML value ({msg}). {fix}") from e
     return from_dict(type(cfg), data, "--set")

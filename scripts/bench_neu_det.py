@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dkan.names import parse_int_list
+from dkan.cli import parse_int_list
 from dkan.config import DataConfig, apply_overrides
 from dkan.engine.train import fit
 from dkan.evaluation.aggregate import aggregate_seeds, to_json, to_markdown
@@ -55,24 +55,13 @@ def main() -> None:
                 cfg.distill.method, cfg.eval_split, cfg.out = method, "test", str(out / f"{method}_{k}shot_seed{seed}")
                 cfg = apply_overrides(cfg, a.set)
                 done = Path(cfg.out) / "metrics.json"
-                per_seed[seed] = (
-                    json.loads(done.read_text())
-                    if done.exists() and (Path(cfg.out) / "model_final.pt").exists()
-                    else fit(cfg)
-                )
-                print(
-                    f"{method} K={k} seed {seed}: "
-                    + "  ".join(f"{h} {per_seed[seed][h]:.3f}" for h in ("AP_base", "AP_novel", "AP_all")),
-                    flush=True,
-                )
+                per_seed[seed] = json.loads(done.read_text()) if done.exists() and (Path(cfg.out) / "model_final.pt").exists() else fit(cfg)
+                print(f"{method} K={k} seed {seed}: AP_base {per_seed[seed]['AP_base']:.3f}  AP_novel {per_seed[seed]['AP_novel']:.3f}  AP_all {per_seed[seed]['AP_all']:.3f}", flush=True)
             table[f"{method.upper()} {k}-shot"] = aggregate_seeds(per_seed)
             results["finetune"][f"{method}_{k}"] = per_seed
     metrics = ["AP_base", "AP_novel", "AP_all"] + [m for m in list(table.values())[-1] if m.startswith("AP/")]
     md = to_markdown(table, metrics)
-    print(
-        f"\nNEU-DET split {a.split}, test set, profile {a.profile}, seeds {a.seeds} "
-        f"(AP50 in points, mean ± std over seeds)\n\n{md}"
-    )
+    print(f"\nNEU-DET split {a.split}, test set, profile {a.profile}, seeds {a.seeds} (AP50 in points, mean ± std over seeds)\n\n{md}")
     (out / "results.md").write_text(md + "\n")
     (out / "results.json").write_text(to_json({"table": table, "runs": results}))
     print(f"\nwrote {out / 'results.md'} and {out / 'results.json'}")

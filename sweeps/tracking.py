@@ -1,4 +1,4 @@
-"""MLflow: one experiment per dataset, a parent run per (split, K) study, a child run per trial,
+"""MLflow: one experiment per dataset, a parent run per (split, K) sweep, a child run per trial,
 child runs for the test evaluation of the best config and of TFA.
 
 Runs are found again by tags, so a resumed sweep adds no duplicate parent or trial runs.
@@ -17,8 +17,6 @@ from typing import Any
 from ray.tune import Callback
 
 from dkan.errors import DkanError
-from dkan.evaluation.aggregate import aggregate_seeds
-from dkan.names import HEADLINE
 
 TAG_KEY, TAG_TRIAL, TAG_STATE, TAG_KIND = "dkan.sweep_key", "dkan.trial_id", "dkan.state", "dkan.run_kind"
 
@@ -37,25 +35,18 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
         try:
             urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
         except (urllib.error.URLError, OSError) as e:
-            raise TrackingError(
-                f"--tracking-uri {uri}: MLflow server unreachable ({e}). Fix: start it (mlflow server ...) "
-                "or drop --tracking-uri to use the local sqlite store"
-            ) from e
+            raise TrackingError(f"--tracking-uri {uri}: MLflow server unreachable ({e}). Fix: start it (mlflow server ...) or drop --tracking-uri to use the local sqlite store") from e
     elif uri.startswith("sqlite:///"):
         path = Path(uri.removeprefix("sqlite:///"))
         if path.exists():
             try:
                 sqlite3.connect(f"file:{path}?mode=rw", uri=True).close()
             except sqlite3.Error as e:
-                raise TrackingError(
-                    f"--tracking-uri {uri}: cannot open the sqlite store ({e}). Fix: choose another path"
-                ) from e
+                raise TrackingError(f"--tracking-uri {uri}: cannot open the sqlite store ({e}). Fix: choose another path") from e
             return
         parent = next(p for p in path.absolute().parents if p.exists())  # nothing is created here
         if not os.access(parent, os.W_OK):
-            raise TrackingError(
-                f"--tracking-uri {uri}: {parent} is not writable. Fix: choose a writable --out or --tracking-uri"
-            )
+            raise TrackingError(f"--tracking-uri {uri}: {parent} is not writable. Fix: choose a writable --out or --tracking-uri")
 
 
 class Tracker:
@@ -73,9 +64,7 @@ class Tracker:
         runs = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=1)
         return runs[0].info.run_id if runs else None
 
-    def run(
-        self, name: str, tags: dict[str, str], params: dict[str, Any] | None = None, parent: str | None = None
-    ) -> str:
+    def run(self, name: str, tags: dict[str, str], params: dict[str, Any] | None = None, parent: str | None = None) -> str:
         """The run with these tags, created if missing (resume-safe)."""
         existing = self.find(**tags)
         if existing:
@@ -102,8 +91,7 @@ class TrialLogger(Callback):
     """Tune callback (runs in the driver): trial runs as children of the sweep's parent run."""
 
     def __init__(self, uri: str, experiment: str, parent_id: str, sweep_key: str, n_seeds: int):
-        self.uri, self.experiment, self.parent_id = uri, experiment, parent_id
-        self.key, self.n_seeds = sweep_key, n_seeds
+        self.uri, self.experiment, self.parent_id, self.key, self.n_seeds = uri, experiment, parent_id, sweep_key, n_seeds
         self._tracker: Tracker | None = None
         self.run_ids: dict[str, str] = {}
         self.last: dict[str, dict] = {}
@@ -122,8 +110,7 @@ class TrialLogger(Callback):
         if trial.trial_id not in self.run_ids:
             params = {k: v for k, v in trial.config.items() if isinstance(v, (int, float, str))}
             self.run_ids[trial.trial_id] = self.tracker.run(
-                f"trial {trial.trial_id}",
-                {TAG_KEY: self.key, TAG_TRIAL: trial.trial_id, TAG_KIND: "trial"}, params, self.parent_id,
+                f"trial {trial.trial_id}", {TAG_KEY: self.key, TAG_TRIAL: trial.trial_id, TAG_KIND: "trial"}, params, self.parent_id
             )
         return self.run_ids[trial.trial_id]
 
@@ -142,40 +129,8 @@ class TrialLogger(Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         done = int(self.last.get(trial.trial_id, {}).get("seeds_done", 0))
-        state = "completed" if done >= self.n_seeds else f"stopped early ({done}/{self.n_seeds} seeds)"
-        self.tracker.finish(self._run(trial), state)
+        self.tracker.finish(self._run(trial), "completed" if done >= self.n_seeds else f"stopped early ({done}/{self.n_seeds} seeds)")
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = str(getattr(trial, "error_msg", None) or getattr(trial, "error_file", None) or "error")
         self.tracker.finish(self._run(trial), "failed", status="FAILED", reason=reason)
-
-
-def study_run(tracker: Tracker, out: Path, key: str, split: int, shots: int, params: dict[str, Any]) -> str:
-    """The parent run of one (split, K) study (found again on resume)."""
-    return tracker.run(f"split {split}, {shots}-shot", {TAG_KEY: f"{out}|{key}", TAG_KIND: "sweep"}, params)
-
-
-def log_study(
-    tracker: Tracker, out: Path, key: str, parent: str, hparams: dict[str, float],
-    per_method: dict[str, dict[int, dict[str, float]]], best: dict[str, Any], finetunes: int, files: list[Path],
-) -> None:
-    """The test phase as child runs (per-seed and mean/std metrics), the study's files as the
-    parent's artifacts, its selection metrics; then the parent is finished."""
-    for method, rows in per_method.items():
-        params = {**(hparams if method == "dkan" else {}), "method": method}
-        run = tracker.run(
-            f"test: {'DKAN best' if method == 'dkan' else 'TFA'}",
-            {TAG_KEY: f"{out}|{key}|test|{method}", TAG_KIND: "test"}, params, parent,
-        )
-        for seed, m in rows.items():
-            tracker.metrics(run, {f"seed_{k}": v for k, v in m.items() if k in HEADLINE}, step=seed)
-        agg = aggregate_seeds(rows)
-        tracker.metrics(
-            run, {f"{k}_mean": v["mean"] for k, v in agg.items()} | {f"{k}_std": v["std"] for k, v in agg.items()}
-        )
-        tracker.finish(run, "completed")
-    for f in files:
-        tracker.client.log_artifact(parent, str(f))
-    selection = {f"best_{k}": v for k, v in best.items() if k.startswith(("val_AP", "test_AP"))}
-    tracker.metrics(parent, selection | {"seed_finetunes": finetunes})
-    tracker.finish(parent, "completed")

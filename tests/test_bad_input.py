@@ -33,7 +33,7 @@ def test_missing_image_file(tiny_voc, tmp_path):
 def test_corrupt_jpeg(tiny_voc, tmp_path):
     path = tiny_voc / "IMAGES" / "beta-x_y_2.jpg"
     path.write_bytes(path.read_bytes()[:200])  # truncated
-    refused(tmp_path, tiny_voc, r"beta-x_y_2\.xml: image file .*beta-x_y_2\.jpg cannot be decoded.*replace the corrupt image")
+    refused(tmp_path, tiny_voc, r"beta-x_y_2\.xml: image file .*beta-x_y_2\.jpg cannot be decoded.*replace the corrupt")
 
 
 def test_malformed_xml(tiny_voc, tmp_path):
@@ -48,7 +48,8 @@ def test_non_numeric_box(tiny_voc, tmp_path):
 
 def test_unknown_class_name(tiny_voc, tmp_path):
     (tiny_voc / "ANNOTATIONS" / "alpha_5.xml").write_text(voc_xml("alpha_5.jpg", [("alpah", (1, 1, 9, 9))]))
-    refused(tmp_path, tiny_voc, r"alpha_5\.xml: unknown class name 'alpah' \(known: alpha, beta-x_y\).*--classes", classes=["alpha", "beta-x_y"])
+    refused(tmp_path, tiny_voc, r"alpha_5\.xml: unknown class name 'alpah' \(known: alpha, beta-x_y\).*--classes",
+            classes=["alpha", "beta-x_y"])
 
 
 @pytest.mark.parametrize("box", [(10, 10, 10, 20), (10, 10, 20, 5)])
@@ -74,7 +75,8 @@ def test_box_wholly_outside_is_an_error(tiny_voc, tmp_path):
 def test_duplicate_image_names_in_coco(tmp_path):
     make_voc(tmp_path / "d", {"a_1": [("a", (1, 1, 9, 9))]})
     coco = {
-        "images": [{"id": 1, "file_name": "a_1.jpg", "width": 64, "height": 64}, {"id": 2, "file_name": "A_1.JPG", "width": 64, "height": 64}],
+        "images": [{"id": 1, "file_name": "a_1.jpg", "width": 64, "height": 64},
+                   {"id": 2, "file_name": "A_1.JPG", "width": 64, "height": 64}],
         "annotations": [], "categories": [{"id": 1, "name": "a"}],
     }
     src = tmp_path / "d" / "IMAGES" / "coco.json"
@@ -95,7 +97,8 @@ def test_not_a_dataset_folder(tmp_path):
 
 def test_k_larger_than_a_class_offers(tiny_voc, tmp_path):
     out = tmp_path / "out"
-    with pytest.raises(DataError, match=r"trainval, class 'alpha'.*K=9 is larger than the class offers \(it appears in 8 images\).*--shots up to 8"):
+    match = r"trainval, class 'alpha'.*K=9 is larger than the class offers \(it appears in 8 images\).*--shots up to 8"
+    with pytest.raises(DataError, match=match):
         prepare_data(PrepareConfig(out=str(out), source=str(tiny_voc), seeds=[1], shots=[1, 9]))
     assert not out.exists()
 
@@ -126,3 +129,179 @@ def test_bad_fractions_and_seeds(tiny_voc, tmp_path):
     refused(tmp_path, tiny_voc, r"--val-fraction 1.5: must be in \[0, 1\)", val_fraction=1.5)
     with pytest.raises(DataError, match="exactly one"):
         prepare_data(PrepareConfig(out=str(tmp_path / "o"), source=str(tiny_voc), synthetic=True))
+
+
+# --- shapes that used to crash (tracebacks) or pass silently: each a clear error before any work ---
+
+
+@pytest.mark.parametrize("size, box, match", [
+    (("inf", 64), (5, 5, 30, 40), r"<width> is inf, expected a finite positive number"),
+    ((64, "nan"), (5, 5, 30, 40), r"<height> is nan, expected a finite positive number"),
+    ((-64, 64), (5, 5, 30, 40), r"<width> is -64.0, expected a finite positive number"),
+    ((64, 64), (5, 5, "inf", 40), r"<xmax> is inf, expected a finite number"),
+])
+def test_voc_non_finite_or_negative_numbers(tiny_voc, tmp_path, size, box, match):
+    (tiny_voc / "ANNOTATIONS" / "alpha_4.xml").write_text(voc_xml("alpha_4.jpg", [("alpha", box)], size=size))
+    refused(tmp_path, tiny_voc, r"alpha_4\.xml: missing or non-numeric .*" + match)
+
+
+def test_voc_folder_named_like_an_annotation(tiny_voc, tmp_path):
+    (tiny_voc / "ANNOTATIONS" / "x.xml").mkdir()
+    refused(tmp_path, tiny_voc, r"x\.xml: is a folder, not an annotation file.*Fix: move or rename it")
+
+
+def _coco_source(root: Path, coco) -> Path:
+    make_voc(root, {"a_1": [("a", (1, 1, 9, 9))], "a_2": [("a", (1, 1, 9, 9))]})
+    src = root / "IMAGES" / "coco.json"
+    src.write_text(json.dumps(coco))
+    return src
+
+
+def _good_coco() -> dict:
+    return {
+        "images": [{"id": 1, "file_name": "a_1.jpg", "width": 64, "height": 64},
+                   {"id": 2, "file_name": "a_2.jpg", "width": 64, "height": 64}],
+        "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 1, 8, 8], "area": 64, "iscrowd": 0},
+                        {"id": 2, "image_id": 2, "category_id": 1, "bbox": [1, 1, 8, 8], "area": 64, "iscrowd": 0}],
+        "categories": [{"id": 1, "name": "a"}],
+    }
+
+
+def test_the_good_coco_baseline_passes(tmp_path):
+    from dkan.data.validate import validate_coco
+
+    src = _coco_source(tmp_path / "d", _good_coco())
+    assert len(validate_coco(_good_coco(), src.parent, str(src))["annotations"]) == 2
+
+
+def _set(path: str, value):
+    def edit(coco):
+        *keys, last = path.split(".")
+        node = coco
+        for k in keys:
+            node = node[int(k)] if k.isdigit() else node[k]
+        if value is DELETE:
+            del node[last]
+        else:
+            node[int(last) if last.isdigit() else last] = value
+        return coco
+    return edit
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda c: c["images"], r"not a COCO detection file \(the top level is a list\)"),
+    (_set("images.0.id", DELETE), r"\(images\[0\]\): image id None is missing or not an integer.*Fix: give every"),
+    (_set("images.0.id", "1"), r"\(images\[0\]\): image id '1' is missing or not an integer"),
+    (_set("images.1.id", 1), r"duplicate image id 1 .*Fix: give every image a unique id"),
+    (_set("images.0.width", float("inf")), r"\(images\[0\]\): width inf is not a finite positive number"),
+    (_set("annotations.0.bbox", [1, 1, 5]), r"\(annotations\[0\]\): bbox \[1, 1, 5\] is not 4 finite numbers"),
+    (_set("annotations.0.bbox", "1,1,5,5"), r"\(annotations\[0\]\): bbox '1,1,5,5' is not 4 finite numbers"),
+    (_set("annotations.0.bbox", [1, 1, float("nan"), 5]), r"bbox \[1, 1, nan, 5\] is not 4 finite numbers"),
+    (_set("annotations.0.id", "1"), r"\(annotations\[0\]\): id '1' is missing or not an integer"),
+    (_set("annotations.0.image_id", "1"), r"\(annotations\[0\]\): image_id '1' is missing or not an integer"),
+    (_set("annotations.0.category_id", 1.0), r"\(annotations\[0\]\): category_id 1.0 is missing or not an integer"),
+    (_set("annotations.1.id", 1), r"\(annotations\[1\]\): duplicate annotation id 1 \(also annotations\[0\]\)"),
+    (_set("categories.0.name", DELETE), r"\(categories\[0\]\): category id 1 has no name"),
+    (_set("categories.0.id", "1"), r"\(categories\[0\]\): category .* has no integer id"),
+    (_set("categories.0.name", "../x"), r", class '\.\./x': the class name holds a path separator"),
+])
+def test_coco_shapes(tmp_path, edit, match):
+    src = _coco_source(tmp_path / "d", edit(_good_coco()))
+    refused(tmp_path, src, r"coco\.json.*" + match)
+
+
+@pytest.mark.parametrize("item, match", [
+    ("optim.batch_size=0", r"--set\.optim\.batch_size: 0 is out of range\. Fix: set it to at least 1"),
+    ("optim.iterations=-5", r"optim\.iterations: -5 is out of range\. Fix: set it to at least 1 \(or set optim\.epo"),
+    ("optim.lr=0", r"optim\.lr: 0\.0 is out of range\. Fix: set it to a positive number"),
+    ("optim.lr=-1e-3", r"optim\.lr: -0\.001 is out of range"),
+    ("optim.warmup_iters=-1", r"optim\.warmup_iters: -1 is out of range\. Fix: set it to 0 or more"),
+    ("optim.lr=fast", r"optim\.lr: expected a number, got 'fast'"),
+    ("optim.lr=.nan", r"optim\.lr: expected a finite number, got nan"),
+    ("optim.lrr=1", r"unknown key 'optim\.lrr'.*Fix: use one of those"),
+    ("optim.lr=!!python/object/apply:os.system ['touch PWNED']", r"not a plain YAML value .*python/object.*Fix: "),
+    ("shots=0", r"shots: 0 is out of range\. Fix: set it to at least 1 \(K per class\)"),
+    ("fewshot_seed=0", r"fewshot_seed: 0 is out of range"),
+])
+def test_bad_set_overrides(item, match, tmp_path, monkeypatch):
+    from dkan.config import ConfigError, FinetuneConfig, apply_overrides
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError, match=match) as e:
+        apply_overrides(FinetuneConfig(), [item])
+    assert "Fix:" in str(e.value) and "--shots 0" not in str(e.value).split("Fix:")[1]
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_numeric_strings_and_epochs_are_accepted(tmp_path):
+    from dkan.config import BaseTrainConfig, apply_overrides, load_yaml
+
+    cfg = apply_overrides(BaseTrainConfig(), ["optim.lr=1e-3", "optim.weight_decay=5E-4"])
+    assert cfg.optim.lr == 0.001 and cfg.optim.weight_decay == 0.0005  # YAML 1.1 reads these as strings
+    assert apply_overrides(BaseTrainConfig(), ["optim.iterations=0", "optim.epochs=2"]).optim.epochs == 2.0
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 2e-2\n")
+    assert load_yaml(BaseTrainConfig, tmp_path / "c.yaml").optim.lr == 0.02
+
+
+def test_set_with_python_tag_through_the_cli(tmp_path, capsys, monkeypatch):
+    from dkan.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    tagged = "seed=!!python/object/apply:os.system ['touch PWNED']"
+    assert main(["base-train", "--profile", "cpu-quick", "--set", tagged, "--print-config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --set") and "not a plain YAML value" in err and "Traceback" not in err
+    assert not (tmp_path / "PWNED").exists()
+
+
+@pytest.mark.parametrize("flag, match", [
+    (["--seeds", "0"], r"--seeds \[0\]: need one or more seeds, each 1 or more\. Fix: pass e\.g\. --seeds 1-10"),
+    (["--seeds", "0-3"], r"--seeds \[0, 1, 2, 3\]: need one or more seeds, each 1 or more"),
+    (["--shots", "0"], r"--shots \[0\]: need one or more K, each 1 or more\. Fix: pass e\.g\. --shots 1,2,3,5,10,30"),
+])
+def test_prepare_data_seed_and_shot_ranges(tiny_voc, tmp_path, capsys, flag, match):
+    import re
+
+    from dkan.cli import main
+
+    assert main(["prepare-data", "--source", str(tiny_voc), "--out", str(tmp_path / "o"), *flag]) == 2
+    err = capsys.readouterr().err
+    assert re.search(match, err) and "--shots 0" not in err.split("Fix:")[1]
+    assert not (tmp_path / "o").exists()
+
+
+def test_fewshot_seed_or_k_below_one_does_not_suggest_preparing_it(synthetic_prepared):
+    data = PreparedData.load(synthetic_prepared)
+    for seed, shots in ((1, 0), (0, 1)):
+        with pytest.raises(DataError, match=r"seeds and K start at 1") as e:
+            data.fewshot(seed=seed, shots=shots)
+        assert "--shots 0" not in str(e.value) and "--seeds 0" not in str(e.value)
+
+
+def test_nan_loss_names_iteration_term_and_images_and_points_at_the_data(synthetic_prepared, tmp_path, monkeypatch):
+    import dkan.engine.train as train_mod
+    from dkan.config import BaseTrainConfig, DataConfig, OptimConfig
+    from tests.conftest import tiny_model_config
+
+    real_step = train_mod.train_step
+
+    def nan_box(*a, **k):
+        losses = real_step(*a, **k)
+        losses["loss_box_reg"] = losses["loss_box_reg"] * float("nan")
+        return losses
+
+    monkeypatch.setattr(train_mod, "train_step", nan_box)
+    cfg = BaseTrainConfig(model=tiny_model_config(), data=DataConfig(root=str(synthetic_prepared), split=1),
+                          optim=OptimConfig(lr=0.01, batch_size=2, iterations=2, warmup_iters=0),
+                          out=str(tmp_path / "n"))
+    with pytest.raises(train_mod.TrainingError) as e:
+        train_mod.fit(cfg, progress=False)
+    msg = str(e.value)
+    assert msg.startswith("iteration 0: loss term loss_box_reg is nan")
+    images = msg.split("Batch images: ")[1].split(". Fix:")[0].split(", ")
+    assert len(images) == 2 and all(Path(p).is_file() and p.endswith(".jpg") for p in images)
+    assert "Fix: check the boxes of these images (dkan inspect-data), or lower optim.lr" in msg
+    assert not (tmp_path / "n" / "model_final.pt").exists()

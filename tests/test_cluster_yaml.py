@@ -25,8 +25,6 @@ def test_cluster_yaml_is_valid_and_has_gpu_workers():
 
 def test_a_misspelled_key_is_caught():
     cfg = yaml.safe_load(YAML.read_text())
-    cfg["available_node_types"]["gpu_worker"]["max_wokers"] = cfg["available_node_types"]["gpu_worker"].pop(
-        "max_workers"
-    )
+    cfg["available_node_types"]["gpu_worker"]["max_wokers"] = cfg["available_node_types"]["gpu_worker"].pop("max_workers")
     with pytest.raises(Exception, match="max_wokers|Additional properties"):
         _validate(cfg)

@@ -23,44 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
-    model = [
-        f"model.{k}={json.dumps(v, separators=(',', ':'))}"
-        for k, v in vars(tiny_model_config()).items()
-        if k not in ("box_head", "weights")
-    ]
+    model = [f"model.{k}={json.dumps(v, separators=(',', ':'))}" for k, v in vars(tiny_model_config()).items() if k not in ("box_head", "weights")]
     sets = [x for m in model for x in ("--set", m, "--base-set", m)]
-    return [
-        "--data",
-        str(data),
-        "--out",
-        str(out),
-        "--cache-dir",
-        str(cache),
-        "--profile",
-        "cpu-quick",
-        "--shots",
-        "2",
-        "--seeds",
-        "1-2",
-        "--trials",
-        "2",
-        "--base-iterations",
-        "3",
-        "--finetune-iterations",
-        "2",
-        "--grace-seeds",
-        "1",
-        "--reduction-factor",
-        "2",
-        "--num-cpus",
-        "4",
-        *sets,
-        "--set",
-        "optim.batch_size=2",
-        "--base-set",
-        "optim.batch_size=2",
-        *extra,
-    ]
+    return ["--data", str(data), "--out", str(out), "--cache-dir", str(cache), "--profile", "cpu-quick", "--shots", "2", "--seeds", "1-2",
+            "--trials", "2", "--base-iterations", "3", "--finetune-iterations", "2", "--grace-seeds", "1", "--reduction-factor", "2",
+            "--num-cpus", "4", *sets, "--set", "optim.batch_size=2", "--base-set", "optim.batch_size=2", *extra]
 
 
 def mlflow_runs(out: Path) -> list:
@@ -88,27 +55,15 @@ def test_tiny_sweep_end_to_end(synthetic_prepared, tmp_path):
     parent = kinds["sweep"][0]
     assert len(kinds["sweep"]) == 1 and len(kinds["trial"]) == 2 and len(kinds["test"]) == 2
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in kinds["trial"] + kinds["test"])
-    assert all(
-        r.info.status == "FINISHED" and r.data.tags["dkan.state"].startswith(("completed", "stopped early"))
-        for r in kinds["trial"]
-    )
+    assert all(r.info.status == "FINISHED" and r.data.tags["dkan.state"].startswith(("completed", "stopped early")) for r in kinds["trial"])
     assert {"fka_weight", "lka_weight", "fka_tau", "lka_tau"} <= set(kinds["trial"][0].data.params)
     assert "val_AP_all" in kinds["trial"][0].data.metrics
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
-        f"{key}.yaml",
-        f"{key}.md",
-        f"{key}.json",
-        f"{key}_per_class_ap.json",
-    }
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {f"{key}.yaml", f"{key}.md", f"{key}.json", f"{key}_per_class_ap.json"}
     # the exported config re-runs through the CLI to the same weights as the sweep's seed-1 run
     exported = out / "best_configs" / f"{key}.yaml"
     cfg = yaml.safe_load(exported.read_text())
     assert cfg["provenance"]["mlflow_run_id"] == parent.info.run_id and cfg["threads"] == 1
-    best_trial = next(
-        r
-        for r in kinds["trial"]
-        if all(float(r.data.params[k]) == pytest.approx(v) for k, v in cfg["provenance"]["hyperparameters"].items())
-    )
+    best_trial = next(r for r in kinds["trial"] if all(float(r.data.params[k]) == pytest.approx(v) for k, v in cfg["provenance"]["hyperparameters"].items()))
     trial_ckpt = out / "runs" / key / best_trial.data.tags["dkan.trial_id"] / "seed1" / "model_final.pt"
     from dkan.cli import main as dkan_main
 
@@ -154,8 +109,8 @@ def test_two_node_cluster_ddp_finetune_and_tiny_sweep(synthetic_prepared, tmp_pa
     import ray
     from ray.cluster_utils import Cluster
 
-    from dkan.config import DataConfig, FinetuneConfig, OptimConfig
-    from sweeps.jobs import SeedJob, WorkerResources, run_jobs
+    from dkan.config import DataConfig, FinetuneConfig, OptimConfig, to_dict
+    from sweeps.seed_run import WorkerResources, run_fit
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
@@ -163,34 +118,14 @@ def test_two_node_cluster_ddp_finetune_and_tiny_sweep(synthetic_prepared, tmp_pa
         from sweeps.run_tune import main
 
         # a tiny sweep on the two-node cluster (main connects and disconnects itself)
-        assert (
-            main(
-                tiny_args(
-                    synthetic_prepared, tmp_path / "sweep", tmp_path / "cache",
-                    "--address",
-                    cluster.address,
-                    "--trials",
-                    "1",
-                    "--seeds",
-                    "1",
-                )
-            )
-            == 0
-        )
+        assert main(tiny_args(synthetic_prepared, tmp_path / "sweep", tmp_path / "cache", "--address", cluster.address, "--trials", "1", "--seeds", "1")) == 0
         base = next((tmp_path / "cache" / "base").glob("*/model_final.pt"))
         ray.init(address=cluster.address, log_to_driver=False)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         # 2 DDP workers of 1 CPU on nodes of 1 CPU each: one worker per node
-        cfg = FinetuneConfig(
-            model=tiny_model_config(box_head="cosine"), data=DataConfig(root=str(synthetic_prepared), split=1),
-            optim=OptimConfig(lr=0.01, batch_size=2, iterations=2, warmup_iters=1), base_checkpoint=str(base), shots=2,
-            out=str(tmp_path / "ddp"),
-        )
-        [m] = run_jobs(
-            [SeedJob("dkan", 1, cfg)], WorkerResources(workers=2, cpus_per_worker=1.0),
-            "ddp2",
-            str(tmp_path / "storage"),
-        )
+        cfg = FinetuneConfig(model=tiny_model_config(box_head="cosine"), data=DataConfig(root=str(synthetic_prepared), split=1),
+                             optim=OptimConfig(lr=0.01, batch_size=2, iterations=2, warmup_iters=1), base_checkpoint=str(base), shots=2, out=str(tmp_path / "ddp"))
+        m = run_fit("finetune", to_dict(cfg), WorkerResources(workers=2, cpus_per_worker=1.0), "ddp2", str(tmp_path / "storage"))
         assert m["world_size"] == 2 and "AP_all" in m and (tmp_path / "ddp" / "model_final.pt").exists()
     finally:
         ray.shutdown()

@@ -58,12 +58,14 @@ def load_coco_json(path: Path) -> CocoDict:
         coco = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(str(path), f"not valid JSON ({e})", "regenerate or repair the file") from e
+    except OSError as e:
+        raise DataError(str(path), f"cannot be read ({e.strerror or e})", "check the path and its permissions") from e
+    fix = "give a COCO JSON object with the lists 'images', 'annotations' and 'categories'"
+    if not isinstance(coco, dict):
+        raise DataError(str(path), f"not a COCO detection file (the top level is a {type(coco).__name__})", fix)
     missing = [k for k in ("images", "annotations", "categories") if not isinstance(coco.get(k), list)]
-    if not isinstance(coco, dict) or missing:
-        raise DataError(
-            str(path), f"not a COCO detection file (missing lists: {', '.join(missing)})",
-            "give a COCO JSON with 'images', 'annotations' and 'categories'",
-        )
+    if missing:
+        raise DataError(str(path), f"not a COCO detection file (missing lists: {', '.join(missing)})", fix)
     return coco
 
 

@@ -19,9 +19,34 @@ SEEDS = tuple(range(1, 11))
 MAX_DRAWS = 10_000  # a few draws suffice in practice; past this the K is unreachable
 
 
+def class_file_part(name: object, where: str) -> str:
+    """A class name as it may appear in a file name; the one gate between names and paths.
+
+    Class names come from annotation files anyone can write, so a name holding a path
+    separator, ``..``, a NUL byte or a leading dot (``../../x/ESCAPED``) is refused instead of
+    letting it steer a file outside the output folder.
+    """
+    bad = None
+    if not isinstance(name, str) or not name.strip():
+        bad = "is not a non-empty string"
+    elif any(c in name for c in ("/", "\\", "\0")):
+        bad = "holds a path separator ('/' or '\\') or a NUL byte"
+    elif ".." in name:
+        bad = "holds '..'"
+    elif name.startswith("."):
+        bad = "starts with a dot"
+    if bad:
+        raise DataError(
+            f"{where}, class {name!r}", f"the class name {bad}; class names become parts of file names",
+            "rename the class in the annotations (and in --classes if you pass it) to a plain name such as 'scratches'",
+        )
+    return name
+
+
 def fewshot_path(ann_dir: Path, seed: int, shots: int, name: str) -> Path:
     """``<ann_dir>/fewshot-split/<seed>/<seed>seed_<K>shot_<class>_trainval.json``."""
-    return Path(ann_dir) / "fewshot-split" / str(seed) / f"{seed}seed_{shots}shot_{name}_trainval.json"
+    part = class_file_part(name, str(ann_dir))
+    return Path(ann_dir) / "fewshot-split" / str(seed) / f"{seed}seed_{shots}shot_{part}_trainval.json"
 
 
 def check_shots_possible(coco: CocoDict, shots: list[int], source: str) -> None:
@@ -33,12 +58,15 @@ def check_shots_possible(coco: CocoDict, shots: list[int], source: str) -> None:
         n = len(images_of[c["id"]])
         if max(shots) > n:
             raise DataError(
-                f"{source}, class {c['name']!r}", f"K={max(shots)} is larger than the class offers (it appears in {n} images)",
+                f"{source}, class {c['name']!r}",
+                f"K={max(shots)} is larger than the class offers (it appears in {n} images)",
                 f"use --shots up to {n}, or add images of this class",
             )
 
 
-def sample_fewshot(coco: CocoDict, seed: int, shots: list[int] | tuple[int, ...] = SHOTS) -> dict[tuple[int, str], CocoDict]:
+def sample_fewshot(
+    coco: CocoDict, seed: int, shots: list[int] | tuple[int, ...] = SHOTS
+) -> dict[tuple[int, str], CocoDict]:
     """All K-shot sets of one seed: {(K, class name): COCO dict with that class's K boxes}."""
     shots = sorted(shots)
     id2img = {im["id"]: im for im in coco["images"]}
@@ -56,13 +84,18 @@ def sample_fewshot(coco: CocoDict, seed: int, shots: list[int] | tuple[int, ...]
         taken_imgs: list[dict] = []
         for k in shots:
             _grow(img_anns, taken, taken_imgs, id2img, k, cat["name"])
-            out[(k, cat["name"])] = {"images": list(taken_imgs), "annotations": list(taken), "categories": coco["categories"]}
+            out[(k, cat["name"])] = {
+                "images": list(taken_imgs), "annotations": list(taken), "categories": coco["categories"],
+            }
     return out
 
 
 def _grow(img_anns: dict[int, list], taken: list, taken_imgs: list, id2img: dict, k: int, name: str) -> None:
     if len(img_anns) < k:
-        raise DataError(f"class {name!r}", f"K={k} is larger than the class offers ({len(img_anns)} images)", f"use K up to {len(img_anns)}")
+        raise DataError(
+            f"class {name!r}", f"K={k} is larger than the class offers ({len(img_anns)} images)",
+            f"use K up to {len(img_anns)}",
+        )
     for _ in range(MAX_DRAWS):
         for img in random.sample(list(img_anns.keys()), k):
             if any(img == s["image_id"] for s in taken) or len(img_anns[img]) + len(taken) > k:
@@ -71,7 +104,10 @@ def _grow(img_anns: dict[int, list], taken: list, taken_imgs: list, id2img: dict
             taken_imgs.append(id2img[img])
             if len(taken) == k:
                 return
-    raise DataError(f"class {name!r}", f"no set of images holds exactly K={k} boxes after {MAX_DRAWS} draws", "use a different K for this class")
+    raise DataError(
+        f"class {name!r}", f"no set of images holds exactly K={k} boxes after {MAX_DRAWS} draws",
+        "use a different K for this class",
+    )
 
 
 def load_fewshot(ann_dir: Path, seed: int, shots: int, names: list[str] | tuple[str, ...]) -> CocoDict:
@@ -81,17 +117,29 @@ def load_fewshot(ann_dir: Path, seed: int, shots: int, names: list[str] | tuple[
     Boxes of other classes in a drawn image stay unlabelled (the authors' protocol), so the
     detector sees them as background.
     """
+    if seed < 1 or shots < 1:
+        raise DataError(
+            f"few-shot seed {seed}, K={shots}", "seeds and K start at 1",
+            "pick a seed of 1 or more (fewshot_seed) and K of 1 or more (--shots), as written by prepare-data",
+        )
     images: dict[int, dict] = {}
     anns: dict[int, dict] = {}
     categories = None
     for name in names:
         path = fewshot_path(ann_dir, seed, shots, name)
         if not path.is_file():
-            raise DataError(str(path), f"no few-shot file for seed {seed}, K={shots}, class {name!r}", f"run `dkan prepare-data ... --seeds {seed} --shots {shots}` for this dataset, or pick a seed/K that exists")
+            raise DataError(
+                str(path), f"no few-shot file for seed {seed}, K={shots}, class {name!r}",
+                f"run `dkan prepare-data ... --seeds {seed} --shots {shots}` for this dataset, "
+                "or pick a seed/K that exists",
+            )
         part = load_coco_json(path)
         categories = categories or part["categories"]
         if part["categories"] != categories:
-            raise DataError(str(path), "categories differ from the other few-shot files", "regenerate the few-shot files with one prepare-data run")
+            raise DataError(
+                str(path), "categories differ from the other few-shot files",
+                "regenerate the few-shot files with one prepare-data run",
+            )
         for im in part["images"]:
             images.setdefault(im["id"], im)
         for a in part["annotations"]:

@@ -8,10 +8,12 @@ name (``rolled-in_scale`` holds a hyphen and an underscore).
 
 from __future__ import annotations
 
+import math
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from dkan.data.coco import CocoDict, make_categories
+from dkan.data.fewshot import class_file_part
 from dkan.data.validate import Origin, validate_coco
 from dkan.errors import DataError
 
@@ -33,7 +35,9 @@ def find_layout(folder: Path) -> tuple[Path, Path]:
     return ann, img
 
 
-def load_voc(folder: Path, classes: list[str] | None = None, check_images: bool = True) -> tuple[CocoDict, Path, Origin]:
+def load_voc(
+    folder: Path, classes: list[str] | None = None, check_images: bool = True
+) -> tuple[CocoDict, Path, Origin]:
     """Read a VOC folder into a validated COCO dict (ids 1..N in file-name order).
 
     ``classes`` fixes the class list and order; a name outside it is an error. Without it the
@@ -45,6 +49,8 @@ def load_voc(folder: Path, classes: list[str] | None = None, check_images: bool 
     parsed = [(x, *_parse_xml(x)) for x in xmls]
     found = sorted({name for _, _, objs in parsed for name, _ in objs})
     names = list(classes) if classes is not None else found
+    for name in classes or ():
+        class_file_part(name, "--classes")
     cat_id = {n: i for i, n in enumerate(names, start=1)}
     images, annotations, xml_of = [], [], {}
     for image_id, (xml, size, objs) in enumerate(parsed, start=1):
@@ -53,7 +59,10 @@ def load_voc(folder: Path, classes: list[str] | None = None, check_images: bool 
         xml_of[image_id] = str(xml)
         for name, (x1, y1, x2, y2) in objs:
             if name not in cat_id:
-                raise DataError(str(xml), f"unknown class name {name!r} (known: {', '.join(names)})", "correct the <name> in this file, or pass the full class list with --classes")
+                raise DataError(
+                    str(xml), f"unknown class name {name!r} (known: {', '.join(names)})",
+                    "correct the <name> in this file, or pass the full class list with --classes",
+                )
             annotations.append({
                 "area": (x2 - x1) * (y2 - y1), "iscrowd": 0, "image_id": image_id,
                 "bbox": [x1, y1, x2 - x1, y2 - y1], "category_id": cat_id[name], "id": len(annotations) + 1,
@@ -64,19 +73,37 @@ def load_voc(folder: Path, classes: list[str] | None = None, check_images: bool 
 
 
 def _parse_xml(xml: Path) -> tuple[tuple[int, int], list[tuple[str, tuple[float, float, float, float]]]]:
+    if not xml.is_file():
+        raise DataError(
+            str(xml), "is a folder, not an annotation file", "move or rename it: ANNOTATIONS/ may hold only .xml files"
+        )
     try:
         root = ET.parse(xml).getroot()
     except ET.ParseError as e:
         raise DataError(str(xml), f"malformed XML ({e})", "repair the file or remove it together with its image") from e
+    except OSError as e:
+        raise DataError(str(xml), f"cannot be read ({e.strerror or e})", "make the file readable or remove it") from e
     try:
-        size = (int(float(root.findtext("size/width"))), int(float(root.findtext("size/height"))))
+        size = (_number(root, "size/width", positive=True), _number(root, "size/height", positive=True))
         objs = []
         for o in root.iter("object"):
-            box = tuple(float(o.findtext(f"bndbox/{k}")) for k in ("xmin", "ymin", "xmax", "ymax"))
-            objs.append((o.findtext("name").strip(), box))
+            box = tuple(_number(o, f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax"))
+            objs.append((class_file_part(o.findtext("name").strip(), str(xml)), box))
     except (TypeError, ValueError, AttributeError) as e:
-        raise DataError(str(xml), f"missing or non-numeric <size> or <bndbox> field ({e})", "every object needs <name> and numeric <bndbox> xmin/ymin/xmax/ymax; <size> needs width/height") from e
-    return size, objs
+        raise DataError(
+            str(xml), f"missing or non-numeric (or non-finite) <size> or <bndbox> field ({e})",
+            "every object needs <name> and numeric <bndbox> xmin/ymin/xmax/ymax; <size> needs width/height",
+        ) from e
+    return (int(size[0]), int(size[1])), objs
+
+
+def _number(node: ET.Element, tag: str, positive: bool = False) -> float:
+    """A finite number from ``<tag>``; ``inf``/``nan`` (which float() accepts) raise ValueError."""
+    value = float(node.findtext(tag))
+    if not math.isfinite(value) or (positive and value < 1):
+        kind = "a finite positive" if positive else "a finite"
+        raise ValueError(f"<{tag.rsplit('/', 1)[-1]}> is {value}, expected {kind} number")
+    return value
 
 
 def _image_file(xml: Path, img_dir: Path) -> str:
@@ -88,4 +115,7 @@ def _image_file(xml: Path, img_dir: Path) -> str:
     for cand in (declared, declared + ".jpg"):
         if cand and (img_dir / cand).is_file():
             return cand
-    raise DataError(str(xml), f"image file not found (looked for {img_dir / (xml.stem + '.jpg')} and <filename> {declared!r})", "restore the image, or remove this annotation file")
+    raise DataError(
+        str(xml), f"image file not found (looked for {img_dir / (xml.stem + '.jpg')} and <filename> {declared!r})",
+        "restore the image, or remove this annotation file",
+    )

@@ -12,14 +12,18 @@ from dkan.model.checkpoint import load_checkpoint
 from dkan.model.detector import build_detector
 
 
-def evaluate_checkpoint(path: Path, split: str = "test", data_root: str | None = None, device: str = "auto") -> dict[str, float]:
+def evaluate_checkpoint(
+    path: Path, split: str = "test", data_root: str | None = None, device: str = "auto"
+) -> dict[str, float]:
+    """Load (safely: tensors and plain types only) and score a dkan checkpoint."""
     ckpt = load_checkpoint(Path(path), "model checkpoint", "pass a model_final.pt written by base-train or finetune")
     meta = ckpt["meta"]
     cls = FinetuneConfig if meta["stage"] == "finetune" else BaseTrainConfig
     cfg = from_dict(cls, meta["config"], str(path))
     data = PreparedData.load(Path(data_root or cfg.data.root))
     classes = tuple(meta["classes"])
-    gt = eval_ground_truth(data, split, classes, data.fewshot(cfg.fewshot_seed, cfg.shots) if meta["stage"] == "finetune" else None)
+    shots = data.fewshot(cfg.fewshot_seed, cfg.shots) if meta["stage"] == "finetune" else None
+    gt = eval_ground_truth(data, split, classes, shots)
     dev = resolve_device(device)
     model = build_detector(cfg.model, len(classes))
     model.load_state_dict(ckpt["model"])

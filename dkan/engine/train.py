@@ -26,7 +26,7 @@ from dkan.errors import DkanError
 from dkan.engine.distributed import average_gradients, broadcast_from_rank0, broadcast_module, rank_and_world, shard
 from dkan.engine.evaluate import evaluate
 from dkan.engine.setup import Job, build_job
-from dkan.model.checkpoint import load_checkpoint, save_checkpoint
+from dkan.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from dkan.distill.step import train_step, weighted_total
 
 Report = Callable[[dict[str, Any]], None]
@@ -78,9 +78,10 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
     for it in bar:
         for g in opt.param_groups:
             g["lr"] = cfg.optim.lr * lr_at(it)
-        images, targets = collate([train_set[i] for i in shard(_batch_indices(cfg.seed, it, cfg.optim.batch_size, len(train_set)))])
+        batch = shard(_batch_indices(cfg.seed, it, cfg.optim.batch_size, len(train_set)))
+        images, targets = collate([train_set[i] for i in batch])
         losses = train_step(job.student, [im.to(job.device) for im in images], [_to(t, job.device) for t in targets], job.teacher, job.n_base, getattr(cfg, "distill", None))
-        _check_finite(losses, it)
+        _check_finite(losses, it, [job.train_records[i].path for i in batch])
         opt.zero_grad(set_to_none=True)
         weighted_total(losses, getattr(cfg, "distill", None)).backward()
         average_gradients(params)
@@ -139,10 +140,20 @@ def _lr_lambda(optim: OptimConfig, sched: Schedule) -> Callable[[int], float]:
     return factor
 
 
-def _check_finite(losses: dict[str, torch.Tensor], it: int) -> None:
+def _check_finite(losses: dict[str, torch.Tensor], it: int, files: list[Path] | tuple[Path, ...] = ()) -> None:
+    """Stop at the first non-finite loss, naming the iteration, the term and the batch's images.
+
+    A bad box (validated data makes it rare) is as likely a cause as a too-high learning rate,
+    so the message points at the images first.
+    """
     for k, v in losses.items():
         if not torch.isfinite(v).all():
-            raise TrainingError(f"iteration {it}: loss term {k} is {v.item()} (not finite); stopped at once. Fix: lower optim.lr or raise optim.warmup_iters")
+            shown = ", ".join(str(f) for f in files[:8]) + (f" (+{len(files) - 8} more)" if len(files) > 8 else "")
+            raise TrainingError(
+                f"iteration {it}: loss term {k} is {v.item()} (not finite); stopped at once. "
+                f"Batch images: {shown or 'unknown'}. Fix: check the boxes of these images (dkan inspect-data), "
+                "or lower optim.lr / raise optim.warmup_iters if the data is fine"
+            )
 
 
 def _to(t: dict, device: torch.device) -> dict:
@@ -154,8 +165,17 @@ def _meta(job: Job, cfg: Any, iteration: int) -> dict[str, Any]:
 
 
 def _state(job: Job, cfg: Any, opt: torch.optim.Optimizer, iteration: int) -> dict[str, Any]:
-    rng = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
-    return {"model": job.student.state_dict(), "optimizer": opt.state_dict(), "meta": _meta(job, cfg, iteration), "rng": rng}
+    """The resume payload: tensors and plain types only, so ``weights_only=True`` loads it."""
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    rng = {
+        "torch": torch.get_rng_state(),
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss},
+        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+    }
+    meta = _meta(job, cfg, iteration)
+    return {"model": job.student.state_dict(), "optimizer": opt.state_dict(), "meta": meta, "rng": rng}
 
 
 def _resume(path: Path, job: Job, opt: torch.optim.Optimizer) -> int:
@@ -163,12 +183,23 @@ def _resume(path: Path, job: Job, opt: torch.optim.Optimizer) -> int:
         return 0
     ckpt = load_checkpoint(path, "resume checkpoint", "delete it to start over")
     if ckpt["meta"]["classes"] != list(job.classes):
-        raise TrainingError(f"{path}: resume checkpoint is for classes {ckpt['meta']['classes']}, not {list(job.classes)}. Fix: use another --out or delete it")
-    job.student.load_state_dict(ckpt["model"])
-    opt.load_state_dict(ckpt["optimizer"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    random.setstate(ckpt["rng"]["python"])
-    np.random.set_state(ckpt["rng"]["numpy"])
+        raise TrainingError(
+            f"{path}: resume checkpoint is for classes {ckpt['meta']['classes']}, not {list(job.classes)}. "
+            "Fix: use another --out or delete it"
+        )
+    try:
+        job.student.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        py, npy = ckpt["rng"]["python"], ckpt["rng"]["numpy"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+        keys = npy["keys"].numpy().astype(np.uint32)
+        np.random.set_state((npy["name"], keys, npy["pos"], npy["has_gauss"], npy["cached_gaussian"]))
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:  # a model_final.pt or older layout
+        raise CheckpointError(
+            f"{path}: not a resume checkpoint of this dkan version ({type(e).__name__}: {e}). "
+            "Fix: delete it to start over, or resume with the dkan version that wrote it"
+        ) from e
     print(f"resumed from {path} at iteration {ckpt['meta']['iteration']}")
     return int(ckpt["meta"]["iteration"])
 
