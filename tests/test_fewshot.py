@@ -49,7 +49,8 @@ def test_load_fewshot_merges_classes_per_image_and_names_missing_files(synthetic
     per_class = [load_coco_json(fewshot_path(ann, 1, 2, n)) for n in names]
     assert len(merged["annotations"]) == 12 == sum(len(p["annotations"]) for p in per_class)
     assert len({im["id"] for im in merged["images"]}) == len(merged["images"])
-    with pytest.raises(DataError, match=r"3seed_2shot_crazing_trainval\.json.*no few-shot file for seed 3, K=2.*prepare-data"):
+    match = r"3seed_2shot_crazing_trainval\.json.*no few-shot file for seed 3, K=2.*prepare-data"
+    with pytest.raises(DataError, match=match):
         load_fewshot(ann, seed=3, shots=2, names=names)
     with pytest.raises(DataError, match="K=4"):
         load_fewshot(ann, seed=1, shots=4, names=names)
