@@ -1,12 +1,16 @@
 """One training step of a detector, with or without a teacher (DKAN's distillation).
 
-Base training, TFA and DKAN all go through ``train_step`` so their costs compare directly.
+Base training, TFA, plain and DKAN all go through ``train_step`` so their costs compare directly.
 The teacher is wired in here, not inside the student: it runs in eval mode under no_grad, scores
 the student's own sampled RoIs, and with a frozen backbone shares the student's backbone pass.
+When only the box predictor trains (TFA), everything before it runs under no_grad: the same
+values a naive pass computes (frozen parameters get no gradient either way), without autograd's
+bookkeeping.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 import torch
@@ -33,15 +37,35 @@ def backbone_is_frozen(model: FasterRCNN) -> bool:
     return not any(p.requires_grad for p in model.backbone.body.parameters())
 
 
-def roi_logits(model: FasterRCNN, feats: Mapping[str, torch.Tensor], proposals: list[torch.Tensor], image_sizes: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class logits [R, C+1] and box deltas of given RoIs through a model's box head."""
+def only_predictor_trains(model: FasterRCNN) -> bool:
+    """True when nothing before ``roi_heads.box_predictor`` has a trainable parameter (TFA)."""
+    predictor = {id(p) for p in model.roi_heads.box_predictor.parameters()}
+    return not any(p.requires_grad for p in model.parameters() if id(p) not in predictor)
+
+
+def roi_logits(
+    model: FasterRCNN,
+    feats: Mapping[str, torch.Tensor],
+    proposals: list[torch.Tensor],
+    image_sizes: list[tuple[int, int]],
+    frozen_head: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class logits [R, C+1] and box deltas of given RoIs through a model's box head
+    (RoI pooling and the shared layers under no_grad when ``frozen_head``)."""
     heads = model.roi_heads
-    return heads.box_predictor(heads.box_head(heads.box_roi_pool(feats, proposals, image_sizes)))
+    with torch.no_grad() if frozen_head else contextlib.nullcontext():
+        box_feats = heads.box_head(heads.box_roi_pool(feats, proposals, image_sizes))  # [R, representation]
+    return heads.box_predictor(box_feats)
 
 
 def train_step(
-    student: FasterRCNN, images: list[torch.Tensor], targets: list[dict[str, torch.Tensor]],
-    teacher: FasterRCNN | None = None, n_base: int = 0, distill: DistillConfig | None = None, share_backbone: bool | None = None,
+    student: FasterRCNN,
+    images: list[torch.Tensor],
+    targets: list[dict[str, torch.Tensor]],
+    teacher: FasterRCNN | None = None,
+    n_base: int = 0,
+    distill: DistillConfig | None = None,
+    share_backbone: bool | None = None,
 ) -> dict[str, torch.Tensor]:
     """Unweighted losses of one batch: the four detection losses, plus loss_fka and loss_lka
     when a teacher is given. ``weighted_total`` applies the weights.
@@ -53,13 +77,15 @@ def train_step(
     if share_backbone and not frozen:
         raise ValueError("share_backbone needs a frozen student backbone (the teacher's pass must equal the student's)")
     shared = teacher is not None and (frozen if share_backbone is None else share_backbone)
-    if shared:
-        with torch.no_grad():
-            body = student.backbone.body(images_t.tensors)  # identical in teacher and student
-        feats = student.backbone.fpn(body)
-    else:
-        feats = student.backbone(images_t.tensors)
-    losses, proposals, logits = _detector_losses(student, images_t, targets_t, feats)
+    last_layer = only_predictor_trains(student)
+    with torch.no_grad() if last_layer else contextlib.nullcontext():
+        if shared:
+            with torch.no_grad():
+                body = student.backbone.body(images_t.tensors)  # identical in teacher and student
+            feats = student.backbone.fpn(body)
+        else:
+            feats = student.backbone(images_t.tensors)
+    losses, proposals, logits = _detector_losses(student, images_t, targets_t, feats, last_layer)
     if teacher is not None:
         distill = distill or DistillConfig()
         with torch.no_grad():
@@ -71,10 +97,16 @@ def train_step(
     return losses
 
 
-def _detector_losses(model: FasterRCNN, images: ImageList, targets: list[dict], feats: Mapping[str, torch.Tensor]):
-    proposals, rpn_losses = model.rpn(images, feats, targets)
-    proposals, _, labels, regression_targets = model.roi_heads.select_training_samples(proposals, targets)
-    logits, deltas = roi_logits(model, feats, proposals, images.image_sizes)
+def _detector_losses(
+    model: FasterRCNN, images: ImageList, targets: list[dict], feats: Mapping[str, torch.Tensor], frozen: bool = False
+):
+    """The four detection losses; ``frozen``: all but the box predictor under no_grad. The RPN still
+    computes its (then constant) losses: its anchor sampling draws from the global generator, and the
+    RoI sampling after it must draw the same numbers as a naive run."""
+    with torch.no_grad() if frozen else contextlib.nullcontext():
+        proposals, rpn_losses = model.rpn(images, feats, targets)
+        proposals, _, labels, regression_targets = model.roi_heads.select_training_samples(proposals, targets)
+    logits, deltas = roi_logits(model, feats, proposals, images.image_sizes, frozen_head=frozen)
     loss_cls, loss_box = fastrcnn_loss(logits, deltas, labels, regression_targets)
     return {**rpn_losses, "loss_classifier": loss_cls, "loss_box_reg": loss_box}, proposals, logits
 

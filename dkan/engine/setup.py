@@ -15,14 +15,13 @@ from dkan.data.splits import resolve_class_split, restrict_classes
 from dkan.distill.step import backbone_is_frozen, freeze
 from dkan.model.checkpoint import check_base_checkpoint, load_base_into, load_checkpoint
 from dkan.model.detector import build_detector
-
-METHODS = ("dkan", "tfa")
+from dkan.names import METHODS
 
 
 @dataclass
 class Job:
     stage: str  # base | finetune
-    method: str  # base | dkan | tfa
+    method: str  # base | dkan | tfa | plain
     student: FasterRCNN
     teacher: FasterRCNN | None
     device: torch.device
@@ -41,7 +40,9 @@ class Job:
         return len(self.base)
 
 
-def eval_ground_truth(data: PreparedData, split: str, classes: tuple[str, ...], shots: CocoDict | None = None) -> CocoDict:
+def eval_ground_truth(
+    data: PreparedData, split: str, classes: tuple[str, ...], shots: CocoDict | None = None
+) -> CocoDict:
     """The evaluated split, renumbered to the model's classes; on val, a fine-tuned seed's own
     few-shot training images are left out (they are sampled from trainval)."""
     coco = data.split(split)
@@ -65,6 +66,30 @@ def set_train_mode(student: FasterRCNN) -> None:
         student.backbone.body.eval()
 
 
+def freeze_for_method(student: FasterRCNN, method: str, freeze_backbone: bool = True) -> FasterRCNN:
+    """Freeze what a fine-tuning method does not train (the optimizer takes the rest).
+
+    tfa: only ``roi_heads.box_predictor`` trains (the authors' TFA configs freeze 'backbone', 'neck',
+    'rpn_head' and 'roi_head.bbox_head.shared_fcs'). dkan and plain: FPN, RPN and RoI head train; the
+    backbone body is frozen when ``freeze_backbone`` (the authors' student: frozen_stages=4).
+    The RPN stays in train mode even when frozen: its proposal counts follow the mode.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"distill.method: {method!r}. Fix: use one of {METHODS}")
+    if method == "tfa" or freeze_backbone:
+        freeze(student.backbone.body)  # eval mode too: BatchNorm statistics stay
+    if method == "tfa":
+        for part in (student.backbone.fpn, student.rpn, student.roi_heads.box_head):
+            for p in part.parameters():
+                p.requires_grad_(False)
+    return student
+
+
+def trainable_parameters(model: torch.nn.Module) -> int:
+    """Number of scalars the optimizer updates."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
 def build_job(cfg: BaseTrainConfig | FinetuneConfig) -> Job:
     device = resolve_device(cfg.device)
     data = PreparedData.load(Path(cfg.data.root))
@@ -85,14 +110,24 @@ def build_job(cfg: BaseTrainConfig | FinetuneConfig) -> Job:
     train = restrict_classes(shots, split.all, drop_empty=False)
     gt = eval_ground_truth(data, cfg.eval_split, split.all, shots)
     teacher, base_state = _teacher(cfg, split.base)
-    student = build_detector(cfg.model, len(split.all))
+    student = build_detector(cfg.model, len(split.all), pretrained=False)  # its state comes from the base model
     load_base_into(student, base_state, len(split.base), torch.Generator().manual_seed(cfg.seed))
-    if cfg.freeze_backbone:
-        freeze(student.backbone.body)
+    freeze_for_method(student, cfg.distill.method, cfg.freeze_backbone)
     student.to(device)
     set_train_mode(student)
     teacher = teacher.to(device) if cfg.distill.method == "dkan" else None
-    return Job("finetune", cfg.distill.method, student, teacher, device, split.base, split.novel, data.records(train), data.records(gt), gt)
+    return Job(
+        "finetune",
+        cfg.distill.method,
+        student,
+        teacher,
+        device,
+        split.base,
+        split.novel,
+        data.records(train),
+        data.records(gt),
+        gt,
+    )
 
 
 def _teacher(cfg: FinetuneConfig, base: tuple[str, ...]) -> tuple[FasterRCNN, dict]:
@@ -100,9 +135,20 @@ def _teacher(cfg: FinetuneConfig, base: tuple[str, ...]) -> tuple[FasterRCNN, di
     ckpt = load_checkpoint(path, "base checkpoint", "run `dkan base-train` first, or pass --base-checkpoint PATH")
     check_base_checkpoint(ckpt, path, base)
     base_model = from_dict(BaseTrainConfig, ckpt["meta"]["config"], str(path)).model
-    for key in ("backbone", "fpn_channels", "representation_size", "min_size", "max_size", "anchor_sizes", "aspect_ratios"):
+    for key in (
+        "backbone",
+        "fpn_channels",
+        "representation_size",
+        "min_size",
+        "max_size",
+        "anchor_sizes",
+        "aspect_ratios",
+    ):
         if getattr(base_model, key) != getattr(cfg.model, key):
-            raise ConfigError(f"model.{key}: {getattr(cfg.model, key)!r} differs from the base model's {getattr(base_model, key)!r} ({path}); the student must share the teacher's architecture and input size")
-    teacher = build_detector(base_model, len(base))
+            raise ConfigError(
+                f"model.{key}: {getattr(cfg.model, key)!r} differs from the base model's {getattr(base_model, key)!r} "
+                f"({path}); the student must share the teacher's architecture and input size"
+            )
+    teacher = build_detector(base_model, len(base), pretrained=False)
     teacher.load_state_dict(ckpt["model"])
     return freeze(teacher), ckpt["model"]

@@ -1,4 +1,4 @@
-"""Results over seeds: mean and std per metric, as one table (markdown and JSON)."""
+"""Results over seeds: mean, sample std and 95% t interval per metric, as one table (markdown and JSON)."""
 
 from __future__ import annotations
 
@@ -6,40 +6,66 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
-import numpy as np
-
-HEADLINE = ("AP_base", "AP_novel", "AP_all")
+from dkan.evaluation.stats import describe
+from dkan.names import HEADLINE, metric_key
 
 
 def aggregate_seeds(per_seed: Mapping[int, Mapping[str, float]]) -> dict[str, dict[str, float]]:
-    """{seed: metrics} -> {metric: {mean, std, n}} over the numeric metrics; NaN seeds are left out
-    of a metric (std is the population std)."""
+    """{seed: metrics} -> {metric: {mean, std, n, ci95_low, ci95_high}} over the numeric metrics.
+
+    std is the sample standard deviation (ddof=1) and the interval a t interval over seeds
+    (``stats.describe``): both NaN with one seed. NaN seeds are left out of a metric."""
+
     def numeric(v: object) -> bool:
         return isinstance(v, (int, float)) and not isinstance(v, bool)
 
-    metrics = sorted({m for r in per_seed.values() for m, v in r.items() if numeric(v)}, key=lambda m: (m not in HEADLINE, HEADLINE.index(m) if m in HEADLINE else 0, m))
-    out = {}
-    for m in metrics:
-        vals = np.array([r[m] for r in per_seed.values() if numeric(r.get(m)) and not math.isnan(r[m])], dtype=float)
-        out[m] = {"mean": float(vals.mean()) if len(vals) else math.nan, "std": float(vals.std()) if len(vals) else math.nan, "n": int(len(vals))}
-    return out
+    def order(m: str) -> tuple:
+        return (m not in HEADLINE, HEADLINE.index(m) if m in HEADLINE else 0, m)
+
+    metrics = sorted({m for r in per_seed.values() for m, v in r.items() if numeric(v)}, key=order)
+    return {m: describe([r[m] for r in per_seed.values() if numeric(r.get(m))]) for m in metrics}
 
 
-def to_markdown(rows: Mapping[str, Mapping[str, Mapping[str, float]]], metrics: Sequence[str] | None = None, scale: float = 100.0) -> str:
-    """{row name (e.g. method): aggregate} -> markdown table of ``mean ± std`` (AP in points by default)."""
-    metrics = list(metrics or next(iter(rows.values())).keys())
-    lines = ["| method | " + " | ".join(m.removeprefix("AP/") for m in metrics) + " |", "|---" * (len(metrics) + 1) + "|"]
+def to_markdown(
+    rows: Mapping[str, Mapping[str, Mapping[str, float]]],
+    metrics: Sequence[str] | None = None,
+    scale: float = 100.0,
+    metric: str | None = None,
+    ci: bool = False,
+) -> str:
+    """{row name (e.g. method): aggregate} -> markdown table of ``mean ± std`` (AP in points by default).
+
+    ``metric`` (coco | voc07) reads the names in ``metrics`` under that metric's keys and names it in
+    the header; ``ci`` adds the 95% interval. A row with one value (a reference row) shows it alone."""
+    names = list(metrics or next(iter(rows.values())).keys())
+    keys = [metric_key(m, metric) if metric else m for m in names]
+    first = f"method ({metric} AP50)" if metric else "method"
+    lines = [f"| {first} | " + " | ".join(m.removeprefix("AP/") for m in names) + " |", "|---" * (len(names) + 1) + "|"]
     for name, agg in rows.items():
-        cells = [f"{agg[m]['mean'] * scale:.1f} ± {agg[m]['std'] * scale:.1f}" if m in agg and not math.isnan(agg[m]["mean"]) else "n/a" for m in metrics]
+        cells = [_cell(agg.get(k), scale, ci) for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _cell(s: Mapping[str, float] | None, scale: float, ci: bool) -> str:
+    if not s or math.isnan(s["mean"]):
+        return "n/a"
+    text = f"{s['mean'] * scale:.1f}"
+    if not math.isnan(s.get("std", math.nan)):
+        text += f" ± {s['std'] * scale:.1f}"
+    if ci and not math.isnan(s.get("ci95_low", math.nan)):
+        text += f" [{s['ci95_low'] * scale:.1f}, {s['ci95_high'] * scale:.1f}]"
+    return text
+
+
 def to_json(rows: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
     """JSON with NaN written as null (valid JSON for any reader)."""
+
     def clean(x):
         if isinstance(x, float) and math.isnan(x):
             return None
-        return {k: clean(v) for k, v in x.items()} if isinstance(x, Mapping) else x
+        if isinstance(x, Mapping):
+            return {k: clean(v) for k, v in x.items()}
+        return [clean(v) for v in x] if isinstance(x, (list, tuple)) else x
 
     return json.dumps(clean(rows), indent=2)
