@@ -8,23 +8,9 @@ import sys
 import time
 
 from dkan.errors import DkanError
+from dkan.names import BOX_HEADS, EVAL_SPLITS, METHODS, METRICS, PROFILES, parse_int_list
 
-
-def parse_int_list(text: str) -> list[int]:
-    """'1-10' / '1,3,5' / '1-3,7' -> sorted unique ints."""
-    out: set[int] = set()
-    try:
-        for part in text.split(","):
-            if "-" in part.strip()[1:]:
-                lo, hi = part.split("-", 1)
-                if int(hi) < int(lo):
-                    raise ValueError
-                out.update(range(int(lo), int(hi) + 1))
-            else:
-                out.add(int(part))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of integers such as 1-10 or 1,3,5") from None
-    return sorted(out)
+METRIC_NAMES = {"coco": "COCO 101-point AP50", "voc07": "VOC07 11-point AP50 (the paper's metric)"}
 
 
 def _prepare(args: argparse.Namespace) -> int:
@@ -36,7 +22,7 @@ def _prepare(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, test_fraction=args.test_fraction, split_seed=args.split_seed,
         synthetic=args.synthetic, synthetic_per_class=args.synthetic_per_class, synthetic_seed=args.synthetic_seed,
         synthetic_kind=args.synthetic_kind, synthetic_images=args.synthetic_images, synthetic_size=args.synthetic_size,
-        fewshot_from=args.fewshot_from, fewshot_reading=args.fewshot_reading,
+        fewshot_from=args.fewshot_from, fewshot_reading=args.fewshot_reading, class_splits=args.class_splits,
     )
     t = time.time()
     what = "synthetic data" if args.synthetic else args.source
@@ -66,7 +52,8 @@ def _job_config(kind: str, args: argparse.Namespace):
         profile = choose_profile(args.profile)  # prints a notice when chosen by hardware
     else:  # the file decides; the profile only fills keys it leaves out
         profile = args.profile or ("paper" if torch.cuda.is_available() else "cpu-quick")
-    cfg = (base_config if kind == "base" else finetune_config)(profile)
+    # fine-tuning starts from the authors' distillation settings of the NEU-DET split (split 1's otherwise)
+    cfg = base_config(profile) if kind == "base" else finetune_config(profile, getattr(args, "split", None) or 1)
     if args.config:
         cfg = from_dict(cls, _merge(to_dict(cfg), read_yaml(args.config)), args.config)  # unknown keys are errors
     flags = COMMON_FLAGS | (FINETUNE_FLAGS if kind == "finetune" else {})
@@ -130,8 +117,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     from dkan.engine.evaluate_checkpoint import evaluate_checkpoint
 
     _check_eval_class_split(args)
+    from dkan.evaluation.coco_ap import select_metric
+
     metrics = evaluate_checkpoint(args.checkpoint, split=args.split_name, data_root=args.data)
-    print(_metrics_line(metrics))
+    print(f"metric: {METRIC_NAMES[args.metric]}")
+    print(_metrics_line(select_metric(metrics, args.metric)))
     if args.json:
         import json
 
@@ -161,22 +151,31 @@ def _check_eval_class_split(args: argparse.Namespace) -> None:
 
 def _add_job_flags(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--config", metavar="FILE", help="YAML config (e.g. an exported best config); merged over the profile")
-    p.add_argument("--profile", choices=["paper", "cpu-quick"], help="defaults: paper (R101-FPN, ~800 px; GPU) or cpu-quick (R18-FPN, 200 px). Default: by hardware")
+    p.add_argument("--profile", choices=PROFILES, help="defaults: paper (R101-FPN, ~800 px; GPU) or cpu-quick (R18-FPN, 200 px). Default: by hardware")
     p.add_argument("--data", help="prepared dataset folder (dkan prepare-data --out)")
     p.add_argument("--split", type=int, help="NEU-DET class split 1-3 (a preset; only for NEU-DET's classes)")
     _add_class_split_flags(p)
     p.add_argument("--out", help="output folder")
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--iterations", type=int, help="training iterations")
-    p.add_argument("--backbone-weights", metavar="PATH_OR_ENUM", help="local backbone state-dict file, or a torchvision enum such as ResNet101_Weights.IMAGENET1K_V2 (default: from scratch)")
+    p.add_argument(
+        "--backbone-weights", metavar="PATH_OR_ENUM",
+        help="local backbone state-dict file, a torchvision enum such as ResNet101_Weights.IMAGENET1K_V1 (downloaded "
+        "once), or none (from scratch on purpose). Default: the profile's (paper: ResNet101_Weights.IMAGENET1K_V1; "
+        "cpu-quick: none)",
+    )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    p.add_argument("--eval-split", choices=["val", "test"], help="split evaluated at the end (default val; test is for final numbers)")
+    p.add_argument("--eval-split", choices=EVAL_SPLITS, help="split evaluated at the end (default val; test is for final numbers)")
     if kind == "finetune":
         p.add_argument("--base-checkpoint", metavar="PATH", help="base model (dkan base-train's model_final.pt)")
         p.add_argument("--shots", type=int, help="K per class")
         p.add_argument("--fewshot-seed", type=int, help="few-shot split seed (1-10)")
-        p.add_argument("--method", choices=["dkan", "tfa"], help="dkan (distillation) or tfa (the baseline without it)")
-        p.add_argument("--head", choices=["cosine", "fc"], help="box classifier (cosine is DKAN's Incremental RCNN)")
+        p.add_argument(
+            "--method", choices=METHODS,
+            help="dkan (distillation; trains FPN, RPN, RoI head), tfa (last layer only: cosine classifier + box "
+            "regressor), plain (DKAN's trained parts without a teacher)",
+        )
+        p.add_argument("--head", choices=BOX_HEADS, help="box classifier (cosine is DKAN's Incremental RCNN)")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. --set optim.lr=0.005 (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
@@ -243,6 +242,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="imported lists name images: all = every box of the class in them (default: no defect of the class "
         "is left unlabelled); sample = K of those boxes, drawn with the seed (TFA/mmfewshot's reading)",
     )
+    pd.add_argument(
+        "--class-splits", metavar="YAML",
+        help="named base/novel splits (name: {base: [...], novel: [...]}; novel left out = the rest), "
+        "checked against the classes and recorded in dataset.yaml",
+    )
     pd.add_argument("--overwrite", action="store_true", help="replace an --out that holds different content")
     pd.set_defaults(func=_prepare)
 
@@ -250,7 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_job_flags(sub.add_parser("finetune", help="K-shot fine-tuning of all classes: DKAN or TFA", description="Fine-tune a base model on K-shot data of all classes, with DKAN's distillation (FKA + LKA) or as TFA (none)."), "finetune")
     pe = sub.add_parser("evaluate", help="evaluate a checkpoint (AP50 per class, base/novel/all)", description="Evaluate a model_final.pt from base-train or finetune.")
     pe.add_argument("--checkpoint", required=True, help="model_final.pt")
-    pe.add_argument("--split-name", default="test", choices=["val", "test"], help="which split (default test)")
+    pe.add_argument("--split-name", default="test", choices=EVAL_SPLITS, help="which split (default test)")
+    pe.add_argument(
+        "--metric", default="coco", choices=METRICS,
+        help="AP50 printed: coco (101-point, default) or voc07 (11-point, the paper's); --json writes both",
+    )
     pe.add_argument("--data", help="prepared dataset folder (default: the one the checkpoint was trained on)")
     pe.add_argument("--json", metavar="FILE", help="also write the metrics as JSON")
     _add_class_split_flags(pe)
@@ -268,9 +276,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pi.add_argument("--max-shots", type=int, help="largest K you will use (default: the dataset's largest K)")
     pi.set_defaults(func=_inspect)
+    _add_sweep(sub)
     _add_predict(sub)
     _add_report(sub)
     return p
+
+
+def _add_sweep(sub) -> None:
+    """`dkan sweep`: exactly the options of `python sweeps/run_tune.py` (one definition serves both)."""
+    from sweeps import run_tune  # argparse only: Ray, Optuna and MLflow load when the sweep runs
+
+    ps = sub.add_parser("sweep", help="the Ray Tune + Optuna sweep (same as python sweeps/run_tune.py)",
+                        description=run_tune.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run_tune.add_arguments(ps)
+    ps.set_defaults(func=run_tune.run)
 
 
 def _add_predict(sub) -> None:

@@ -34,7 +34,9 @@ class ModelConfig:
     fpn_channels: int = 256
     anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # one per level P2..P6
     aspect_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])  # scratches are long and thin
-    min_size: int = 200
+    min_size: int = 200  # shorter side at test (and at training when train_min_sizes is empty)
+    # multi-scale training: a shorter side drawn per image (torchvision's transform); must end with min_size
+    train_min_sizes: list[int] = field(default_factory=list)
     max_size: int = 333
     rpn_pre_nms_top_n_train: int = 2000
     rpn_post_nms_top_n_train: int = 1000
@@ -45,6 +47,11 @@ class ModelConfig:
     representation_size: int = 1024
     box_head: str = "fc"  # fc | cosine (the Incremental RCNN classifier)
     cosine_scale: float = 20.0
+    # graph: class weights normalised inside the autograd graph; inplace: rows renormalised in place, outside
+    # the graph, before each forward (TFA and the authors' CosineSimBBoxHead)
+    cosine_norm: str = "graph"
+    # with pretrained weights: stem + the first N ResNet stages frozen (the authors' frozen_stages=1)
+    frozen_stages: int = 0
     box_score_thresh: float = 0.05
     box_nms_thresh: float = 0.5
     box_detections_per_img: int = 100
@@ -78,7 +85,7 @@ class OptimConfig:
 
 @dataclass
 class DistillConfig:
-    method: str = "dkan"  # dkan | tfa (same pipeline, no distillation)
+    method: str = "dkan"  # dkan | tfa (last layer only, no teacher) | plain (DKAN's trained parts, no teacher)
     fka_weight: float = 1.0
     fka_tau: float = 5.0
     lka_weight: float = 0.01
@@ -195,8 +202,10 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 
 def save_yaml(cfg: Any, path: Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """The config as YAML, written atomically."""
+    from dkan.runfolder import write_yaml
+
+    write_yaml(path, to_dict(cfg))
 
 
 def read_yaml(path: Path, what: str = "config file", error: type[Exception] = ConfigError) -> Any:

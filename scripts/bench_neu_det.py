@@ -1,24 +1,54 @@
-"""Real NEU-DET: base model AP_B, then TFA vs DKAN at K shots over seeds (on test).
+"""Real NEU-DET: base model AP_B, then TFA / DKAN (authors' defaults) / plain at K shots over seeds, on test.
 
     scripts/venv-run dkan prepare-data --source ../shared/datasets/NEU-DET \
         --split-json ../shared/datasets/NEU-DET/reference-split --out data/neu-det
-    scripts/venv-run python scripts/bench_neu_det.py --data data/neu-det --shots 5 --seeds 1-3
+    scripts/venv-run python scripts/bench_neu_det.py --data data/neu-det --shots 5 --seeds 1-5 \
+        --methods dkan,tfa,plain,dkan+inplace
 
-Reuses OUT/base/model_final.pt when present (delete it to retrain). Each fine-tune's outputs
-stay under OUT/<method>_<K>shot_seed<S>/. Prints the paper-shaped table, writes JSON + markdown.
+A method ``X+inplace`` is method X with the TFA/authors' cosine head (``model.cosine_norm=inplace``).
+Every run is resumable (a finished one is read back from its metrics.json; OUT/base is reused).
+Prints per row mean ± sample sd [95% CI] in COCO and VOC07 AP50, the paper's reference rows (VOC07),
+AP_B retention, and paired tests (Wilcoxon) of DKAN against the others; writes results.json / .md.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
+import time
+from dataclasses import replace
 from pathlib import Path
 
-from dkan.cli import parse_int_list
-from dkan.config import DataConfig, apply_overrides
+from dkan import runfolder
+from dkan.config import apply_overrides
 from dkan.engine.train import fit
 from dkan.evaluation.aggregate import aggregate_seeds, to_json, to_markdown
+from dkan.evaluation.stats import describe, paired, retention_per_seed, verdict
+from dkan.names import HEADLINE, metric_key, parse_int_list
 from dkan.profiles import base_config, finetune_config
+from dkan.reference import reference_table_rows
+
+
+def run(cfg, label: str) -> dict:
+    """fit(cfg), or its results when a previous run finished (metrics.json and model_final.pt)."""
+    done = runfolder.done_metrics(cfg.out)
+    if done is not None and (Path(cfg.out) / runfolder.FINAL).exists():
+        return done
+    t = time.time()
+    m = fit(cfg, resume=True)
+    print(f"{label}: {time.time() - t:.0f} s", flush=True)
+    return m
+
+
+def finetune(a: argparse.Namespace, ckpt: Path, out: Path, spec: str, k: int, seed: int) -> dict:
+    method, _, variant = spec.partition("+")
+    cfg = finetune_config(a.profile, a.split)
+    cfg = replace(cfg, data=replace(cfg.data, root=a.data, split=a.split), base_checkpoint=str(ckpt), shots=k,
+                  fewshot_seed=seed, eval_split="test",
+                  out=str(out / f"{spec.replace('+', '_')}_{k}shot_seed{seed}"),
+                  distill=replace(cfg.distill, method=method))
+    sets = [*a.set, *(["model.cosine_norm=inplace"] if variant == "inplace" else [])]
+    return run(apply_overrides(cfg, sets), f"{spec} K={k} seed {seed}")
 
 
 def main() -> None:
@@ -28,43 +58,54 @@ def main() -> None:
     p.add_argument("--profile", default="cpu-quick", choices=["cpu-quick", "paper"])
     p.add_argument("--split", type=int, default=1)
     p.add_argument("--shots", type=parse_int_list, default=[5])
-    p.add_argument("--seeds", type=parse_int_list, default=[1, 2, 3])
-    p.add_argument("--methods", default="tfa,dkan")
+    p.add_argument("--seeds", type=parse_int_list, default=[1, 2, 3, 4, 5])
+    p.add_argument("--methods", default="dkan,tfa,plain", help="comma list; X+inplace: X with the in-place cosine head")
     p.add_argument("--base-set", action="append", default=[], metavar="KEY=VALUE", help="overrides for base training")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every fine-tune")
     a = p.parse_args()
-    out = Path(a.out)
-    data = DataConfig(root=a.data, split=a.split)
+    out, t0 = Path(a.out), time.time()
     base = base_config(a.profile)
-    base.data, base.out, base.eval_split = data, str(out / "base"), "test"
+    base = replace(base, data=replace(base.data, root=a.data, split=a.split), out=str(out / "base"), eval_split="test")
     base = apply_overrides(base, a.base_set)
-    ckpt = out / "base" / "model_final.pt"
-    if ckpt.exists():
-        base_metrics = json.loads((out / "base" / "metrics.json").read_text())
-        print(f"reusing {ckpt}")
-    else:
-        base_metrics = fit(base)
-    table = {"base model": aggregate_seeds({0: base_metrics})}
-    results: dict = {"base": base_metrics, "finetune": {}}
+    base_metrics = run(base, "base model")
+    ckpt = out / "base" / runfolder.FINAL
+    specs = a.methods.split(",")
+    per: dict[str, dict[int, dict]] = {}
     for k in a.shots:
-        for method in a.methods.split(","):
-            per_seed = {}
-            for seed in a.seeds:
-                cfg = finetune_config(a.profile)
-                cfg.data, cfg.base_checkpoint, cfg.shots, cfg.fewshot_seed = data, str(ckpt), k, seed
-                cfg.distill.method, cfg.eval_split, cfg.out = method, "test", str(out / f"{method}_{k}shot_seed{seed}")
-                cfg = apply_overrides(cfg, a.set)
-                done = Path(cfg.out) / "metrics.json"
-                per_seed[seed] = json.loads(done.read_text()) if done.exists() and (Path(cfg.out) / "model_final.pt").exists() else fit(cfg)
-                print(f"{method} K={k} seed {seed}: AP_base {per_seed[seed]['AP_base']:.3f}  AP_novel {per_seed[seed]['AP_novel']:.3f}  AP_all {per_seed[seed]['AP_all']:.3f}", flush=True)
-            table[f"{method.upper()} {k}-shot"] = aggregate_seeds(per_seed)
-            results["finetune"][f"{method}_{k}"] = per_seed
-    metrics = ["AP_base", "AP_novel", "AP_all"] + [m for m in list(table.values())[-1] if m.startswith("AP/")]
-    md = to_markdown(table, metrics)
-    print(f"\nNEU-DET split {a.split}, test set, profile {a.profile}, seeds {a.seeds} (AP50 in points, mean ± std over seeds)\n\n{md}")
-    (out / "results.md").write_text(md + "\n")
-    (out / "results.json").write_text(to_json({"table": table, "runs": results}))
-    print(f"\nwrote {out / 'results.md'} and {out / 'results.json'}")
+        for seed in a.seeds:  # seed-major: every method has the same seeds done if the run is cut short
+            for spec in specs:
+                m = finetune(a, ckpt, out, spec, k, seed)
+                per.setdefault(f"{spec} {k}-shot", {})[seed] = m
+                print(f"{spec} K={k} seed {seed}: " + "  ".join(f"{h} {m[h]:.3f}" for h in HEADLINE), flush=True)
+    report = {"base": base_metrics, "per_seed": per, "seeds": a.seeds, "profile": a.profile, "split": a.split}
+    md = [f"NEU-DET split {a.split}, test set, profile {a.profile}, seeds {a.seeds} (AP50 in points, "
+          "mean ± sample sd [95% CI] over seeds)"]
+    for metric in ("coco", "voc07"):
+        table = {"base model": aggregate_seeds({0: base_metrics})} | {r: aggregate_seeds(s) for r, s in per.items()}
+        for k in a.shots:
+            table |= reference_table_rows(a.split, k)
+        md.append(to_markdown(table, list(HEADLINE), metric=metric, ci=True))
+        report[f"table_{metric}"] = table
+        ap_b = metric_key("AP_base", metric)
+        report[f"retention_{metric}"] = {
+            r: describe(list(retention_per_seed(s, base_metrics[ap_b], ap_b).values()))["mean"] for r, s in per.items()}
+        tests = {}
+        for k in a.shots:
+            ref = f"dkan {k}-shot"
+            for other in (r for r in per if r.endswith(f" {k}-shot") and r != ref and ref in per):
+                key = metric_key("AP_all", metric)
+                d = paired({s: m[key] for s, m in per[ref].items()}, {s: m[key] for s, m in per[other].items()})
+                tests[f"{ref} - {other}"] = {**d, "verdict": verdict(ref, other, d, f"AP_all ({metric})")}
+        report[f"paired_{metric}"] = tests
+        md += [f"- {t['verdict']}" for t in tests.values()]
+        md.append("AP_B retention: " + ", ".join(f"{r} {v * 100:.0f}%" for r, v in report[f"retention_{metric}"].items()
+                                                 if not math.isnan(v)))
+    report["wall_s"] = round(time.time() - t0)
+    text = "\n\n".join(md)
+    print("\n" + text)
+    runfolder.write_text_atomic(out / "results.md", text + "\n")
+    runfolder.write_text_atomic(out / "results.json", to_json(report))
+    print(f"\nwrote {out / 'results.md'} and {out / 'results.json'} ({report['wall_s']} s)")
 
 
 if __name__ == "__main__":

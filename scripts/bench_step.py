@@ -68,9 +68,20 @@ def run_variant(variant: str, profile: str, device: str, steps: int, warmup: int
             torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"variant": variant, "median_s": statistics.median(times), "p90_s": sorted(times)[int(0.9 * (len(times) - 1))], "peak_mem_mib": round(peak, 1),
-            "mem_kind": "cuda max allocated" if dev.type == "cuda" else "process peak RSS", "steps": steps, "threads": torch.get_num_threads()}
+    peak = (
+        torch.cuda.max_memory_allocated() / 2**20
+        if dev.type == "cuda"
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    )
+    return {
+        "variant": variant,
+        "median_s": statistics.median(times),
+        "p90_s": sorted(times)[int(0.9 * (len(times) - 1))],
+        "peak_mem_mib": round(peak, 1),
+        "mem_kind": "cuda max allocated" if dev.type == "cuda" else "process peak RSS",
+        "steps": steps,
+        "threads": torch.get_num_threads(),
+    }
 
 
 def main() -> None:
@@ -80,7 +91,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--data", default="data/synthetic", help="prepared dataset for the batch (synthetic made if missing)")
+    p.add_argument(
+        "--data", default="data/synthetic", help="prepared dataset for the batch (synthetic made if missing)"
+    )
     p.add_argument("--out", default="runs/bench_step")
     p.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)
     a = p.parse_args()
@@ -93,15 +106,27 @@ def main() -> None:
         prepare_data(PrepareConfig(out=a.data, synthetic=True))
     rows = []
     for v in VARIANTS:
-        cmd = [sys.executable, __file__, "--only", v, *sum(([f"--{k}", str(getattr(a, k))] for k in ("profile", "device", "steps", "warmup", "batch", "data")), [])]
+        cmd = [
+            sys.executable, __file__,
+            "--only",
+            v,
+            *sum(
+                ([f"--{k}", str(getattr(a, k))] for k in ("profile", "device", "steps", "warmup", "batch", "data")), []
+            ),
+        ]
         print(f"running {v} ({a.warmup} warm-up + {a.steps} timed steps)...", flush=True)
-        rows.append(json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]))
+        rows.append(
+            json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1])
+        )
     tfa = rows[0]["median_s"]
     print(f"\nprofile {a.profile}, device {a.device}, batch {a.batch}, {rows[0]['threads']} threads\n")
     print("| variant | median s/step | p90 s/step | ratio vs tfa | peak memory (MiB) |\n|---|---|---|---|---|")
     for r in rows:
         r["ratio_vs_tfa"] = round(r["median_s"] / tfa, 3)
-        print(f"| {r['variant']} | {r['median_s']:.3f} | {r['p90_s']:.3f} | {r['ratio_vs_tfa']:.3f} | {r['peak_mem_mib']:.0f} |")
+        print(
+            f"| {r['variant']} | {r['median_s']:.3f} | {r['p90_s']:.3f} | {r['ratio_vs_tfa']:.3f} "
+            f"| {r['peak_mem_mib']:.0f} |"
+        )
     Path(a.out).mkdir(parents=True, exist_ok=True)
     out = Path(a.out) / f"bench_step_{a.profile}_{a.device.replace(':', '')}.json"
     out.write_text(json.dumps({"profile": a.profile, "device": a.device, "batch": a.batch, "rows": rows}, indent=2))

@@ -19,32 +19,38 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sweeps.run_tune import build_plan, ensure_base, parse_args  # noqa: E402
-from sweeps.space import DEFAULT_SPACE, first_points  # noqa: E402
+from sweeps.plan import build_plan
+from sweeps.run_tune import parse_args
+from sweeps.space import DEFAULT_SPACE, first_points
+from sweeps.sweep import ensure_base
 
 
 def sample_points(n: int, seed: int) -> list[dict[str, float]]:
     rng = random.Random(seed)
     pts = first_points(DEFAULT_SPACE)
     while len(pts) < n:
-        pts.append({k: (r.low * (r.high / r.low) ** rng.random()) if r.log else rng.uniform(r.low, r.high) for k, r in DEFAULT_SPACE.items()})
+        pts.append(
+            {
+                k: (r.low * (r.high / r.low) ** rng.random()) if r.log else rng.uniform(r.low, r.high)
+                for k, r in DEFAULT_SPACE.items()
+            }
+        )
     return pts
 
 
 def search(plan, split: int, shots: int, base: Path, name: str):
-    from sweeps.study import run_search
+    from sweeps.search import run_search
     from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
 
     tracker = Tracker(plan.tracking_uri, plan.dataset)
     parent = tracker.run(name, {TAG_KEY: f"bench|{plan.out}|{name}", TAG_KIND: "sweep"})
     t = time.time()
-    grid = run_search(plan, split, shots, plan.finetune_template(split, shots, base), tracker, parent, name, resume=False)
+    study = replace(plan.study(split, shots, base), key=name)
+    grid = run_search(plan, study, parent, resume=False)
     return grid, time.time() - t
 
 
@@ -58,9 +64,19 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=9)
     p.add_argument("--seeds", default="1-10")
     p.add_argument("--shots", default="3")
-    p.add_argument("--finetune-iterations", type=int, default=10, help="per seed in the ASHA comparison (kept small: it runs every trial on every seed)")
-    p.add_argument("--overhead-seeds", default="1-2", help="seeds of the overhead trial (fewer seeds: a larger share of start-up, so a conservative figure)")
-    p.add_argument("--overhead-iterations", type=int, help="per seed in the overhead run (default: the cpu-quick profile's fine-tune)")
+    p.add_argument(
+        "--finetune-iterations",
+        type=int, default=10, help="per seed in the ASHA comparison (kept small: it runs every trial on every seed)",
+    )
+    p.add_argument(
+        "--overhead-seeds",
+        default="1-2",
+        help="seeds of the overhead trial (fewer seeds: a larger share of start-up, so a conservative figure)",
+    )
+    p.add_argument(
+        "--overhead-iterations",
+        type=int, help="per seed in the overhead run (default: the cpu-quick profile's fine-tune)",
+    )
     p.add_argument("--skip-overhead", action="store_true")
     p.add_argument("--only-overhead", action="store_true", help="skip the ASHA comparison")
     a = p.parse_args()
@@ -74,50 +90,104 @@ def main() -> None:
     pts = out / "points.yaml"
     pts.write_text(yaml.safe_dump(sample_points(a.trials, 0)))
     common = ["--shots", a.shots, "--profile", "cpu-quick", "--points", str(pts), "--trials", str(a.trials)]
-    ray.init(address="local", num_cpus=(os.cpu_count() or 1) + 1, log_to_driver=False)  # + the trial drivers' CPU, as run_tune does
+    ray.init(
+        address="local", num_cpus=(os.cpu_count() or 1) + 1, log_to_driver=False
+    )  # + the trial drivers' CPU, as run_tune does
     report: dict = {}
     try:
         runs = {}
-        for label, extra in () if a.only_overhead else (("asha", ["--grace-seeds", "1", "--reduction-factor", "3"]), ("all seeds", ["--no-early-stop"])):
-            plan = build_plan(parse_args([*common, "--seeds", a.seeds, "--finetune-iterations", str(a.finetune_iterations), "--out", str(out / label.replace(" ", "_")), *extra]))
-            plan.max_concurrent = os.cpu_count() or 1
+        for label, extra in (
+            ()
+            if a.only_overhead
+            else (("asha", ["--grace-seeds", "1", "--reduction-factor", "3"]), ("all seeds", ["--no-early-stop"]))
+        ):
+            args = [
+                *common,
+                "--seeds",
+                a.seeds,
+                "--finetune-iterations",
+                str(a.finetune_iterations),
+                "--out",
+                str(out / label.replace(" ", "_")), *extra,
+            ]
+            plan = replace(build_plan(parse_args(args)), max_concurrent=os.cpu_count() or 1)
             base = ensure_base(plan, 1)
             grid, wall = search(plan, 1, plan.shots[0], base, f"bench_{label.replace(' ', '_')}")
-            runs[label] = {"grid": per_config(grid), "wall_s": wall, "finetunes": sum(int(m.get("seeds_done", 0)) for m in per_config(grid).values())}
+            runs[label] = {
+                "grid": per_config(grid),
+                "wall_s": wall,
+                "finetunes": sum(int(m.get("seeds_done", 0)) for m in per_config(grid).values()),
+            }
         full = runs["all seeds"]["grid"] if runs else {}
         for label, r in runs.items():
-            pick = max((c for c, m in r["grid"].items() if m.get("seeds_done") == len(plan.seeds)) or r["grid"], key=lambda c: r["grid"][c]["val_AP_all"])
+            pick = max(
+                (c for c, m in r["grid"].items() if m.get("seeds_done") == len(plan.seeds)) or r["grid"],
+                key=lambda c: r["grid"][c]["val_AP_all"],
+            )
             r["selected"] = dict(zip(DEFAULT_SPACE, pick))
             r["selected_full_seed_val_AP_all"] = full[pick]["val_AP_all"]
             del r["grid"]
         if runs:
             report["asha_vs_all_seeds"] = runs
             report["finetune_ratio"] = runs["all seeds"]["finetunes"] / max(1, runs["asha"]["finetunes"])
-            report["selected_val_AP_gap_points"] = abs(runs["asha"]["selected_full_seed_val_AP_all"] - runs["all seeds"]["selected_full_seed_val_AP_all"]) * 100
+            report["selected_val_AP_gap_points"] = (
+                abs(runs["asha"]["selected_full_seed_val_AP_all"] - runs["all seeds"]["selected_full_seed_val_AP_all"])
+                * 100
+            )
         if not a.skip_overhead:
             from dkan.profiles import finetune_config
 
             iters = a.overhead_iterations or finetune_config("cpu-quick").optim.iterations
-            plan = build_plan(parse_args(["--shots", a.shots, "--profile", "cpu-quick", "--trials", "1", "--seeds", a.overhead_seeds, "--no-early-stop",
-                                          "--out", str(out / "overhead"), "--finetune-iterations", str(iters)]))
-            plan.max_concurrent = 1
+            args = [
+                "--shots",
+                a.shots,
+                "--profile",
+                "cpu-quick",
+                "--trials",
+                "1",
+                "--seeds",
+                a.overhead_seeds,
+                "--no-early-stop",
+                "--out",
+                str(out / "overhead"),
+                "--finetune-iterations",
+                str(iters),
+            ]
+            plan = replace(build_plan(parse_args(args)), max_concurrent=1)
             base = ensure_base(plan, 1)
             grid, wall = search(plan, 1, plan.shots[0], base, "bench_overhead")
             m = next(iter(grid)).metrics
             compute = float(m["fit_seconds_total"])  # every seed's fit(): set-up, training, evaluation
-            report["overhead"] = {"wall_s": wall, "fit_compute_s": compute, "seeds": int(m["seeds_done"]), "fraction": (wall - compute) / wall, "iterations_per_seed": plan.finetune_template(1, plan.shots[0], base)["optim"]["iterations"]}
+            report["overhead"] = {
+                "wall_s": wall,
+                "fit_compute_s": compute,
+                "seeds": int(m["seeds_done"]),
+                "fraction": (wall - compute) / wall,
+                "iterations_per_seed": iters,
+            }
     finally:
         ray.shutdown()
     print("\n| measure | value | target |\n|---|---|---|")
     r = report.get("asha_vs_all_seeds")
     if r:
         print(f"| seed fine-tunes, ASHA | {r['asha']['finetunes']} ({r['asha']['wall_s']:.0f} s) | |")
-        print(f"| seed fine-tunes, every trial on all seeds | {r['all seeds']['finetunes']} ({r['all seeds']['wall_s']:.0f} s) | |")
+        print(
+            f"| seed fine-tunes, every trial on all seeds | {r['all seeds']['finetunes']} "
+            f"({r['all seeds']['wall_s']:.0f} s) | |"
+        )
         print(f"| ratio | {report['finetune_ratio']:.2f}x fewer | >= 3x |")
-        print(f"| selected config's full-seed val AP_all: ASHA / all seeds | {r['asha']['selected_full_seed_val_AP_all'] * 100:.2f} / {r['all seeds']['selected_full_seed_val_AP_all'] * 100:.2f} (gap {report['selected_val_AP_gap_points']:.2f} pt) | <= 0.5 pt |")
+        print(
+            f"| selected config's full-seed val AP_all: ASHA / all seeds "
+            f"| {r['asha']['selected_full_seed_val_AP_all'] * 100:.2f} / "
+            f"{r['all seeds']['selected_full_seed_val_AP_all'] * 100:.2f} "
+            f"(gap {report['selected_val_AP_gap_points']:.2f} pt) | <= 0.5 pt |"
+        )
     if "overhead" in report:
         o = report["overhead"]
-        print(f"| orchestration overhead ({o['seeds']} seeds x {o['iterations_per_seed']} it, serial) | {o['fraction'] * 100:.1f}% (wall {o['wall_s']:.0f} s, fit {o['fit_compute_s']:.0f} s) | <= 5% |")
+        print(
+            f"| orchestration overhead ({o['seeds']} seeds x {o['iterations_per_seed']} it, serial) "
+            f"| {o['fraction'] * 100:.1f}% (wall {o['wall_s']:.0f} s, fit {o['fit_compute_s']:.0f} s) | <= 5% |"
+        )
     (out / "bench_sweep.json").write_text(json.dumps(report, indent=2))
     print(f"\nwrote {out / 'bench_sweep.json'}")
 

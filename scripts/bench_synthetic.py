@@ -37,14 +37,25 @@ def main() -> None:
     cfg.data = DataConfig(root=args.data, split=None, base=classes, novel=[])
     cfg.out, cfg.eval_split = str(Path(args.out) / "run"), "test"
     it = args.iterations
-    cfg = apply_overrides(cfg, [f"optim.iterations={it}", f"optim.lr_steps=[{int(it * 0.75)}, {int(it * 0.92)}]", *args.set])
+    cfg = apply_overrides(
+        cfg, [f"optim.iterations={it}", f"optim.lr_steps=[{int(it * 0.75)}, {int(it * 0.92)}]", *args.set]
+    )
     m = fit(cfg)
     print("\n| class | AP50 (test) |\n|---|---|")
     for c in classes:
         print(f"| {c} | {m['AP/' + c]:.3f} |")
     print(f"| **mean** | **{m['AP_all']:.3f}** |")
-    print(f"\n{m['iterations']} iterations x batch {cfg.optim.batch_size} in {m['train_seconds']:.0f} s ({m['s_per_iter']} s/iteration), {torch.get_num_threads()} threads, {platform.machine()}")
-    result = {"metrics": m, "iterations": it, "batch_size": cfg.optim.batch_size, "profile": "cpu-quick", "threads": torch.get_num_threads()}
+    print(
+        f"\n{m['iterations']} iterations x batch {cfg.optim.batch_size} in {m['train_seconds']:.0f} s "
+        f"({m['s_per_iter']} s/iteration), {torch.get_num_threads()} threads, {platform.machine()}"
+    )
+    result = {
+        "metrics": m,
+        "iterations": it,
+        "batch_size": cfg.optim.batch_size,
+        "profile": "cpu-quick",
+        "threads": torch.get_num_threads(),
+    }
     (Path(args.out) / "bench_synthetic.json").write_text(json.dumps(result, indent=2))
     print(f"wrote {Path(args.out) / 'bench_synthetic.json'}")
 

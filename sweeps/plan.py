@@ -1,30 +1,35 @@
-"""From command-line arguments to a checked plan: every bad input fails here, before any work."""
+"""From command-line arguments to a checked, immutable plan: every bad input fails here, before any work.
+
+``build_plan`` checks the inputs; ``complete_plan`` adds what only the running cluster tells
+(how many fine-tunes fit at once, the largest node), once. Nothing changes a plan afterwards.
+"""
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
-from dkan.config import apply_overrides, read_yaml, to_dict
+from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, apply_overrides, read_yaml, to_dict
 from dkan.data.fewshot import fewshot_path
 from dkan.data.prepared import PreparedData
-from dkan.data.splits import resolve_class_split
+from dkan.data.splits import NEU_DET_SPLITS, load_class_splits, parse_class_list, resolve_class_split, split_name
 from dkan.errors import DkanError
-from dkan.profiles import base_config, finetune_config
-from sweeps.seed_run import WorkerResources
-from sweeps.space import Range, describe
+from dkan.names import HPARAMS, metric_prefix
+from dkan.profiles import base_config, choose_profile, finetune_config
+from sweeps.jobs import WorkerResources
+from sweeps.space import Range, describe, load_space
 
 
 class PlanError(DkanError, ValueError):
     pass
 
 
-@dataclass
+@dataclass(frozen=True)
 class Budget:
     """How much work one seed / the base model costs (iterations) and how wide the search is."""
 
@@ -43,125 +48,294 @@ QUICK = Budget(trials=2, base_iterations=100, finetune_iterations=10, grace_seed
 QUICK_SEEDS = [1, 2, 3]
 ALL_SEEDS = list(range(1, 11))
 
-
-@dataclass
-class Plan:
-    data_root: Path
-    dataset: str
-    splits: list[int]
-    shots: list[int]
-    seeds: list[int]
-    profile: str
-    budget: Budget
-    space: dict[str, Range]
-    resources: WorkerResources
-    max_concurrent: int
-    out: Path
-    tracking_uri: str
-    protocol: str  # val | paper
-    base_checkpoint: Path | None
-    cache_dir: Path
-    node_cpus: float = 1.0  # CPUs of the largest node (a base-training worker must fit on one)
-    base_overrides: list[str] = field(default_factory=list)
-    finetune_overrides: list[str] = field(default_factory=list)
-    extra_points: list[dict[str, float]] = field(default_factory=list)  # evaluated first, after the authors' defaults
-
-    @property
-    def select_split(self) -> str:
-        return "test" if self.protocol == "paper" else "val"
-
-    def base_template(self, split: int) -> dict[str, Any]:
-        cfg = base_config(self.profile)
-        cfg.data.root, cfg.data.split, cfg.checkpoint_every = str(self.data_root), split, 0
-        sets = [f"optim.iterations={self.budget.base_iterations}", f"optim.lr_steps=[{int(self.budget.base_iterations * 0.75)}, {int(self.budget.base_iterations * 0.92)}]"] if self.budget.base_iterations else []
-        return to_dict(apply_overrides(cfg, sets + self.base_overrides))
-
-    def finetune_template(self, split: int, shots: int, base_ckpt: Path) -> dict[str, Any]:
-        cfg = finetune_config(self.profile)
-        cfg.data.root, cfg.data.split, cfg.shots, cfg.base_checkpoint, cfg.checkpoint_every = str(self.data_root), split, shots, str(base_ckpt), 50
-        it = self.budget.finetune_iterations
-        sets = [f"optim.iterations={it}", f"optim.lr_steps=[{int(it * 0.8)}]", f"optim.warmup_iters={max(1, min(10, it // 10))}"] if it else []
-        return to_dict(apply_overrides(cfg, sets + self.finetune_overrides))
-
-    def base_cache_dir(self, split: int) -> Path:
-        """Base models are cached by a hash of their config and of the data they train on."""
-        cfg = {k: v for k, v in self.base_template(split).items() if k not in ("out", "device", "checkpoint_every")}
-        h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
-        for name in ("dataset.yaml", "annotations/train.json", "annotations/val.json"):
-            h.update((self.data_root / name).read_bytes())
-        return self.cache_dir / "base" / f"{self.dataset}_split{split}_{h.hexdigest()[:16]}"
-
-    def describe(self) -> str:
-        n_runs = len(self.splits) * len(self.shots)
-        worst = self.budget.trials * len(self.seeds) * n_runs
-        lines = [
-            "dkan-sweep plan",
-            f"  data        {self.data_root} ({self.dataset}); profile {self.profile}",
-            f"  splits      {self.splits}; shots {self.shots}; seeds {self.seeds[0]}-{self.seeds[-1]} ({len(self.seeds)})",
-            f"  search      Optuna TPE, {self.budget.trials} trials per (split, K), authors' defaults first: {describe(self.space)}",
-            (f"  early stop  ASHA on seeds_done (grace {self.budget.grace_seeds} seeds, reduction {self.budget.reduction_factor}); at most {worst} seed fine-tunes"
-             if self.budget.early_stop else f"  early stop  off: every trial runs every seed ({worst} seed fine-tunes)"),
-            f"  selection   on {self.select_split}{' (PAPER PROTOCOL: selected on test, as the paper did)' if self.protocol == 'paper' else ''}; then best config and TFA on test over all seeds",
-            f"  resources   {self.resources.workers} worker(s) x ({self.resources.cpus_per_worker:g} CPU, {self.resources.gpus_per_worker:g} GPU) per fine-tune; {self.max_concurrent} trial(s) at once",
-            f"  budget      base {self.budget.base_iterations or 'profile'} iterations; fine-tune {self.budget.finetune_iterations or 'profile'} iterations per seed",
-            f"  tracking    {self.tracking_uri}",
-            f"  outputs     {self.out} (best configs in {self.out / 'best_configs'})",
-        ]
-        return "\n".join(lines)
-
-
-def check_data(data_root: Path, splits: list[int], shots: list[int], seeds: list[int]) -> PreparedData:
-    """Every (split, K, seed) needs its few-shot files; seeds must be a sane range."""
-    if not seeds or min(seeds) < 1:
-        raise PlanError(f"--seeds {seeds}: seeds start at 1. Fix: pass e.g. --seeds 1-10")
-    data = PreparedData.load(data_root)
-    for split in splits:
-        resolve_class_split(list(data.classes), split)
-    missing = [(s, k) for s in seeds for k in shots if not all(fewshot_path(data.annotations, s, k, c).is_file() for c in data.classes)]
-    if missing:
-        have_seeds = sorted(int(p.name) for p in (data.annotations / "fewshot-split").iterdir() if p.name.isdigit())
-        s, k = missing[0]
-        raise PlanError(
-            f"{data_root}: no few-shot files for seed {s}, K={k} ({len(missing)} (seed, K) pairs missing; seeds present: {have_seeds}). "
-            f"Fix: run `dkan prepare-data ... --seeds {seeds[0]}-{seeds[-1]} --shots {','.join(map(str, shots))}` or choose --seeds/--shots that exist"
-        )
-    return data
-
-
 # CPU share of a Tune trial's own process: it only drives its Ray Train run (whose workers hold
 # the real CPUs) but Tune refuses 0. It must be counted: two 1-CPU fine-tunes plus two drivers do
 # not fit in 2 CPUs, and the second Train run then waits on a 60 s worker-start timeout.
 DRIVER_CPU = 0.01
 
 
-def check_resources(res: WorkerResources, cluster: dict[str, float], nodes: list[dict[str, float]] | None = None, driver_cpu: float = DRIVER_CPU) -> int:
+@dataclass(frozen=True)
+class ClassSplitSpec:
+    """A class split as the sweep names it: a NEU-DET preset (``number``) or base/novel lists."""
+
+    name: str  # split1 (a preset) or a file-safe name: cache keys, MLflow runs, result files, exports
+    number: int | None = None
+    base: tuple[str, ...] | None = None
+    novel: tuple[str, ...] | None = None  # None: the dataset's other classes
+
+    def data_fields(self) -> dict:
+        """The DataConfig fields that select this split."""
+        lists = {k: list(v) if v is not None else None for k, v in (("base", self.base), ("novel", self.novel))}
+        return {"split": self.number, **lists}
+
+
+@dataclass(frozen=True)
+class Study:
+    """One (split, K) of a sweep: its name, fine-tune template and run folders."""
+
+    split: ClassSplitSpec
+    shots: int
+    key: str  # <dataset>_<split name>_<K>shot: names Tune experiments, result files, exports
+    template: FinetuneConfig
+    runs_dir: Path
+
+
+@dataclass(frozen=True)
+class Plan:
+    data_root: Path
+    dataset: str
+    splits: tuple[ClassSplitSpec, ...]
+    shots: tuple[int, ...]
+    seeds: tuple[int, ...]
+    profile: str
+    budget: Budget
+    space: dict[str, Range]
+    resources: WorkerResources
+    out: Path
+    tracking_uri: str
+    protocol: str  # val | paper
+    base_checkpoint: Path | None
+    cache_dir: Path
+    base_overrides: tuple[str, ...] = ()
+    finetune_overrides: tuple[str, ...] = ()
+    extra_points: tuple[dict[str, float], ...] = ()  # evaluated first, after the authors' defaults
+    metric: str = "coco"  # the AP of the tables: coco (101-point) or voc07 (11-point, the paper's)
+    search_seed: int = 0  # each study's sampler seed derives from it and the study's name
+    input_size: dict | None = None  # cpu-quick: the size and anchors prepare-data chose from the data's boxes
+    max_concurrent: int = 0  # 0 until complete_plan: as many as the cluster holds
+    node_cpus: float = 1.0  # CPUs of the largest node (a base-training worker must fit on one)
+
+    @property
+    def select_split(self) -> str:
+        return "test" if self.protocol == "paper" else "val"
+
+    @property
+    def objective(self) -> str:
+        """What the search maximises: the mean over seeds of (COCO) AP_all on the selection split."""
+        return f"{metric_prefix(self.select_split)}AP_all"
+
+    @property
+    def train_storage(self) -> str:
+        return str(self.out / "ray_results" / "train")
+
+    def base_template(self, split: ClassSplitSpec) -> BaseTrainConfig:
+        cfg = base_config(self.profile)
+        it = self.budget.base_iterations
+        optim = replace(cfg.optim, iterations=it, lr_steps=[int(it * 0.75), int(it * 0.92)]) if it else cfg.optim
+        data = replace(cfg.data, root=str(self.data_root), **split.data_fields())
+        cfg = replace(cfg, data=data, optim=optim, model=self._sized(cfg.model))
+        return apply_overrides(cfg, list(self.base_overrides))
+
+    def _sized(self, model: ModelConfig) -> ModelConfig:
+        s = self.input_size
+        if not s:
+            return model
+        return replace(model, min_size=s["min_size"], max_size=s["max_size"], anchor_sizes=list(s["anchor_sizes"]))
+
+    def study(self, split: ClassSplitSpec, shots: int, base_ckpt: Path) -> Study:
+        cfg = finetune_config(self.profile, split.number or 1)  # the authors' distillation settings of the split
+        it = self.budget.finetune_iterations
+        if it:
+            warmup = max(1, min(10, it // 10))
+            cfg.optim = replace(cfg.optim, iterations=it, lr_steps=[int(it * 0.8)], warmup_iters=warmup)
+        data = replace(cfg.data, root=str(self.data_root), **split.data_fields())
+        cfg = replace(cfg, data=data, shots=shots, base_checkpoint=str(base_ckpt), checkpoint_every=50,
+                      model=self._sized(cfg.model))
+        key = f"{self.dataset}_{split.name}_{shots}shot"
+        return Study(split, shots, key, apply_overrides(cfg, list(self.finetune_overrides)), self.out / "runs" / key)
+
+    def base_cache_dir(self, split: ClassSplitSpec) -> Path:
+        """Base models are cached by a hash of their config and of the data they train on."""
+        skip = ("out", "device", "checkpoint_every")
+        cfg = {k: v for k, v in to_dict(self.base_template(split)).items() if k not in skip}
+        h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
+        for name in ("dataset.yaml", "annotations/train.json", "annotations/val.json"):
+            h.update((self.data_root / name).read_bytes())
+        return self.cache_dir / "base" / f"{self.dataset}_{split.name}_{h.hexdigest()[:16]}"
+
+    def describe(self) -> str:
+        from sweeps.tracking import mask_uri
+
+        b, r = self.budget, self.resources
+        worst = b.trials * len(self.seeds) * len(self.splits) * len(self.shots)
+        stop = (f"ASHA on seeds_done (grace {b.grace_seeds} seeds, reduction {b.reduction_factor}); at most {worst} "
+                "seed fine-tunes") if b.early_stop else f"off: every trial runs every seed ({worst} seed fine-tunes)"
+        paper = " (PAPER PROTOCOL: selected on test, as the paper did)" if self.protocol == "paper" else ""
+        return "\n".join([
+            "dkan-sweep plan",
+            f"  data        {self.data_root} ({self.dataset}); profile {self.profile}",
+            *([f"  input size  {self.input_size['reason']}; anchors {self.input_size['anchor_sizes']} "
+               "(override: --set/--base-set model.min_size=..., model.max_size=..., model.anchor_sizes=[...])"]
+              if self.input_size else []),
+            f"  splits      {'; '.join(describe_split(s) for s in self.splits)}",
+            f"  shots       {list(self.shots)}; seeds {self.seeds[0]}-{self.seeds[-1]} ({len(self.seeds)})",
+            f"  search      Optuna TPE, {b.trials} trials per (split, K), authors' defaults first: "
+            f"{describe(self.space)}",
+            f"  early stop  {stop}",
+            f"  selection   on {self.select_split}{paper}; then best config and TFA on test over all seeds",
+            f"  resources   {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU) per "
+            f"fine-tune; {self.max_concurrent} trial(s) at once",
+            f"  budget      base {b.base_iterations or 'profile'} iterations; fine-tune "
+            f"{b.finetune_iterations or 'profile'} iterations per seed",
+            f"  tracking    {mask_uri(self.tracking_uri)}",
+            f"  outputs     {self.out} (best configs in {self.out / 'best_configs'})",
+        ])
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("DKAN_CACHE", Path.home() / ".cache" / "dkan-sweep"))
+
+
+def build_plan(args: argparse.Namespace) -> Plan:
+    """Everything checked before any work; the synthetic set is prepared here when needed."""
+    from dkan.data.prepare import PrepareConfig, prepare_data
+    from sweeps.tracking import check_tracking_uri, default_tracking_uri
+
+    cache = Path(args.cache_dir or default_cache_dir()).absolute()
+    embedded = args.data is None
+    if embedded:
+        data_root = cache / "data" / "synthetic"
+        res = prepare_data(PrepareConfig(out=str(data_root), synthetic=True), overwrite=True)  # our cache: refresh it
+        print(f"synthetic data: {res.status} ({data_root})")
+    else:
+        data_root = Path(args.data).absolute()
+    seeds = args.seeds or (QUICK_SEEDS if embedded else ALL_SEEDS)
+    splits = class_splits(args, data_root)
+    data = check_data(data_root, splits, args.shots, seeds)
+    profile = choose_profile(args.profile)
+    # cpu-quick sizes its input from the data (recorded by prepare-data); paper keeps the authors' 800 px
+    input_size = data.manifest().get("input_size") if profile == "cpu-quick" else None
+    d = QUICK if embedded else Budget()
+    budget = Budget(
+        trials=args.trials or d.trials, base_iterations=args.base_iterations or d.base_iterations,
+        finetune_iterations=args.finetune_iterations or d.finetune_iterations,
+        grace_seeds=args.grace_seeds or d.grace_seeds, reduction_factor=args.reduction_factor or d.reduction_factor,
+        early_stop=not args.no_early_stop,
+    )
+    if budget.trials < 1:
+        raise PlanError(f"--trials {budget.trials}: need at least one trial")
+    space = load_space(Path(args.search_space) if args.search_space else None)
+    out = Path(args.out).absolute()
+    uri = args.tracking_uri or default_tracking_uri(out)
+    check_tracking_uri(uri)
+    if args.base_checkpoint and not Path(args.base_checkpoint).is_file():
+        raise PlanError(
+            f"--base-checkpoint {args.base_checkpoint}: file not found. Fix: pass a model_final.pt from dkan base-train"
+        )
+    return Plan(
+        data_root=data_root, dataset=data_root.name, splits=splits, shots=tuple(args.shots),
+        seeds=tuple(seeds), profile=profile, input_size=input_size, metric=args.metric, search_seed=args.search_seed,
+        budget=budget, space=space,
+        resources=WorkerResources(args.workers, args.cpus_per_worker, args.gpus_per_worker), out=out, tracking_uri=uri,
+        protocol=args.protocol, base_checkpoint=Path(args.base_checkpoint).absolute() if args.base_checkpoint else None,
+        cache_dir=cache, base_overrides=tuple(args.base_set), finetune_overrides=tuple(args.set),
+        extra_points=tuple(load_points(args.points, space)), max_concurrent=args.max_concurrent or 0,
+    )
+
+
+def class_splits(args: argparse.Namespace, data_root: Path) -> tuple[ClassSplitSpec, ...]:
+    """The splits to sweep: ``--base``/``--novel``, the splits of ``--class-splits FILE``, NEU-DET
+    presets ``--splits``, else those recorded in the prepared dataset, else preset 1."""
+    ways = (("--splits", args.splits), ("--base", args.base), ("--class-splits", args.class_splits))
+    given = [n for n, v in ways if v]
+    if len(given) > 1:
+        raise PlanError(f"{' and '.join(given)}: give one way of naming class splits. Fix: keep one of them")
+    if args.novel and not args.base:
+        raise PlanError("--novel needs --base. Fix: add --base a,b,c (the base classes)")
+    if args.base:
+        base, novel = parse_class_list(args.base), parse_class_list(args.novel)
+        name = split_name(None, base, novel)
+        return (ClassSplitSpec(name, None, tuple(base), tuple(novel) if novel is not None else None),)
+    if args.class_splits:
+        named = load_class_splits(Path(args.class_splits))
+    elif args.splits:
+        return tuple(ClassSplitSpec(split_name(n), n) for n in args.splits)
+    else:
+        named = PreparedData.load(data_root).class_splits()
+        if not named:
+            return (ClassSplitSpec("split1", 1),)
+    return tuple(ClassSplitSpec(n, None, cs.base, cs.novel or None) for n, cs in named.items())
+
+
+def describe_split(s: ClassSplitSpec) -> str:
+    if s.number is not None:
+        return f"{s.name} (NEU-DET: base {', '.join(NEU_DET_SPLITS[s.number].base)})"
+    return f"{s.name} (base {', '.join(s.base or ())}; novel {', '.join(s.novel) if s.novel else 'the rest'})"
+
+
+def complete_plan(plan: Plan, nodes: list[dict[str, float]], local: bool) -> Plan:
+    """The plan on this cluster (each alive node's resources): how many fine-tunes run at once.
+
+    A local Ray was started with one logical CPU more than the machine has, for the trial
+    drivers (they only wait): the fine-tunes get the machine's CPUs, the drivers the extra one."""
+    if local:
+        nodes = [{**nodes[0], "CPU": nodes[0].get("CPU", 1.0) - 1}]
+        fits = check_resources(plan.resources, nodes[0], nodes, driver_cpu=0.0)
+    else:
+        total = {k: sum(n.get(k, 0.0) for n in nodes) for k in ("CPU", "GPU")}
+        fits = check_resources(plan.resources, total, nodes)
+    return replace(
+        plan, max_concurrent=min(plan.max_concurrent or fits, fits), node_cpus=max(n.get("CPU", 0.0) for n in nodes)
+    )
+
+
+def check_data(data_root: Path, splits: tuple[ClassSplitSpec, ...], shots: list[int],
+               seeds: list[int]) -> PreparedData:
+    """Every (split, K, seed) needs its few-shot files; seeds must be a sane range."""
+    if not seeds or min(seeds) < 1:
+        raise PlanError(f"--seeds {seeds}: seeds start at 1. Fix: pass e.g. --seeds 1-10")
+    data = PreparedData.load(data_root)
+    for s in splits:
+        resolve_class_split(list(data.classes), s.number, list(s.base) if s.base else None,
+                            list(s.novel) if s.novel is not None else None)
+    missing = [(s, k) for s in seeds for k in shots
+               if not all(fewshot_path(data.annotations, s, k, c).is_file() for c in data.classes)]
+    if missing:
+        have = sorted(int(p.name) for p in (data.annotations / "fewshot-split").iterdir() if p.name.isdigit())
+        s, k = missing[0]
+        raise PlanError(
+            f"{data_root}: no few-shot files for seed {s}, K={k} ({len(missing)} (seed, K) pairs missing; "
+            f"seeds present: {have}). Fix: run `dkan prepare-data ... --seeds {seeds[0]}-{seeds[-1]} "
+            f"--shots {','.join(map(str, shots))}` or choose --seeds/--shots that exist"
+        )
+    return data
+
+
+def check_resources(
+    res: WorkerResources, cluster: dict[str, float], nodes: list[dict[str, float]] | None = None,
+    driver_cpu: float = DRIVER_CPU,
+) -> int:
     """How many fine-tunes fit at once, each with its trial driver (``driver_cpu``; 0 where the
     drivers have CPUs of their own); a request the cluster cannot hold is an error, not a hang.
 
     ``nodes`` (each node's resources) also checks that one worker's bundle fits on some node."""
     cpus, gpus = cluster.get("CPU", 0.0), cluster.get("GPU", 0.0)
-    if nodes and not any(n.get("CPU", 0.0) + 1e-9 >= res.cpus_per_worker and n.get("GPU", 0.0) + 1e-9 >= res.gpus_per_worker for n in nodes):
-        biggest = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)))
+    cpw, gpw = res.cpus_per_worker, res.gpus_per_worker
+    if nodes and not any(n.get("CPU", 0.0) + 1e-9 >= cpw and n.get("GPU", 0.0) + 1e-9 >= gpw for n in nodes):
+        big = max(nodes, key=lambda n: (n.get("GPU", 0.0), n.get("CPU", 0.0)))
         raise PlanError(
-            f"one worker needs {res.cpus_per_worker:g} CPUs and {res.gpus_per_worker:g} GPUs on one node, but the largest node has "
-            f"{biggest.get('CPU', 0.0):g} CPUs and {biggest.get('GPU', 0.0):g} GPUs. Fix: lower --cpus-per-worker / --gpus-per-worker and use more --workers"
+            f"one worker needs {cpw:g} CPUs and {gpw:g} GPUs on one node, but the largest node has "
+            f"{big.get('CPU', 0.0):g} CPUs and {big.get('GPU', 0.0):g} GPUs. "
+            "Fix: lower --cpus-per-worker / --gpus-per-worker and use more --workers"
         )
-    need_cpu, need_gpu = res.workers * res.cpus_per_worker, res.workers * res.gpus_per_worker
-    if res.cpus_per_worker <= 0 or res.workers < 1:
-        raise PlanError(f"--workers {res.workers} / --cpus-per-worker {res.cpus_per_worker}: need at least one worker with some CPU")
+    need_cpu, need_gpu = res.workers * cpw, res.workers * gpw
+    if cpw <= 0 or res.workers < 1:
+        raise PlanError(f"--workers {res.workers} / --cpus-per-worker {cpw}: need at least one worker with some CPU")
     if need_cpu + driver_cpu > cpus + 1e-9:
         drv = f" + {driver_cpu:g} for its trial driver" if driver_cpu else ""
-        raise PlanError(f"a fine-tune needs {need_cpu:g} CPUs ({res.workers} workers x {res.cpus_per_worker:g}{drv}) but the cluster has {cpus:g}. Fix: lower --workers or --cpus-per-worker")
+        raise PlanError(
+            f"a fine-tune needs {need_cpu:g} CPUs ({res.workers} workers x {cpw:g}{drv}) but the cluster "
+            f"has {cpus:g}. Fix: lower --workers or --cpus-per-worker"
+        )
     if need_gpu > gpus + 1e-9:
-        raise PlanError(f"a fine-tune needs {need_gpu:g} GPUs ({res.workers} workers x {res.gpus_per_worker:g}) but the cluster has {gpus:g}. Fix: lower --gpus-per-worker (0 runs on CPU) or add GPU nodes")
+        raise PlanError(
+            f"a fine-tune needs {need_gpu:g} GPUs ({res.workers} workers x {gpw:g}) but the cluster has "
+            f"{gpus:g}. Fix: lower --gpus-per-worker (0 runs on CPU) or add GPU nodes"
+        )
     fit = math.floor(cpus / (need_cpu + driver_cpu) + 1e-9)
     if need_gpu:
         fit = min(fit, math.floor(gpus / need_gpu + 1e-9))
     return max(1, fit)
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("DKAN_CACHE", Path.home() / ".cache" / "dkan-sweep"))
 
 
 def load_points(path: str | None, space: dict[str, Range]) -> list[dict[str, float]]:
@@ -171,7 +345,7 @@ def load_points(path: str | None, space: dict[str, Range]) -> list[dict[str, flo
     p = Path(path)
     points = read_yaml(p, "--points file", PlanError) or []
     if not isinstance(points, list):
-        raise PlanError(f"--points {p}: expected a list of {{fka_weight, lka_weight, fka_tau, lka_tau}} mappings")
+        raise PlanError(f"--points {p}: expected a list of {{{', '.join(HPARAMS)}}} mappings")
     for i, pt in enumerate(points):
         if not isinstance(pt, dict) or set(pt) != set(space):
             raise PlanError(f"--points {p}: entry {i} must set exactly {sorted(space)}, got {pt!r}")

@@ -65,15 +65,19 @@ def _range(path: Path, name: str, spec: object) -> Range:
     except (TypeError, ValueError) as e:
         raise SearchSpaceError(f"{path}: {name} bounds must be numbers, got {spec!r}") from e
     if not (math.isfinite(r.low) and math.isfinite(r.high)) or r.low >= r.high:
-        raise SearchSpaceError(f"{path}: {name} has inverted or empty bounds (low {r.low} >= high {r.high}). Fix: low must be below high")
+        raise SearchSpaceError(
+            f"{path}: {name} has inverted or empty bounds (low {r.low} >= high {r.high}). Fix: low must be below high"
+        )
     if r.log and r.low <= 0:
         raise SearchSpaceError(f"{path}: {name} is log-scaled but low is {r.low}. Fix: a log range needs low > 0")
     return r
 
 
-def first_points(space: dict[str, Range]) -> list[dict[str, float]]:
-    """The authors' defaults, clipped into the space (so Optuna accepts them)."""
-    return [{k: min(max(AUTHORS_DEFAULTS[k], r.low), r.high) for k, r in space.items()}]
+def first_points(space: dict[str, Range], defaults: dict[str, float] | None = None) -> list[dict[str, float]]:
+    """The authors' defaults (``defaults``: a split's own, e.g. ``dkan.profiles.authors_defaults``),
+    clipped into the space (so Optuna accepts them)."""
+    d = defaults or AUTHORS_DEFAULTS
+    return [{k: min(max(d[k], r.low), r.high) for k, r in space.items()}]
 
 
 def to_optuna(space: dict[str, Range]) -> dict:
@@ -85,4 +89,3 @@ def to_optuna(space: dict[str, Range]) -> dict:
 
 def describe(space: dict[str, Range]) -> str:
     return ", ".join(f"{k} {'log ' if r.log else ''}[{r.low:g}, {r.high:g}]" for k, r in space.items())
-

@@ -57,7 +57,7 @@ def test_profile_notice_print_config_and_bad_keys(tmp_path, capsys):
     assert "notice: no --profile given; using 'cpu-quick'" in cap.err and "backbone: resnet18" in cap.out
     assert main(["finetune", "--profile", "paper", "--print-config"]) == 0
     out = yaml.safe_load(capsys.readouterr().out)
-    assert out["model"]["backbone"] == "resnet101" and out["optim"]["iterations"] == 4000 and out["optim"]["lr"] == 0.001
+    assert out["model"]["backbone"] == "resnet101" and out["optim"]["iterations"] == 8000 and out["optim"]["lr"] == 0.001
     assert main(["base-train", "--profile", "cpu-quick", "--set", "optim.lrr=1", "--print-config"]) == 2
     assert "unknown key 'optim.lrr'" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text("distill:\n  fka_wieght: 2\n")

@@ -30,7 +30,14 @@ def _worker(rank: int, world: int, port: int, cfg_dict: dict, result_dir: str) -
 
         metrics = fit(from_dict(BaseTrainConfig, cfg_dict), progress=False)
         with open(os.path.join(result_dir, f"rank{rank}.json"), "w") as f:
-            json.dump({"metrics_AP_all": metrics["AP_all"], "rank_world": rank_and_world(), "world_size": metrics["world_size"]}, f)
+            json.dump(
+                {
+                    "metrics_AP_all": metrics["AP_all"],
+                    "rank_world": rank_and_world(),
+                    "world_size": metrics["world_size"],
+                },
+                f,
+            )
     finally:
         dist.destroy_process_group()
 
@@ -47,7 +54,12 @@ def _sync_worker(rank: int, world: int, port: int, result_dir: str) -> None:
         net.weight.grad = torch.full_like(net.weight, float(rank + 1))  # 1 on rank 0, 2 on rank 1
         net.bias.grad = None  # a missing gradient must not hang the reduction
         average_gradients(net.parameters())
-        out = {"weight": net.weight.tolist(), "grad": net.weight.grad.tolist(), "bias_grad": net.bias.grad.tolist(), "shard": shard(list(range(6)))}
+        out = {
+            "weight": net.weight.tolist(),
+            "grad": net.weight.grad.tolist(),
+            "bias_grad": net.bias.grad.tolist(),
+            "shard": shard(list(range(6))),
+        }
         with open(os.path.join(result_dir, f"sync{rank}.json"), "w") as f:
             json.dump(out, f)
     finally:
@@ -72,8 +84,11 @@ def test_two_ranks_train_in_sync_and_only_rank0_writes(synthetic_prepared, tmp_p
     from dkan.config import BaseTrainConfig, DataConfig, OptimConfig, to_dict
     from tests.conftest import tiny_model_config
 
-    cfg = BaseTrainConfig(model=tiny_model_config(), data=DataConfig(root=str(synthetic_prepared), split=1),
-                          optim=OptimConfig(lr=0.01, batch_size=4, iterations=3, warmup_iters=1), out=str(tmp_path / "run"), checkpoint_every=0)
+    cfg = BaseTrainConfig(
+        model=tiny_model_config(), data=DataConfig(root=str(synthetic_prepared), split=1),
+        optim=OptimConfig(lr=0.01, batch_size=4, iterations=3, warmup_iters=1), out=str(tmp_path / "run"),
+        checkpoint_every=0,
+    )
     mp.spawn(_worker, args=(2, _free_port(), to_dict(cfg), str(tmp_path)), nprocs=2, join=True)
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["rank_world"] == [0, 2] and r1["rank_world"] == [1, 2] and r1["world_size"] == 2

@@ -88,3 +88,18 @@ def test_neu_det_with_reference_split_reproduces_the_authors_files(neu_det, tmp_
     for split in ("trainval", "test"):
         assert load_coco_json(out / "annotations" / f"{split}.json") == load_coco_json(ref / f"{split}.json")
     assert len(load_coco_json(out / "annotations" / "val.json")["images"]) == 216
+
+
+def test_named_class_splits_are_checked_and_recorded(tiny_voc, tmp_path):
+    f = tmp_path / "splits.yaml"
+    f.write_text("a first:\n  base: [alpha]\nswap:\n  base: [beta-x_y]\n  novel: [alpha]\n")
+    out = tmp_path / "out"
+    prepare_data(PrepareConfig(out=str(out), source=str(tiny_voc), seeds=[1], shots=[1], class_splits=str(f)))
+    splits = PreparedData.load(out).class_splits()
+    assert list(splits) == ["a_first", "swap"]
+    assert splits["a_first"].novel == ("beta-x_y",) and splits["swap"].base == ("beta-x_y",)
+    f.write_text("bad:\n  base: [gamma]\n")
+    with pytest.raises(DataError, match=r"split 'bad': unknown class names \['gamma'\]"):
+        prepare_data(
+            PrepareConfig(out=str(tmp_path / "o2"), source=str(tiny_voc), seeds=[1], shots=[1], class_splits=str(f))
+        )

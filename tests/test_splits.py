@@ -109,3 +109,17 @@ def test_cli_base_novel_map_to_the_config(tmp_path):
     assert cfg.data.split is None and cfg.data.base == ["pit"] and cfg.data.novel is None
     assert main(["base-train", "--profile", "cpu-quick", "--split", "1", "--base", "pit", "--print-config"]) == 2
     assert main(["base-train", "--profile", "cpu-quick", "--novel", "pit", "--print-config"]) == 2
+
+
+def test_evaluate_refuses_a_class_split_other_than_the_checkpoints(tmp_path, capsys):
+    import torch
+
+    from dkan.cli import main
+
+    ckpt = tmp_path / "model_final.pt"
+    meta = {"stage": "finetune", "classes": ["pit", "burr", "dent"], "base": ["pit", "burr"], "novel": ["dent"],
+            "config": {}, "iteration": 1}
+    torch.save({"model": {}, "meta": meta}, ckpt)
+    assert main(["evaluate", "--checkpoint", str(ckpt), "--base", "pit,dent"]) == 2
+    err = capsys.readouterr().err
+    assert "trained with base ['pit', 'burr'], novel ['dent']" in err and "Fix:" in err

@@ -23,18 +23,51 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_args(data: Path, out: Path, cache: Path, *extra: str) -> list[str]:
-    model = [f"model.{k}={json.dumps(v, separators=(',', ':'))}" for k, v in vars(tiny_model_config()).items() if k not in ("box_head", "weights")]
+    model = [
+        f"model.{k}={json.dumps(v, separators=(',', ':'))}"
+        for k, v in vars(tiny_model_config()).items()
+        if k not in ("box_head", "weights")
+    ]
     sets = [x for m in model for x in ("--set", m, "--base-set", m)]
-    return ["--data", str(data), "--out", str(out), "--cache-dir", str(cache), "--profile", "cpu-quick", "--shots", "2", "--seeds", "1-2",
-            "--trials", "2", "--base-iterations", "3", "--finetune-iterations", "2", "--grace-seeds", "1", "--reduction-factor", "2",
-            "--num-cpus", "4", *sets, "--set", "optim.batch_size=2", "--base-set", "optim.batch_size=2", *extra]
+    return [
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--profile",
+        "cpu-quick",
+        "--shots",
+        "2",
+        "--seeds",
+        "1-2",
+        "--trials",
+        "2",
+        "--base-iterations",
+        "3",
+        "--finetune-iterations",
+        "2",
+        "--grace-seeds",
+        "1",
+        "--reduction-factor",
+        "2",
+        "--num-cpus",
+        "4",
+        *sets,
+        "--set",
+        "optim.batch_size=2",
+        "--base-set",
+        "optim.batch_size=2",
+        *extra,
+    ]
 
 
-def mlflow_runs(out: Path) -> list:
+def mlflow_runs(out: Path, experiment: str = "prepared") -> list:
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{out / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("prepared")
+    exp = client.get_experiment_by_name(experiment)
     return client, client.search_runs([exp.experiment_id])
 
 
@@ -47,23 +80,46 @@ def test_tiny_sweep_end_to_end(synthetic_prepared, tmp_path):
     table = json.loads((out / "results" / f"{key}.json").read_text())
     assert set(table["per_seed"]["dkan"]) == set(table["per_seed"]["tfa"]) == {"1", "2"}
     assert "| TFA 2-shot |" in (out / "results" / f"{key}.md").read_text()
+    # the test rows and their statistics, recomputed from the per-seed results
+    import numpy as np
+
+    per_seed = table["per_seed"]
+    assert set(per_seed) == {"tfa", "dkan", "dkan_defaults", "base"} and set(per_seed["base"]) == {"0"}
+    tfa = [per_seed["tfa"][s]["AP_all"] for s in ("1", "2")]
+    assert table["table"]["TFA 2-shot"]["AP_all"]["std"] == pytest.approx(np.std(tfa, ddof=1))
+    diffs = [per_seed["dkan"][s]["AP_all"] - per_seed["dkan_defaults"][s]["AP_all"] for s in ("1", "2")]
+    assert table["stats"]["tuned_vs_defaults"]["mean_diff"] == pytest.approx(np.mean(diffs))
+    assert len(table["verdict"]) == 2 and all("seeds" in v for v in table["verdict"])
     # MLflow, read with MLflow's own client
     client, runs = mlflow_runs(out)
     kinds = {}
     for r in runs:
         kinds.setdefault(r.data.tags.get("dkan.run_kind"), []).append(r)
     parent = kinds["sweep"][0]
-    assert len(kinds["sweep"]) == 1 and len(kinds["trial"]) == 2 and len(kinds["test"]) == 2
+    assert len(kinds["sweep"]) == 1 and len(kinds["trial"]) == 2
+    assert {r.info.run_name for r in kinds["test"]} == {"test: tfa", "test: dkan", "test: dkan_defaults", "test: base"}
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in kinds["trial"] + kinds["test"])
-    assert all(r.info.status == "FINISHED" and r.data.tags["dkan.state"].startswith(("completed", "stopped early")) for r in kinds["trial"])
+    assert all(
+        r.info.status == "FINISHED" and r.data.tags["dkan.state"].startswith(("completed", "stopped early"))
+        for r in kinds["trial"]
+    )
     assert {"fka_weight", "lka_weight", "fka_tau", "lka_tau"} <= set(kinds["trial"][0].data.params)
     assert "val_AP_all" in kinds["trial"][0].data.metrics
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {f"{key}.yaml", f"{key}.md", f"{key}.json", f"{key}_per_class_ap.json"}
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
+        f"{key}.yaml",
+        f"{key}.md",
+        f"{key}.json",
+        f"{key}_per_class_ap.json",
+    }
     # the exported config re-runs through the CLI to the same weights as the sweep's seed-1 run
     exported = out / "best_configs" / f"{key}.yaml"
     cfg = yaml.safe_load(exported.read_text())
     assert cfg["provenance"]["mlflow_run_id"] == parent.info.run_id and cfg["threads"] == 1
-    best_trial = next(r for r in kinds["trial"] if all(float(r.data.params[k]) == pytest.approx(v) for k, v in cfg["provenance"]["hyperparameters"].items()))
+    best_trial = next(
+        r
+        for r in kinds["trial"]
+        if all(float(r.data.params[k]) == pytest.approx(v) for k, v in cfg["provenance"]["hyperparameters"].items())
+    )
     trial_ckpt = out / "runs" / key / best_trial.data.tags["dkan.trial_id"] / "seed1" / "model_final.pt"
     from dkan.cli import main as dkan_main
 
@@ -109,8 +165,8 @@ def test_two_node_cluster_ddp_finetune_and_tiny_sweep(synthetic_prepared, tmp_pa
     import ray
     from ray.cluster_utils import Cluster
 
-    from dkan.config import DataConfig, FinetuneConfig, OptimConfig, to_dict
-    from sweeps.seed_run import WorkerResources, run_fit
+    from dkan.config import DataConfig, FinetuneConfig, OptimConfig
+    from sweeps.jobs import SeedJob, WorkerResources, run_jobs
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
@@ -118,15 +174,68 @@ def test_two_node_cluster_ddp_finetune_and_tiny_sweep(synthetic_prepared, tmp_pa
         from sweeps.run_tune import main
 
         # a tiny sweep on the two-node cluster (main connects and disconnects itself)
-        assert main(tiny_args(synthetic_prepared, tmp_path / "sweep", tmp_path / "cache", "--address", cluster.address, "--trials", "1", "--seeds", "1")) == 0
+        assert (
+            main(
+                tiny_args(
+                    synthetic_prepared, tmp_path / "sweep", tmp_path / "cache",
+                    "--address",
+                    cluster.address,
+                    "--trials",
+                    "1",
+                    "--seeds",
+                    "1",
+                )
+            )
+            == 0
+        )
         base = next((tmp_path / "cache" / "base").glob("*/model_final.pt"))
         ray.init(address=cluster.address, log_to_driver=False)
         assert len([n for n in ray.nodes() if n["Alive"]]) == 2
         # 2 DDP workers of 1 CPU on nodes of 1 CPU each: one worker per node
-        cfg = FinetuneConfig(model=tiny_model_config(box_head="cosine"), data=DataConfig(root=str(synthetic_prepared), split=1),
-                             optim=OptimConfig(lr=0.01, batch_size=2, iterations=2, warmup_iters=1), base_checkpoint=str(base), shots=2, out=str(tmp_path / "ddp"))
-        m = run_fit("finetune", to_dict(cfg), WorkerResources(workers=2, cpus_per_worker=1.0), "ddp2", str(tmp_path / "storage"))
+        cfg = FinetuneConfig(
+            model=tiny_model_config(box_head="cosine"), data=DataConfig(root=str(synthetic_prepared), split=1),
+            optim=OptimConfig(lr=0.01, batch_size=2, iterations=2, warmup_iters=1), base_checkpoint=str(base), shots=2,
+            out=str(tmp_path / "ddp"),
+        )
+        [m] = run_jobs(
+            [SeedJob("dkan", 1, cfg)], WorkerResources(workers=2, cpus_per_worker=1.0),
+            "ddp2",
+            str(tmp_path / "storage"),
+        )
         assert m["world_size"] == 2 and "AP_all" in m and (tmp_path / "ddp" / "model_final.pt").exists()
     finally:
         ray.shutdown()
         cluster.shutdown()
+
+
+def test_own_dataset_with_a_user_given_split_sweeps_end_to_end(tmp_path):
+    """A dataset shaped unlike NEU-DET (grayscale tiles, own class names, many small defects, defect-free
+    images) swept with --base/--novel: the split's name keys the outputs, the input size comes from the data."""
+    from dkan.data.prepare import PrepareConfig, prepare_data
+    from sweeps.run_tune import main
+
+    data = tmp_path / "tiles"
+    prepare_data(PrepareConfig(out=str(data), synthetic=True, synthetic_kind="tiles", synthetic_images=60,
+                               synthetic_size=256, seeds=[1], shots=[2]))
+    keep = ("min_size", "max_size", "anchor_sizes", "box_head", "weights")  # the size is the data's choice
+    model = [f"model.{k}={json.dumps(v, separators=(',', ':'))}" for k, v in vars(tiny_model_config()).items()
+             if k not in keep]
+    args = ["--data", str(data), "--out", str(tmp_path / "sweep"), "--cache-dir", str(tmp_path / "cache"),
+            "--profile", "cpu-quick", "--shots", "2", "--seeds", "1", "--trials", "1", "--base-iterations", "2",
+            "--finetune-iterations", "1", "--num-cpus", "2", "--base", "pit,burr,stain", "--novel", "crack,dent",
+            *[x for m in model for x in ("--set", m, "--base-set", m)],
+            "--set", "optim.batch_size=2", "--base-set", "optim.batch_size=2"]
+    assert main(args) == 0
+    key = "tiles_base-pit-burr-stain-novel-crack-dent_2shot"
+    results = json.loads((tmp_path / "sweep" / "results" / f"{key}.json").read_text())
+    assert set(results["per_seed"]["dkan"]) == {"1"}
+    exported = yaml.safe_load((tmp_path / "sweep" / "best_configs" / f"{key}.yaml").read_text())
+    assert exported["data"]["base"] == ["pit", "burr", "stain"] and exported["data"]["novel"] == ["crack", "dent"]
+    assert exported["data"]["split"] is None
+    chosen = yaml.safe_load((data / "dataset.yaml").read_text())["input_size"]
+    assert exported["model"]["min_size"] == chosen["min_size"]
+    assert exported["model"]["anchor_sizes"] == chosen["anchor_sizes"]
+    per_class = json.loads((tmp_path / "sweep" / "results" / f"{key}_per_class_ap.json").read_text())
+    assert set(next(iter(per_class.values()))) == {"pit", "burr", "stain", "crack", "dent"}
+    _, runs = mlflow_runs(tmp_path / "sweep", "tiles")
+    assert any(r.info.run_name == "base-pit-burr-stain-novel-crack-dent, 2-shot" for r in runs)

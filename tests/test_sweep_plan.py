@@ -6,11 +6,15 @@ import socket
 
 import pytest
 
-from sweeps.plan import Budget, Plan, PlanError, check_data, check_resources
-from sweeps.run_tune import build_plan, main, parse_args
-from sweeps.seed_run import WorkerResources, _seed_report, seed_metrics
+from dkan.config import FinetuneConfig
+from dkan.runfolder import done_metrics
+from sweeps.jobs import SeedJob, WorkerResources, progress_report
+from sweeps.plan import Budget, ClassSplitSpec, Plan, PlanError, build_plan, check_data, check_resources
+from sweeps.run_tune import main, parse_args
 from sweeps.space import DEFAULT_SPACE
 from sweeps.tracking import TrackingError, check_tracking_uri
+
+SPLIT1 = (ClassSplitSpec("split1", 1),)
 
 
 def test_resources_beyond_the_cluster_are_errors_not_hangs():
@@ -21,25 +25,30 @@ def test_resources_beyond_the_cluster_are_errors_not_hangs():
     assert check_resources(WorkerResources(1, 1.0, 0.25), cluster) == 3
     with pytest.raises(PlanError, match=r"needs 2 GPUs \(2 workers x 1\) but the cluster has 1"):
         check_resources(WorkerResources(2, 1.0, 1.0), cluster)
-    with pytest.raises(PlanError, match=r"needs 6 CPUs \(3 workers x 2 \+ 0.01 for its trial driver\) but the cluster has 4.*lower --workers"):
+    with pytest.raises(
+        PlanError,
+        match=r"needs 6 CPUs \(3 workers x 2 \+ 0.01 for its trial driver\) but the cluster has 4.*lower --workers",
+    ):
         check_resources(WorkerResources(3, 2.0, 0.0), cluster)
     # enough in total, but no single node holds one worker: an error, not a hang
     two_small = [{"CPU": 1.0}, {"CPU": 1.0}]
     assert check_resources(WorkerResources(2, 1.0, 0.0), {"CPU": 2.0}, two_small, driver_cpu=0.0) == 1
-    with pytest.raises(PlanError, match=r"needs 2 CPUs \(2 workers x 1 \+ 0.01 for its trial driver\) but the cluster has 2"):
+    with pytest.raises(
+        PlanError, match=r"needs 2 CPUs \(2 workers x 1 \+ 0.01 for its trial driver\) but the cluster has 2"
+    ):
         check_resources(WorkerResources(2, 1.0, 0.0), {"CPU": 2.0}, two_small)
     with pytest.raises(PlanError, match=r"one worker needs 2 CPUs .* the largest node has 1 CPUs"):
         check_resources(WorkerResources(1, 2.0, 0.0), {"CPU": 2.0}, two_small)
 
 
 def test_missing_shots_and_bad_seeds(synthetic_prepared):
-    check_data(synthetic_prepared, [1], [1, 2], [1, 2])
+    check_data(synthetic_prepared, SPLIT1, [1, 2], [1, 2])
     with pytest.raises(PlanError, match=r"no few-shot files for seed 1, K=3 .*seeds present: \[1, 2\].*--shots"):
-        check_data(synthetic_prepared, [1], [3], [1, 2])
+        check_data(synthetic_prepared, SPLIT1, [3], [1, 2])
     with pytest.raises(PlanError, match=r"no few-shot files for seed 3, K=1"):
-        check_data(synthetic_prepared, [1], [1], [1, 2, 3])
+        check_data(synthetic_prepared, SPLIT1, [1], [1, 2, 3])
     with pytest.raises(PlanError, match="seeds start at 1"):
-        check_data(synthetic_prepared, [1], [1], [0, 1])
+        check_data(synthetic_prepared, SPLIT1, [1], [0, 1])
 
 
 def test_unreachable_tracking_uri_fails_fast():
@@ -63,13 +72,41 @@ def test_cli_refuses_bad_input_before_starting_ray(synthetic_prepared, tmp_path,
 
 
 def test_base_cache_key_follows_config_and_data(synthetic_prepared, tmp_path):
-    args = parse_args(["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick"])
+    args = parse_args(
+        [
+            "--data",
+            str(synthetic_prepared),
+            "--shots",
+            "1",
+            "--seeds",
+            "1-2",
+            "--out",
+            str(tmp_path / "o"),
+            "--cache-dir",
+            str(tmp_path / "c"),
+            "--profile",
+            "cpu-quick",
+        ]
+    )
     plan = build_plan(args)
     same = build_plan(args)
-    other = build_plan(parse_args([*["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o")], "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick", "--base-iterations", "7"]))
-    assert plan.base_cache_dir(1) == same.base_cache_dir(1) != other.base_cache_dir(1)
-    assert plan.base_cache_dir(1) != plan.base_cache_dir(2)
-    assert plan.finetune_template(1, 2, tmp_path / "b.pt")["shots"] == 2
+    other = build_plan(
+        parse_args(
+            [
+                *["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o")],
+                "--cache-dir",
+                str(tmp_path / "c"),
+                "--profile",
+                "cpu-quick",
+                "--base-iterations",
+                "7",
+            ]
+        )
+    )
+    s1, s2 = ClassSplitSpec("split1", 1), ClassSplitSpec("split2", 2)
+    assert plan.base_cache_dir(s1) == same.base_cache_dir(s1) != other.base_cache_dir(s1)
+    assert plan.base_cache_dir(s1) != plan.base_cache_dir(s2)
+    assert plan.study(s1, 2, tmp_path / "b.pt").template.shots == 2
     assert isinstance(plan.budget, Budget) and plan.space == DEFAULT_SPACE and isinstance(plan, Plan)
 
 
@@ -78,7 +115,9 @@ def test_points_file_is_checked_against_the_space(tmp_path):
 
     f = tmp_path / "p.yaml"
     f.write_text("- {fka_weight: 2, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n")
-    assert load_points(str(f), DEFAULT_SPACE) == [{"fka_weight": 2.0, "lka_weight": 0.1, "fka_tau": 3.0, "lka_tau": 4.0}]
+    assert load_points(str(f), DEFAULT_SPACE) == [
+        {"fka_weight": 2.0, "lka_weight": 0.1, "fka_tau": 3.0, "lka_tau": 4.0}
+    ]
     f.write_text("- {fka_weight: 20, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n")
     with pytest.raises(PlanError, match=r"fka_weight=20 lies outside \[0.01, 10\]"):
         load_points(str(f), DEFAULT_SPACE)
@@ -89,13 +128,17 @@ def test_points_file_is_checked_against_the_space(tmp_path):
 
 
 def test_seed_results_on_disk_and_running_report(tmp_path):
-    assert seed_metrics(tmp_path) is None  # not finished
+    assert done_metrics(tmp_path) is None  # not finished
     (tmp_path / "metrics.json").write_text('{"AP_all": 0.5')  # cut off mid-write: not finished either
-    assert seed_metrics(tmp_path) is None
+    assert done_metrics(tmp_path) is None
     (tmp_path / "metrics.json").write_text('{"AP_all": 0.5, "AP_base": 0.6, "AP_novel": NaN, "fit_seconds": 3.0}')
-    done = seed_metrics(tmp_path)
-    per_seed = {1: done, 2: {"AP_all": 0.3, "AP_base": 0.2, "AP_novel": 0.4, "fit_seconds": 5.0}}
-    r = _seed_report(per_seed, 2, "val_")
+    done = done_metrics(tmp_path)
+    cfg = FinetuneConfig()
+    per_seed = [
+        (SeedJob("dkan", 1, cfg), done),
+        (SeedJob("dkan", 2, cfg), {"AP_all": 0.3, "AP_base": 0.2, "AP_novel": 0.4, "fit_seconds": 5.0}),
+    ]
+    r = progress_report(per_seed, "val_")
     assert r["seeds_done"] == 2 and r["last_seed"] == 2 and r["fit_seconds_total"] == 8.0
     assert r["val_AP_all"] == pytest.approx(0.4) and r["val_AP_base"] == pytest.approx(0.4)
     assert r["val_AP_novel"] == pytest.approx(0.4)  # the NaN seed is left out of the mean
@@ -103,12 +146,32 @@ def test_seed_results_on_disk_and_running_report(tmp_path):
 
 
 def test_test_phase_jobs_are_packed_into_balanced_trials():
-    from sweeps.trial import pack
+    from sweeps.testphase import pack
 
-    jobs = [{"method": "dkan", "seed": s, "reuse": f"/x/seed{s}/model_final.pt"} for s in (1, 2, 3)] + [{"method": "tfa", "seed": s} for s in (1, 2, 3)]
+    cfg = FinetuneConfig()
+    jobs = [SeedJob("dkan", s, cfg, reuse=f"/x/seed{s}/model_final.pt") for s in (1, 2, 3)] + [
+        SeedJob("tfa", s, cfg) for s in (1, 2, 3)
+    ]
     groups = pack(jobs, 2)
-    assert sorted((j["method"], j["seed"]) for g in groups for j in g) == sorted((j["method"], j["seed"]) for j in jobs)
-    cost = [sum(1 if j.get("reuse") else 3 for j in g) for g in groups]
+    assert sorted((j.method, j.seed) for g in groups for j in g) == sorted((j.method, j.seed) for j in jobs)
+    cost = [sum(1 if j.reuse else 3 for j in g) for g in groups]
     assert len(groups) == 2 and max(cost) - min(cost) <= 1  # 12 units: 6 / 6, not 3 evaluations vs 3 fine-tunes
-    assert pack(jobs, 1) == [sorted(jobs, key=lambda j: (j["method"], j["seed"]))]
+    assert pack(jobs, 1) == [sorted(jobs, key=lambda j: (j.method, j.seed))]
     assert len(pack(jobs[:1], 4)) == 1
+
+
+def test_dkan_sweep_has_exactly_the_options_of_run_tune(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def options(cmd: list[str]) -> list[str]:
+        r = subprocess.run([sys.executable, *cmd, "--help"], capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        return sorted(set(w for w in r.stdout.replace("[", " ").replace("]", " ").split() if w.startswith("--")))
+
+    script = options([str(repo / "sweeps" / "run_tune.py")])  # run as a file from another folder: no sys.path edits
+    assert "--shots" in script and "--resume" in script
+    assert options(["-m", "dkan.cli", "sweep"]) == script

@@ -33,7 +33,7 @@ import yaml
 from dkan.data.coco import CocoDict, class_names, dumps_coco, load_coco_json, subset
 from dkan.data.fewshot import SEEDS, SHOTS, check_shots_possible, fewshot_path, sample_fewshot
 from dkan.data.io import MANIFEST, publish, staging_dir
-from dkan.data.splits import stratified_split
+from dkan.data.splits import load_class_splits, resolve_class_split, stratified_split
 from dkan.data.stats import DEFAULT_CAP, choose_input_size, dataset_stats
 from dkan.data.validate import validate_coco
 from dkan.data.voc import load_voc
@@ -64,6 +64,7 @@ class PrepareConfig:
     synthetic_size: int = 640  # tiles only: image side in px
     fewshot_from: str | None = None  # folder of TFA/mmfewshot lists; replaces sampling (the lists decide seeds and K)
     fewshot_reading: str = "all"  # all | sample (see fewshot_import.py)
+    class_splits: str | None = None  # YAML of named base/novel splits, checked and recorded in dataset.yaml
 
 
 @dataclass
@@ -100,6 +101,8 @@ def prepare_data(cfg: PrepareConfig, overwrite: bool = False) -> PrepareResult:
         }
         if imported:
             manifest["fewshot_import"] = imported
+        if cfg.class_splits:
+            manifest["class_splits"] = named_class_splits(Path(cfg.class_splits), class_names(splits["trainval"]))
         (stage / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
         status = publish(stage, out, overwrite)
     return PrepareResult(status, out, summary_table(splits, cfg))
@@ -124,6 +127,19 @@ def _fewshot_sets(
     return out, None
 
 
+def named_class_splits(path: Path, classes: list[str]) -> dict[str, dict[str, list[str]]]:
+    """A class-splits YAML checked against the dataset: {name: {base, novel}}, novel filled in
+    with the other classes where the file leaves it out."""
+    out = {}
+    for name, cs in load_class_splits(path).items():
+        try:
+            full = resolve_class_split(classes, base=list(cs.base), novel=list(cs.novel) or None)
+        except DataError as e:
+            raise DataError(f"{path}: split {name!r}", e.problem, e.fix) from e
+        out[name] = {"base": list(full.base), "novel": list(full.novel)}
+    return out
+
+
 def _check_config(cfg: PrepareConfig) -> None:
     if cfg.synthetic == (cfg.source is not None):
         raise DataError("--source/--synthetic", "give exactly one of them", "pass --source DIR_OR_JSON, or --synthetic")
@@ -141,7 +157,7 @@ def _check_config(cfg: PrepareConfig) -> None:
         raise DataError(f"--synthetic-kind {cfg.synthetic_kind}", "unknown kind", "choose steel or tiles")
     if cfg.fewshot_reading not in ("all", "sample"):
         raise DataError(f"--fewshot-reading {cfg.fewshot_reading}", "unknown reading", "choose all or sample")
-    for name in ("source", "images", "split_json", "fewshot_from"):
+    for name in ("source", "images", "split_json", "fewshot_from", "class_splits"):
         if getattr(cfg, name) is not None:
             setattr(cfg, name, str(Path(getattr(cfg, name)).absolute()))
     cfg.out = str(Path(cfg.out).absolute())

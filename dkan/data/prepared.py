@@ -10,6 +10,7 @@ import yaml
 from dkan.data.coco import CocoDict, ImageRecord, load_coco_json, subset, to_records
 from dkan.data.fewshot import load_fewshot
 from dkan.data.io import MANIFEST
+from dkan.data.splits import ClassSplit
 from dkan.errors import DataError
 
 SPLITS = ("trainval", "train", "val", "test")
@@ -49,6 +50,15 @@ class PreparedData:
 
     def records(self, coco: CocoDict) -> list[ImageRecord]:
         return to_records(coco, self.image_root)
+
+    def manifest(self) -> dict:
+        """``dataset.yaml`` as a dict (config, classes, stats, input_size, class_splits, fewshot_import)."""
+        return yaml.safe_load((self.root / MANIFEST).read_text())
+
+    def class_splits(self) -> dict[str, ClassSplit]:
+        """Named base/novel splits recorded by ``prepare-data --class-splits`` ({} when none)."""
+        named = self.manifest().get("class_splits") or {}
+        return {n: ClassSplit(tuple(s["base"]), tuple(s["novel"])) for n, s in named.items()}
 
 
 def without_images_of(coco: CocoDict, other: CocoDict) -> CocoDict:

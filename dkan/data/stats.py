@@ -124,7 +124,10 @@ def choose_input_size(stats: dict, cap: int = DEFAULT_CAP, min_box: float = MIN_
     scale = size / short
     lo, hi = box["p5"] * scale, box["p95"] * scale
     anchors = anchor_sizes_for(lo, hi)
-    cover = "cover" if anchors[-1] >= hi else "do not reach (small end kept)"
+    if lo < MIN_ANCHOR:
+        cover = f"start at {MIN_ANCHOR} px: boxes under it will mostly be missed (raise the cap)"
+    else:
+        cover = "cover" if anchors[-1] >= hi else "do not reach (small end kept)"
     max_size = int(round(size * long_ / short))
     reason = f"{why}; resized boxes p5-p95 {lo:.0f}-{hi:.0f} px; anchors {anchors} {cover} them"
     return InputSizeChoice(size, max_size, anchors, reason)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dkan.config import BaseTrainConfig, FinetuneConfig, OptimConfig, save_yaml, to_dict
+from dkan import runfolder
+from dkan.config import BaseTrainConfig, FinetuneConfig, OptimConfig, to_dict
 from dkan.data.dataset import DetectionDataset, build_transforms, collate
 from dkan.errors import DkanError
 from dkan.engine.distributed import average_gradients, broadcast_from_rank0, broadcast_module, rank_and_world, shard
@@ -66,13 +67,13 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
     out = Path(cfg.out)
     if lead:
         out.mkdir(parents=True, exist_ok=True)
-        save_yaml(cfg, out / "config.yaml")
+        runfolder.write_yaml(out / runfolder.CONFIG, to_dict(cfg))
     train_set = DetectionDataset(job.train_records, job.classes, build_transforms(train=True, hflip=cfg.data.hflip, vflip=cfg.data.vflip))
     sched = Schedule.of(cfg.optim, len(train_set))
     params = [p for p in job.student.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     lr_at = _lr_lambda(cfg.optim, sched)
-    start = _resume(out / "last.pt", job, opt) if resume else 0
+    start = _resume(out / runfolder.LAST, job, opt) if resume else 0
     t0 = last_note = time.time()
     bar = tqdm(range(start, sched.iterations), initial=start, total=sched.iterations, desc=f"{job.stage} {job.method}", disable=not (progress and lead), mininterval=2.0)
     for it in bar:
@@ -93,18 +94,19 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
             last_note = time.time()
             _note_progress(out, it + 1, sched.iterations, (last_note - t0) / (it + 1 - start), sum(v.item() for v in losses.values()))
         if lead and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
-            save_checkpoint(out / "last.pt", _state(job, cfg, opt, it + 1))
+            save_checkpoint(out / runfolder.LAST, _state(job, cfg, opt, it + 1))
     train_seconds = time.time() - t0
     metrics = None
     if lead:
-        save_checkpoint(out / "model_final.pt", {"model": job.student.state_dict(), "meta": _meta(job, cfg, sched.iterations)})
-        for stale in ("last.pt", "progress.json"):
+        final = {"model": job.student.state_dict(), "meta": _meta(job, cfg, sched.iterations)}
+        save_checkpoint(out / runfolder.FINAL, final)
+        for stale in (runfolder.LAST, runfolder.PROGRESS):
             (out / stale).unlink(missing_ok=True)
         metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device)
         metrics.update({"iterations": sched.iterations, "train_seconds": round(train_seconds, 2), "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4), "eval_split": cfg.eval_split})
         metrics["fit_seconds"] = round(time.time() - t_start, 2)  # all of fit: setup, training, evaluation
         metrics["world_size"] = world
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2, allow_nan=True))
+        runfolder.write_json(out / runfolder.METRICS, metrics)  # last: marks the run done
     metrics = broadcast_from_rank0(metrics)
     if report:
         report(metrics)
@@ -112,9 +114,8 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
 
 
 def _note_progress(out: Path, it: int, total: int, s_per_it: float, loss: float) -> None:
-    tmp = out / ".progress.json.tmp"
-    tmp.write_text(json.dumps({"iteration": it, "iterations": total, "loss": round(loss, 4), "eta_s": round((total - it) * s_per_it)}))
-    tmp.replace(out / "progress.json")
+    eta = round((total - it) * s_per_it)
+    runfolder.write_json(out / runfolder.PROGRESS, {"iteration": it, "iterations": total, "loss": round(loss, 4), "eta_s": eta})
 
 
 def _batch_indices(seed: int, it: int, batch: int, n: int) -> list[int]:

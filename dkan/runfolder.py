@@ -1,0 +1,57 @@
+"""A run folder's conventions, in one place: file names, atomic writes, "is this run done".
+
+``fit`` writes ``config.yaml`` first, ``last.pt`` while training (resumable), ``progress.json`` for
+watchers, then ``model_final.pt`` and, last of all, ``metrics.json``: a run (a seed of a sweep)
+is done exactly when its ``metrics.json`` can be read. Every file is written to a temporary name
+and renamed into place, so a crash or a full disk never leaves a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG = "config.yaml"
+LAST = "last.pt"
+FINAL = "model_final.pt"
+METRICS = "metrics.json"
+PROGRESS = "progress.json"
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    return write_text_atomic(path, json.dumps(data, indent=2, allow_nan=True))
+
+
+def write_yaml(path: Path, data: Any) -> Path:
+    return write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def read_json(path: Path) -> Any | None:
+    """A JSON file's content, or None when it is missing or unreadable (e.g. cut off)."""
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def done_metrics(out: str | Path) -> dict[str, Any] | None:
+    """A finished run's metrics (``<out>/metrics.json``), or None while it is not finished."""
+    m = read_json(Path(out) / METRICS)
+    return m if isinstance(m, dict) else None

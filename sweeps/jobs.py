@@ -1,0 +1,174 @@
+"""Seed jobs and the one Ray Train worker loop that runs them.
+
+A ``SeedJob`` is one ``fit`` (a seed's fine-tune, or base training) or the evaluation of a
+checkpoint the search already made (``reuse``). ``run_jobs`` starts one ``TorchTrainer`` run (its
+workers start once) and the workers run the jobs one after another, reporting after each through
+``ray.train.report``; inside a Tune trial ``TuneReportCallback`` passes the reports on, so ASHA
+sees ``seeds_done`` grow and can stop the trial between seeds.
+
+A job is done when its run folder holds ``metrics.json`` (``dkan.runfolder``): a restarted trial
+skips those, and a half-done job resumes from its ``last.pt``. Run folders must be on storage
+every node sees.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from dkan import runfolder
+from dkan.config import BaseTrainConfig, FinetuneConfig
+from dkan.evaluation.aggregate import aggregate_seeds
+from dkan.names import HEADLINE, HPARAMS
+
+
+@dataclass(frozen=True)
+class WorkerResources:
+    workers: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 0.0
+
+    def bundle(self) -> dict[str, float]:
+        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+
+
+@dataclass(frozen=True)
+class SeedJob:
+    """One unit of work for a worker: train ``cfg`` (into ``cfg.out``), or evaluate ``reuse``."""
+
+    method: str  # base | dkan | tfa
+    seed: int  # few-shot seed (0 for base training)
+    cfg: FinetuneConfig | BaseTrainConfig
+    reuse: str | None = None  # a finished checkpoint of the same job: evaluate it on cfg.eval_split
+    label: str = ""  # how the job is named in reports (e.g. "tfa/3")
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+
+def finetune_job(
+    template: FinetuneConfig, method: str, seed: int, out: Path, eval_split: str,
+    hparams: dict[str, float] | None = None, reuse: str | None = None,
+) -> SeedJob:
+    """The fine-tune of one seed: the template with this method, seed, output and hyperparameters."""
+    hp = {k: float(v) for k, v in (hparams or {}).items() if k in HPARAMS}
+    distill = replace(template.distill, method=method, **hp)
+    cfg = replace(template, distill=distill, fewshot_seed=seed, out=str(out), eval_split=eval_split)
+    return SeedJob(method, seed, cfg, reuse, f"{method}/{seed}")
+
+
+def progress_report(done: list[tuple[SeedJob, dict[str, Any]]], prefix: str | None) -> dict[str, Any]:
+    """What a run reports after a job. With ``prefix`` (a search trial, all jobs one method): the
+    running mean over the seeds done of the headline APs (NaN seeds left out), ``seeds_done`` and
+    each seed's AP_all. Without (the test phase's mixed methods, base training): counts only."""
+    out: dict[str, Any] = {"fit_seconds_total": sum(m.get("fit_seconds", 0.0) for _, m in done)}
+    if prefix is None:
+        return {**out, "jobs_done": len(done), "last_job": done[-1][0].label}
+    agg = aggregate_seeds({j.seed: m for j, m in done})
+    out.update({f"{prefix}{k}": agg[k]["mean"] if k in agg else math.nan for k in HEADLINE})
+    out.update({"seeds_done": len(done), "last_seed": done[-1][0].seed})
+    out.update({f"seed{j.seed}_AP_all": m.get("AP_all", math.nan) for j, m in done})
+    return out
+
+
+def setup_worker(threads: float, use_gpu: bool) -> str:
+    """The one place a worker's CPU threads and device are set; returns the device name."""
+    import ray.train.torch
+    import torch
+
+    torch.set_num_threads(max(1, int(threads)))
+    return str(ray.train.torch.get_device()) if use_gpu else "cpu"
+
+
+def _run_job(job: SeedJob, device: str, threads: int) -> dict[str, Any]:
+    import ray.train
+
+    from dkan.engine.distributed import broadcast_from_rank0
+    from dkan.engine.evaluate_checkpoint import evaluate_checkpoint
+    from dkan.engine.train import fit
+
+    if not job.reuse:  # threads recorded in the run's config.yaml: a re-run matches bit for bit
+        return fit(replace(job.cfg, threads=threads, device=device), progress=False, resume=True)
+    m = None
+    if ray.train.get_context().get_world_rank() == 0:
+        t = time.time()
+        m = evaluate_checkpoint(Path(job.reuse), split=job.cfg.eval_split, device=device)
+        m.update(source="reused", checkpoint=job.reuse, fit_seconds=round(time.time() - t, 2))
+        runfolder.write_json(job.out / runfolder.METRICS, m)
+    return broadcast_from_rank0(m)
+
+
+def _worker_loop(config: dict[str, Any]) -> None:
+    """Runs on every Ray Train worker (torch.distributed is already set up by TorchTrainer)."""
+    import ray.train
+
+    device = setup_worker(config["threads"], config["use_gpu"])
+    done: list[tuple[SeedJob, dict[str, Any]]] = []
+    reported = 0
+    for job in config["jobs"]:
+        m = runfolder.done_metrics(job.out)  # finished before a restart: counted, not run again
+        if m is None:
+            done.append((job, _run_job(job, device, max(1, int(config["threads"])))))
+            ray.train.report(progress_report(done, config["prefix"]))
+            reported = len(done)
+        else:
+            done.append((job, m))
+    if reported < len(done):  # the last jobs were done before: say so once
+        ray.train.report(progress_report(done, config["prefix"]))
+
+
+def run_jobs(
+    jobs: list[SeedJob], res: WorkerResources, name: str, storage: str, prefix: str | None = None,
+    in_trial: bool = False, watch: bool = False,
+) -> list[dict[str, Any]]:
+    """One TorchTrainer run over ``jobs``; returns each job's metrics (read from its run folder).
+
+    ``in_trial``: inside a Tune trial, every report reaches Tune. ``watch``: print the running
+    job's progress every 30 s (base training, run from the driver)."""
+    from ray.train import ControllerError, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from sweeps.localray import START_RETRIES, WorkersDidNotStart, resource_holders
+
+    callbacks = []
+    if in_trial:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks = [TuneReportCallback()]
+    use_gpu = res.gpus_per_worker > 0
+    trainer = TorchTrainer(
+        _worker_loop,
+        train_loop_config={"jobs": jobs, "prefix": prefix, "threads": res.cpus_per_worker, "use_gpu": use_gpu},
+        scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=res.bundle()),
+        # worker-start time-outs are retried START_RETRIES times (Ray's default: forever), then named
+        run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
+                             failure_config=FailureConfig(controller_failure_limit=START_RETRIES)),
+    )
+    stop = threading.Event()
+    if watch:
+        threading.Thread(target=_print_progress, args=(jobs, name, stop), daemon=True).start()
+    try:
+        result = trainer.fit()
+    except ControllerError as e:
+        raise WorkersDidNotStart(name, res, e.controller_failure, resource_holders()) from e
+    finally:
+        stop.set()
+    if result.error is not None:
+        raise result.error
+    metrics = [runfolder.done_metrics(j.out) for j in jobs]
+    missing = [str(j.out) for j, m in zip(jobs, metrics) if m is None]
+    if missing:
+        raise RuntimeError(f"{name}: the Train run ended but left no {runfolder.METRICS} in {missing}")
+    return metrics
+
+
+def _print_progress(jobs: list[SeedJob], name: str, stop: threading.Event, every: float = 30.0) -> None:
+    while not stop.wait(every):
+        for p in filter(None, (runfolder.read_json(j.out / runfolder.PROGRESS) for j in jobs)):
+            left = f"about {p['eta_s'] / 60:.1f} min left"
+            print(f"  {name}: iteration {p['iteration']}/{p['iterations']}, loss {p['loss']:.3f}, {left}", flush=True)

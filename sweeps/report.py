@@ -1,0 +1,134 @@
+"""A study's outputs: the test table with its statistics (markdown, JSON, per-class JSON) and the best-config
+export."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import dkan
+from dkan import runfolder
+from dkan.config import to_dict
+from dkan.evaluation.aggregate import aggregate_seeds, to_json, to_markdown
+from dkan.evaluation.stats import describe, paired, retention_per_seed, verdict
+from dkan.names import HEADLINE, PER_CLASS_PREFIX, metric_key
+from dkan.reference import METRIC as REFERENCE_METRIC
+from dkan.reference import protocol as reference_protocol
+from dkan.reference import reference_table_rows
+from sweeps.jobs import finetune_job
+from sweeps.plan import Plan, Study
+
+PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: metrics}}
+ROW_NAMES = {"tfa": "TFA", "dkan_defaults": "DKAN (authors' defaults)", "dkan": "DKAN (tuned)", "base": "base model"}
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    key: str
+    best_hparams: dict[str, float]
+    best_val: dict[str, float]
+    table: dict[str, dict]
+    markdown: str
+    export_path: Path
+    seed_finetunes: int
+
+
+@dataclass(frozen=True)
+class Findings:
+    """What the test phase says: the table, paired comparisons and their sentences, AP_B retention."""
+
+    table: dict[str, dict]  # {row label: aggregate over seeds}
+    comparisons: dict[str, dict]  # tuned_vs_defaults, dkan_vs_tfa: stats.paired on AP_all
+    verdicts: list[str]
+    retention: dict[str, float]  # {row label: mean AP_B after fine-tuning / the base model's AP_B}
+    reference: dict[str, dict]  # the paper's rows (voc07), {} when it has none for this split and K
+
+
+def findings(plan: Plan, study: Study, per_row: PerRow) -> Findings:
+    label = {row: f"{name} {study.shots}-shot" if row != "base" else name for row, name in ROW_NAMES.items()}
+    table = {label[row]: aggregate_seeds(per_row[row]) for row in ROW_NAMES if row in per_row}
+    key = metric_key("AP_all", plan.metric)
+
+    def col(row: str) -> dict[int, float]:
+        return {s: m.get(key, math.nan) for s, m in per_row[row].items()}
+
+    comparisons = {"tuned_vs_defaults": paired(col("dkan"), col("dkan_defaults")),
+                   "dkan_vs_tfa": paired(col("dkan"), col("tfa"))}
+    name = "AP_all" if plan.metric == "coco" else f"AP_all ({plan.metric})"
+    verdicts = [verdict("tuned", "the authors' defaults", comparisons["tuned_vs_defaults"], name, keep="the defaults"),
+                verdict("DKAN (tuned)", "TFA", comparisons["dkan_vs_tfa"], name)]
+    ap_b = metric_key("AP_base", plan.metric)
+    base_ap = next(iter(per_row["base"].values())).get(ap_b, math.nan) if "base" in per_row else math.nan
+    retention = {label[row]: describe(list(retention_per_seed(per_row[row], base_ap, ap_b).values()))["mean"]
+                 for row in ("tfa", "dkan_defaults", "dkan") if row in per_row}
+    reference = reference_table_rows(study.split.number, study.shots) if study.split.number else {}
+    return Findings(table, comparisons, verdicts, retention, reference)
+
+
+def markdown(plan: Plan, study: Study, f: Findings, hparams: dict[str, float], defaults: dict[str, float]) -> str:
+    names = [m for m in next(iter(f.table.values())) if m.startswith(PER_CLASS_PREFIX)]
+    title = (f"{plan.dataset}, {study.split.name}, {study.shots}-shot, test, seeds {plan.seeds[0]}-{plan.seeds[-1]} "
+             f"({plan.metric} AP50 in points, mean ± sample std [95% CI])")
+    if plan.protocol == "paper":
+        title += " -- PAPER PROTOCOL: hyperparameters selected on test"
+    parts = [title, to_markdown(f.table, [*HEADLINE, *names], metric=plan.metric, ci=True)]
+    parts.append("AP_B retention (AP_B after fine-tuning / the base model's): "
+                 + ", ".join(f"{k} {v * 100:.0f}%" for k, v in f.retention.items() if not math.isnan(v)))
+    parts += [f"- {v}" for v in f.verdicts]
+    parts.append("tuned hyperparameters: " + ", ".join(f"{k}={v:.4g}" for k, v in hparams.items())
+                 + "; authors' defaults: " + ", ".join(f"{k}={v:g}" for k, v in defaults.items()))
+    if f.reference:
+        ours = {k: v for k, v in f.table.items() if not k.startswith("base")}
+        parts.append("Compared with the paper (VOC07 11-point AP50; the paper used one few-shot seed and chose its "
+                     "best checkpoint on test):\n\n"
+                     + to_markdown({**ours, **f.reference}, list(HEADLINE), metric=REFERENCE_METRIC))
+    return "\n\n".join(parts)
+
+
+def write_results(plan: Plan, study: Study, md: str, f: Findings, per_row: PerRow, hparams: dict[str, float],
+                  finetunes: int) -> list[Path]:
+    """OUT/results/<key>.md, .json and _per_class_ap.json (each written atomically)."""
+    d = plan.out / "results"
+    per_class = {name: {m.removeprefix(PER_CLASS_PREFIX): agg[m]["mean"] for m in agg if m.startswith(PER_CLASS_PREFIX)}
+                 for name, agg in f.table.items()}
+    full = {"metric": plan.metric, "table": f.table, "per_seed": per_row, "best_hyperparameters": hparams,
+            "stats": f.comparisons, "verdict": f.verdicts, "retention": f.retention, "reference": f.reference,
+            "reference_protocol": reference_protocol() if f.reference else None, "seed_finetunes_in_search": finetunes}
+    return [
+        runfolder.write_text_atomic(d / f"{study.key}.md", md + "\n"),
+        runfolder.write_text_atomic(d / f"{study.key}.json", to_json(full)),
+        runfolder.write_text_atomic(d / f"{study.key}_per_class_ap.json", to_json(per_class)),
+    ]
+
+
+def code_version() -> str:
+    try:
+        rev = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=5)
+        if rev.returncode == 0:
+            return f"{dkan.__version__}+{rev.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return dkan.__version__
+
+
+def export_best(plan: Plan, study: Study, hparams: dict[str, float], selection: dict[str, Any], f: Findings,
+                run_id: str) -> Path:
+    """best_configs/<key>.yaml: a full fine-tune config `dkan finetune --config` runs (the first seed)."""
+    out = plan.out / "reproduce" / study.key
+    job = finetune_job(study.template, "dkan", plan.seeds[0], out, plan.select_split, hparams)
+    cfg = to_dict(job.cfg)
+    cfg["threads"] = max(1, int(plan.resources.cpus_per_worker))  # the sweep's: a re-run matches bit for bit
+    chosen = {k: v for k, v in selection.items() if k.startswith(("val_", "test_")) and "seed" not in k}
+    cfg["provenance"] = {
+        "sweep": study.key, "protocol": plan.protocol, "selected_on": plan.select_split, "hyperparameters": hparams,
+        "selection_metrics": chosen,
+        "test_metrics": json.loads(to_json(f.table)), "metric": plan.metric, "verdict": f.verdicts,
+        "mlflow_run_id": run_id, "code_version": code_version(),
+        "note": f"fewshot_seed is the first of seeds {list(plan.seeds)}; change it (and out) to fine-tune another seed",
+    }
+    return runfolder.write_yaml(plan.out / "best_configs" / f"{study.key}.yaml", cfg)

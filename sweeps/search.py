@@ -1,0 +1,106 @@
+"""The search of one study: Optuna's TPE through Ray Tune, each trial one hyperparameter set over the
+seeds (one Ray Train run, a ``fit`` per seed), ASHA stopping weak trials between seeds.
+
+The trace of one seed: ``run_search`` (the Tuner) -> ``search_trial`` (a Tune trial) ->
+``sweeps.jobs.run_jobs`` (its Train run) -> ``dkan.engine.train.fit`` (the seed) -> the report
+back through ``TuneReportCallback`` -> ``sweeps.tracking.TrialLogger`` (MLflow).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import signal
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import ConcurrencyLimiter
+from ray.tune.search.optuna import OptunaSearch
+
+from dkan.names import HPARAMS, metric_prefix
+from dkan.profiles import authors_defaults
+from sweeps.jobs import finetune_job, run_jobs
+from sweeps.plan import DRIVER_CPU, Plan, Study
+from sweeps.space import first_points, to_optuna
+from sweeps.tracking import TrialLogger
+
+
+class SweepInterrupted(KeyboardInterrupt):
+    pass
+
+
+def search_trial(config: dict[str, Any], *, plan: Plan, study: Study) -> None:
+    """One hyperparameter set over the plan's seeds, scored on the selection split."""
+    trial = tune.get_context().get_trial_id()
+    hparams = {k: float(config[k]) for k in HPARAMS}
+    jobs = [finetune_job(study.template, "dkan", s, study.runs_dir / trial / f"seed{s}", plan.select_split, hparams)
+            for s in plan.seeds]
+    run_jobs(jobs, plan.resources, trial, plan.train_storage, metric_prefix(plan.select_split), in_trial=True)
+
+
+def run_search(plan: Plan, study: Study, parent_run: str, resume: bool) -> tune.ResultGrid:
+    storage = plan.out / "ray_results"
+    trainable = tune.with_resources(tune.with_parameters(search_trial, plan=plan, study=study), {"cpu": DRIVER_CPU})
+
+    def make() -> tune.Tuner:
+        b, n = plan.budget, len(plan.seeds)
+        first = first_points(plan.space, authors_defaults(study.split.number))
+        points = first + [p for p in plan.extra_points if p not in first]
+        searcher = OptunaSearch(space=to_optuna(plan.space), metric=plan.objective, mode="max",
+                                points_to_evaluate=points, seed=study_seed(plan.search_seed, study.key),
+                                study_name=study.key)
+        scheduler = ASHAScheduler(time_attr="seeds_done", max_t=n, grace_period=min(b.grace_seeds, n),
+                                  reduction_factor=b.reduction_factor) if b.early_stop else FIFOScheduler()
+        logger = TrialLogger(plan.tracking_uri, plan.dataset, parent_run, study.key, n)
+        return tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(metric=plan.objective, mode="max", scheduler=scheduler, num_samples=b.trials,
+                                        search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)),
+            run_config=tune.RunConfig(name=f"{study.key}_search", storage_path=str(storage), callbacks=[logger],
+                                      verbose=1))
+
+    return fit_tuner(storage / f"{study.key}_search", trainable, resume, make)
+
+
+def study_seed(search_seed: int, key: str) -> int:
+    """Each study samples with its own seed (the same points for every K otherwise)."""
+    return int(hashlib.sha256(f"{search_seed}|{key}".encode()).hexdigest()[:8], 16)
+
+
+def pick_best(grid: tune.ResultGrid, metric: str, n_seeds: int) -> tune.Result:
+    """The best trial among those that ran every seed (ASHA-stopped trials saw fewer)."""
+    done = [r for r in grid if r.metrics and metric in r.metrics and not math.isnan(r.metrics[metric])]
+    full = [r for r in done if r.metrics.get("seeds_done") == n_seeds]
+    if not done:
+        raise RuntimeError("no trial reported a result; see the errors above")
+    return max(full or done, key=lambda r: r.metrics[metric])
+
+
+def _on_sigint(sig, frame):  # a second Ctrl+C, after Tune has handed the signal back
+    raise KeyboardInterrupt
+
+
+def fit_tuner(path: Path, trainable, resume: bool, make: Callable[[], tune.Tuner]) -> tune.ResultGrid:
+    """The Tuner saved at ``path`` restored (``resume``) or made anew, run to the end; an
+    interrupted run (Ctrl+C: Tune saves and returns) raises SweepInterrupted.
+
+    Tune swaps in its own SIGINT handler and hands back the previous one only when the signal
+    arrives: ours being back in place afterwards means the run was interrupted."""
+    if resume and tune.Tuner.can_restore(str(path)):
+        print(f"resuming {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = make()
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        signal.signal(signal.SIGINT, _on_sigint)
+    grid = tuner.fit()
+    interrupted = in_main and signal.getsignal(signal.SIGINT) is _on_sigint
+    if in_main:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if interrupted or grid.num_terminated + grid.num_errors < len(grid):
+        raise SweepInterrupted(f"interrupted; the state is saved in {path}. Resume with the same command plus --resume")
+    return grid

@@ -1,0 +1,96 @@
+"""The test phase of one study, on test over every seed: TFA, DKAN with the authors' defaults and with
+the tuned values, and the base model (for AP_B retention).
+
+Their (method, seed) jobs are packed into as many trials as run at once, each one Ray Train run.
+A seed the search already fine-tuned with the selected config is evaluated, not trained again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from dkan import runfolder
+from sweeps.jobs import SeedJob, finetune_job, run_jobs
+from sweeps.plan import DRIVER_CPU, Plan, Study
+from sweeps.search import fit_tuner
+
+REUSE_COST, TRAIN_COST = 1.0, 3.0  # evaluating a reused checkpoint costs about a third of a fine-tune
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A hyperparameter set and the search trial that ran it (None: no trial did)."""
+
+    hparams: dict[str, float]
+    trial_id: str | None = None
+
+
+def final_dir(runs_dir: Path, method: str, seed: int) -> Path:
+    return Path(runs_dir) / f"final_{method}" / f"seed{seed}"
+
+
+def final_jobs(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base_ckpt: Path) -> dict[str, list[SeedJob]]:
+    """The test rows' jobs, every seed: TFA, DKAN with the authors' defaults and with the tuned values
+    (reusing the checkpoints their search trials left), and the base model (evaluated once)."""
+    def dkan(trial: Trial, row: str) -> list[SeedJob]:
+        jobs = []
+        for s in plan.seeds:
+            ckpt = study.runs_dir / (trial.trial_id or "-") / f"seed{s}" / runfolder.FINAL
+            reuse = str(ckpt) if ckpt.is_file() else None  # a seed the trial did not finish is fine-tuned here
+            out = final_dir(study.runs_dir, row, s)
+            jobs.append(finetune_job(study.template, "dkan", s, out, "test", trial.hparams, reuse))
+        return jobs
+
+    tfa = [finetune_job(study.template, "tfa", s, final_dir(study.runs_dir, "tfa", s), "test") for s in plan.seeds]
+    rows = {"tfa": tfa, "dkan": dkan(tuned, "dkan")}
+    rows["dkan_defaults"] = rows["dkan"] if defaults.hparams == tuned.hparams else dkan(defaults, "dkan_defaults")
+    base_out = str(final_dir(study.runs_dir, "base", 0))
+    base_cfg = replace(plan.base_template(study.split), out=base_out, eval_split="test")
+    rows["base"] = [SeedJob("base", 0, base_cfg, reuse=str(base_ckpt), label="base/0")]
+    return rows
+
+
+def pack(jobs: list[SeedJob], bins: int) -> list[list[SeedJob]]:
+    """Jobs into at most ``bins`` groups of about equal cost (largest first, each to the lightest group)."""
+    def cost(j: SeedJob) -> float:
+        return REUSE_COST if j.reuse else TRAIN_COST
+
+    groups: list[list[SeedJob]] = [[] for _ in range(max(1, min(bins, len(jobs))))]
+    for j in sorted(jobs, key=cost, reverse=True):
+        min(groups, key=lambda g: sum(map(cost, g))).append(j)
+    return [sorted(g, key=lambda j: (j.method, j.seed)) for g in groups if g]
+
+
+def final_trial(config: dict[str, Any], *, plan: Plan, groups: list[list[SeedJob]]) -> None:
+    """One share of the test phase: the packed group ``config["group"]``."""
+    name = f"final_{tune.get_context().get_trial_id()}"
+    run_jobs(groups[config["group"]], plan.resources, name, plan.train_storage, in_trial=True)
+
+
+def run_test_phase(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base_ckpt: Path,
+                   resume: bool) -> dict[str, dict[int, dict[str, float]]]:
+    """{row: {seed: AP metrics}} on test; rows ``tfa``, ``dkan_defaults``, ``dkan`` (tuned), ``base``."""
+    rows = final_jobs(plan, study, tuned, defaults, base_ckpt)
+    jobs = list({j.out: j for js in rows.values() for j in js}.values())  # a row may share another's jobs
+    groups = pack(jobs, plan.max_concurrent)
+    path = plan.out / "ray_results" / f"{study.key}_test"
+    trainable = tune.with_resources(tune.with_parameters(final_trial, plan=plan, groups=groups), {"cpu": DRIVER_CPU})
+    grid = fit_tuner(path, trainable, resume, lambda: tune.Tuner(
+        trainable, param_space={"group": tune.grid_search(list(range(len(groups))))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent),
+        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1)))
+    for r in grid:
+        if r.error:
+            raise RuntimeError(f"test evaluation failed: {r.error}")
+    out: dict[str, dict[int, dict[str, float]]] = {}
+    for row, row_jobs in rows.items():
+        for job in row_jobs:
+            m = runfolder.done_metrics(job.out)
+            if m is None:
+                raise RuntimeError(f"test evaluation of {job.label} left no results in {job.out}")
+            out.setdefault(row, {})[job.seed] = {k: v for k, v in m.items() if "AP" in k}
+    return out
