@@ -1,0 +1,198 @@
+"""Credentials never shown or pickled; MLflow lookups survive quotes in paths; a Train run whose
+workers cannot start fails with a message naming who holds the resources."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+
+import pytest
+
+from sweeps.jobs import WorkerResources
+from sweeps.localray import WorkersDidNotStart
+from sweeps.tracking import Tracker, TrackingError, TrialLogger, filter_value, mask_uri, real_uri
+
+
+@pytest.mark.parametrize(
+    "uri, shown",
+    [
+        ("postgresql://alice:s3cret@db:5432/mlflow", "postgresql://alice:***@db:5432/mlflow"),
+        ("postgresql+psycopg2://alice:s3cret@db/mlflow", "postgresql+psycopg2://alice:***@db/mlflow"),
+        ("https://bob:p%40ss@mlflow.example/", "https://bob:***@mlflow.example/"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+        ("sqlite:////tmp/x/mlflow.db", "sqlite:////tmp/x/mlflow.db"),
+        ("databricks", "databricks"),
+    ],
+)
+def test_mask_uri_hides_only_the_password(uri, shown):
+    assert mask_uri(uri) == shown
+
+
+def test_trial_logger_pickles_no_password_and_finds_the_real_uri_again(monkeypatch):
+    uri = "postgresql://alice:s3cret@db:5432/mlflow"
+    logger = TrialLogger(uri, "exp", "parent", "key", 3)
+    state = pickle.dumps(logger)  # what Tune writes into the run folder for --resume
+    assert b"s3cret" not in state
+    restored = pickle.loads(state)
+    assert restored.uri == "postgresql://alice:***@db:5432/mlflow"
+    assert real_uri(restored.uri) == uri  # same driver process: from memory
+    monkeypatch.setattr("sweeps.tracking._REAL_URIS", {})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    assert real_uri(restored.uri) == uri  # a new process (resume): from the environment
+
+
+def test_runs_are_found_again_when_the_out_path_has_an_apostrophe(tmp_path):
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", "exp")
+    key = f"{tmp_path}/bob's sweep|prepared_split1_2shot"
+    first = tracker.run("parent", {"dkan.sweep_key": key})
+    assert tracker.run("parent", {"dkan.sweep_key": key}) == first  # resume: no duplicate run
+    assert tracker.find(**{"dkan.sweep_key": "other"}) is None
+
+
+def test_filter_value_refuses_what_cannot_be_quoted():
+    assert filter_value("a'b") == '"a\'b"'
+    with pytest.raises(TrackingError, match="Fix:"):
+        filter_value("a'b\"c")
+
+
+def test_workers_did_not_start_names_the_request_the_holders_and_the_fix():
+    e = WorkersDidNotStart("trial_1", WorkerResources(2, 1.0, 0.5), TimeoutError("60 s"), "free {CPU: 0.98} of ...")
+    msg = str(e)
+    assert "2 worker(s) of {CPU: 1, GPU: 0.5}" in msg and "free {CPU: 0.98}" in msg and "Fix:" in msg
+
+
+# ---- with a real local Ray (slow) ----------------------------------------------------------------
+
+
+def _descendants(root: int) -> set[int]:
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                parent[int(d)] = int(open(f"/proc/{d}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    found, grew = {root}, True
+    while grew:
+        new = {p for p, pp in parent.items() if pp in found} - found
+        found |= new
+        grew = bool(new)
+    return found
+
+
+def listening_addresses(pids: set[int]) -> dict[str, list[str]]:
+    """{local address: [process names]} of the TCP sockets in LISTEN state owned by ``pids``."""
+    import ipaddress
+
+    owner: dict[str, str] = {}
+    for pid in pids:
+        try:
+            name = open(f"/proc/{pid}/comm").read().strip()
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    owner[link[8:-1]] = name
+        except OSError:
+            continue
+    out: dict[str, list[str]] = {}
+    for table, size in (("/proc/net/tcp", 4), ("/proc/net/tcp6", 16)):
+        for line in open(table).readlines()[1:]:
+            f = line.split()
+            if f[3] != "0A" or f[9] not in owner:  # 0A: LISTEN
+                continue
+            hexip, port = f[1].split(":")
+            raw = bytes.fromhex(hexip)
+            raw = b"".join(raw[i:i + 4][::-1] for i in range(0, size, 4))  # little-endian words
+            out.setdefault(f"{ipaddress.ip_address(raw)}:{int(port, 16)}", []).append(owner[f[9]])
+    return out
+
+
+@pytest.fixture
+def local_ray(monkeypatch):
+    from sweeps.localray import start_local_ray, stop_local_ray
+
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # Ray's default for a new local cluster: token auth
+    address = start_local_ray(2)
+    yield address
+    stop_local_ray()
+
+
+@pytest.mark.slow
+def test_local_ray_takes_no_request_without_its_token(local_ray):
+    """Job submission (the dashboard) on loopback only; every other port refuses a client without the token."""
+    import subprocess
+    import sys
+
+    import ray
+    from ray._private.authentication.authentication_token_setup import get_authentication_mode
+    from ray._private.authentication.authentication_utils import get_authentication_mode_name
+
+    assert get_authentication_mode_name(get_authentication_mode()) == "token"
+    assert os.environ["RAY_ADDRESS"] == local_ray == ray.get_runtime_context().gcs_address
+    listening = listening_addresses(_descendants(os.getpid()))
+    dash = ray._private.worker._global_node.webui_url  # host:port of the dashboard
+    assert [a for a in listening if a.endswith(":" + dash.rsplit(":", 1)[1])] == [dash], listening
+    probe = "import ray; ray.init(address='%s'); print('CONNECTED')" % local_ray
+    for env in ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}, {"RAY_AUTH_MODE": "disabled"}):
+        env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **env}
+        try:
+            done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=90)
+            out = done.stdout
+        except subprocess.TimeoutExpired as e:  # refused and retrying: not connected either
+            out = e.stdout or ""
+        assert "CONNECTED" not in str(out)
+
+
+@pytest.mark.slow
+def test_train_workers_that_cannot_start_fail_with_the_holders_named(local_ray, tmp_path, monkeypatch):
+    """Every CPU held by a placement group: the Train run gives up after bounded retries."""
+    import ray
+
+    from dkan.profiles import finetune_config
+    from sweeps.jobs import SeedJob, run_jobs
+    from tests.conftest import tiny_model_config
+
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")
+    monkeypatch.setattr("sweeps.localray.START_RETRIES", 1)
+    pg = ray.util.placement_group([{"CPU": 2}])
+    ray.get(pg.ready(), timeout=60)
+    cfg = finetune_config("cpu-quick")
+    job = SeedJob("dkan", 1, cfg.__class__(**{**vars(cfg), "model": tiny_model_config(), "out": str(tmp_path / "j")}))
+    t = time.time()
+    with pytest.raises(WorkersDidNotStart) as e:
+        run_jobs([job], WorkerResources(1, 1.0), "starved", str(tmp_path / "ray"))
+    assert time.time() - t < 120
+    assert "placement group" in str(e.value) and "CREATED: [{CPU: 2}]" in str(e.value)
+
+
+@pytest.mark.slow
+def test_two_sweeps_on_one_machine_both_complete(synthetic_prepared, tmp_path):
+    """Each sweep starts its own local Ray; ASHA stops a trial in each (its Train run is killed, and
+    Ray Train's cleaner must free its CPUs in the right cluster). Both finish; before the fix both hung."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.test_sweep_e2e import tiny_args
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
+    procs, t0 = [], time.time()
+    for name in ("a", "b"):
+        argv = tiny_args(synthetic_prepared, tmp_path / name, tmp_path / f"cache_{name}", "--num-cpus", "2")
+        log = open(tmp_path / f"{name}.log", "w")
+        procs.append(subprocess.Popen([sys.executable, str(repo / "sweeps" / "run_tune.py"), *argv], env=env,
+                                      stdout=log, stderr=subprocess.STDOUT))
+        time.sleep(10)
+    try:
+        codes = [p.wait(timeout=1500) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+    logs = {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in ("a", "b")}
+    assert codes == [0, 0], logs
+    for name in ("a", "b"):
+        assert (tmp_path / name / "results" / "prepared_split1_2shot.json").is_file()
+    print(f"two concurrent sweeps: {time.time() - t0:.0f} s")
