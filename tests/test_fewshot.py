@@ -68,3 +68,20 @@ def test_reproduces_all_324_authors_files_byte_for_byte(neu_det, tmp_path):
             assert filecmp.cmp(mine, fewshot_path(ref, seed, k, cls), shallow=False), (seed, k, cls)
             n += 1
     assert n == 324
+
+
+def test_images_with_many_boxes_each_give_at_least_k_instead_of_failing(caplog):
+    """Every image holds 3 boxes of the class: exactly K=1 or 2 is impossible, so the fewest images
+    reaching K are taken (seeded), with a warning; exactly reachable K keep the authors' sampler."""
+    from dkan.data.fewshot import sample_fewshot
+
+    images = [{"id": i, "file_name": f"{i}.png", "width": 64, "height": 64} for i in range(1, 9)]
+    anns = [{"id": 10 * i + j, "image_id": i, "category_id": 1, "bbox": [j * 10, 0, 5, 5], "area": 25, "iscrowd": 0}
+            for i in range(1, 9) for j in range(3)]
+    coco = {"images": images, "annotations": anns, "categories": [{"id": 1, "name": "pit"}]}
+    sets = sample_fewshot(coco, seed=1, shots=[1, 3, 5])
+    assert len(sets[(1, "pit")]["annotations"]) == 3 and len(sets[(1, "pit")]["images"]) == 1
+    assert len(sets[(3, "pit")]["annotations"]) == 3  # exactly reachable: one image
+    assert len(sets[(5, "pit")]["annotations"]) == 6 and len(sets[(5, "pit")]["images"]) == 2
+    assert "no set of images holds exactly K=1" in caplog.text
+    assert sample_fewshot(coco, seed=1, shots=[1, 3, 5]) == sets  # seeded

@@ -161,7 +161,8 @@ def test_cli_predict_fails_only_when_every_image_fails(checkpoint, tmp_path, cap
     )
     err = capsys.readouterr().err
     assert rc == 1 and "bad.png" in err and "nope.jpg" in err and "no image could be read" in err
-    assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "empty_dir_missing")]) == 1
+    missing = ["predict", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "e.json"), str(tmp_path / "no_dir")]
+    assert main(missing) == 1
     (tmp_path / "emptydir").mkdir()
     assert main(["predict", "--checkpoint", str(checkpoint), str(tmp_path / "emptydir")]) == 2
     assert "no images" in capsys.readouterr().err

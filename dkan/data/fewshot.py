@@ -4,10 +4,15 @@ For each seed: ``random.seed(seed)``; then per class in category order, for K in
 increasing order, draw K candidate images at a time and take them one by one, skipping images
 already taken and images whose boxes of that class would overshoot K, until exactly K boxes are
 held. Each K's set grows out of the previous one. A file lists only its own class's boxes.
+
+Where no set of images can hold exactly K boxes of a class (inspection images often hold several
+defects each), the set takes the images with the fewest boxes until it holds at least K, and a
+warning names the class and the count (NEU-DET never needs this).
 """
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -96,6 +101,13 @@ def _grow(img_anns: dict[int, list], taken: list, taken_imgs: list, id2img: dict
             f"class {name!r}", f"K={k} is larger than the class offers ({len(img_anns)} images)",
             f"use K up to {len(img_anns)}",
         )
+    if len(taken) >= k:  # a smaller K's fallback already holds enough
+        return
+    held = {a["image_id"] for a in taken}
+    free = [len(v) for i, v in img_anns.items() if i not in held]
+    if not _reachable(free, k - len(taken)):  # e.g. every image holds several boxes of the class
+        _grow_at_least(img_anns, taken, taken_imgs, id2img, k, name)
+        return
     for _ in range(MAX_DRAWS):
         for img in random.sample(list(img_anns.keys()), k):
             if any(img == s["image_id"] for s in taken) or len(img_anns[img]) + len(taken) > k:
@@ -108,6 +120,30 @@ def _grow(img_anns: dict[int, list], taken: list, taken_imgs: list, id2img: dict
         f"class {name!r}", f"no set of images holds exactly K={k} boxes after {MAX_DRAWS} draws",
         "use a different K for this class",
     )
+
+
+def _reachable(counts: list[int], target: int) -> bool:
+    """Whether some of the images' box counts add up to exactly ``target`` (subset sum, small K)."""
+    sums = 1  # bit i set: a subset sums to i
+    for c in counts:
+        sums |= (sums << c) & ((1 << (target + 1)) - 1)
+    return bool(sums >> target & 1)
+
+
+def _grow_at_least(img_anns: dict[int, list], taken: list, taken_imgs: list, id2img: dict, k: int, name: str) -> None:
+    """When no set of images holds exactly K boxes of the class (images with many defects each), take
+    the images with the fewest boxes (ties in seeded order) until at least K are held, and say so."""
+    held = {a["image_id"] for a in taken}
+    order = [i for i in img_anns if i not in held]
+    random.shuffle(order)
+    for img in sorted(order, key=lambda i: len(img_anns[i])):
+        if len(taken) >= k:
+            break
+        taken.extend(img_anns[img])
+        taken_imgs.append(id2img[img])
+    logging.getLogger(__name__).warning(
+        "class %r: no set of images holds exactly K=%d boxes (the images hold several each); took %d boxes "
+        "in %d images instead (the fewest-box images)", name, k, len(taken), len(taken_imgs))
 
 
 def load_fewshot(ann_dir: Path, seed: int, shots: int, names: list[str] | tuple[str, ...]) -> CocoDict:

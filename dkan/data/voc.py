@@ -19,7 +19,7 @@ from dkan.errors import DataError
 
 ANNOTATION_DIRS = ("ANNOTATIONS", "Annotations", "annotations")
 IMAGE_DIRS = ("IMAGES", "JPEGImages", "images")
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG", ".BMP")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".JPG", ".JPEG", ".PNG", ".BMP", ".TIF", ".TIFF")
 
 
 def find_layout(folder: Path) -> tuple[Path, Path]:
