@@ -104,6 +104,7 @@ class Plan:
     input_size: dict | None = None  # cpu-quick: the size and anchors prepare-data chose from the data's boxes
     max_concurrent: int = 0  # 0 until complete_plan: as many as the cluster holds
     node_cpus: float = 1.0  # CPUs of the largest node (a base-training worker must fit on one)
+    verbose: bool = False  # Tune's own trial tables besides sweeps.console's lines
 
     @property
     def select_split(self) -> str:
@@ -230,6 +231,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         protocol=args.protocol, base_checkpoint=Path(args.base_checkpoint).absolute() if args.base_checkpoint else None,
         cache_dir=cache, base_overrides=tuple(args.base_set), finetune_overrides=tuple(args.set),
         extra_points=tuple(load_points(args.points, space)), max_concurrent=args.max_concurrent or 0,
+        verbose=bool(getattr(args, "verbose", False)),
     )
 
 

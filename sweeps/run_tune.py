@@ -69,6 +69,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="fine-tune config override (repeatable)")
     a("--base-set", action="append", default=[], metavar="KEY=VALUE", help="base-training config override")
     a("--resume", action="store_true", help="continue the interrupted sweep in --out")
+    a("--verbose", action="store_true", help="also print Ray Tune's trial tables (default: one line per trial event)")
 
 
 class ArgumentError(DkanError, ValueError):

@@ -22,6 +22,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from dkan.names import HPARAMS, metric_prefix
 from dkan.profiles import authors_defaults
+from sweeps.console import TrialConsole
 from sweeps.jobs import finetune_job, run_jobs
 from sweeps.plan import DRIVER_CPU, Plan, Study
 from sweeps.space import first_points, to_optuna
@@ -59,8 +60,9 @@ def run_search(plan: Plan, study: Study, parent_run: str, resume: bool) -> tune.
             trainable,
             tune_config=tune.TuneConfig(metric=plan.objective, mode="max", scheduler=scheduler, num_samples=b.trials,
                                         search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)),
-            run_config=tune.RunConfig(name=f"{study.key}_search", storage_path=str(storage), callbacks=[logger],
-                                      verbose=1))
+            run_config=tune.RunConfig(name=f"{study.key}_search", storage_path=str(storage),
+                                      callbacks=[logger, TrialConsole.for_study(plan, study)],
+                                      verbose=1 if plan.verbose else 0))  # Tune's tables only with --verbose
 
     return fit_tuner(storage / f"{study.key}_search", trainable, resume, make)
 

@@ -1,0 +1,173 @@
+"""A quiet console for the search: one line per trial event and an overall progress line, instead of
+Tune's box tables (those come back with ``--verbose``).
+
+    [prepared_split1_2shot] trial 1 started: fka_weight=1, lka_weight=0.01, fka_tau=5, lka_tau=5
+    [prepared_split1_2shot] trial 1: seed 1 done (1/3 seeds), AP_all 12.3; mean val_AP_all 12.3
+    [prepared_split1_2shot] trial 2: stopped early after 1/3 seeds (mean val_AP_all 8.1)
+    [prepared_split1_2shot] trial 3: failed: RuntimeError: CUDA out of memory
+    progress: study 1/3, trials 4/12 done (1 stopped early, 0 failed), 2 running; 6.2 min elapsed, ...
+
+``TrialConsole`` is a ``ray.tune.Callback``: it runs in the driver and only prints. Tune pickles
+callbacks with its state (for ``--resume``), so it holds plain values, never a stream or a clock.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ray.tune import Callback
+
+from dkan.names import HPARAMS
+
+
+@dataclass
+class _TrialState:
+    number: int  # 1, 2, ... in start order: what a person reads
+    started: float
+    seeds_done: int = 0
+    mean: float = math.nan
+
+
+def error_line(text: str | None) -> str:
+    """The line of a (Tune error file's) traceback that says what went wrong: the last exception line."""
+    if not text:
+        return "unknown error"
+    skip = ("Traceback", "The above exception", "During handling", "Failure #", "^", "~")
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    top = [ln for ln in lines if not ln.startswith(skip) and not ln.startswith(("File ", '"'))]
+    said = [ln for ln in top if ":" in ln and not ln.startswith(" ")]
+    return (said or top or lines or ["unknown error"])[-1][:300]
+
+
+def _trial_error(trial: Any) -> str:
+    for get in (lambda: getattr(trial, "error_msg", None), lambda: trial.get_error(),
+                lambda: open(trial.error_file).read()):
+        try:
+            text = get()
+        except Exception:  # noqa: BLE001 - a missing or unreadable error file: try the next source
+            continue
+        if text:
+            return error_line(str(text))
+    return "unknown error (see the trial's error.txt under ray_results)"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+class TrialConsole(Callback):
+    """Prints trial events of one study's search and, every ``every`` events or ``interval`` seconds,
+    an overall line: studies done / total, trials done / running / stopped, elapsed, time left.
+
+    Time left is the mean finished trial's duration times the trials not yet finished (a running
+    trial counts half), divided by the trials that run at once; studies after this one are assumed
+    to cost the same (their test phases are not counted)."""
+
+    def __init__(self, key: str, n_seeds: int, objective: str, trials: int, study_index: int = 0,
+                 n_studies: int = 1, concurrent: int = 1, every: int = 10, interval: float = 60.0):
+        self.key, self.n_seeds, self.objective, self.total = key, n_seeds, objective, trials
+        self.study_index, self.n_studies, self.concurrent = study_index, n_studies, max(1, concurrent)
+        self.every, self.interval = every, interval
+        self.trials: dict[str, _TrialState] = {}
+        self.durations: list[float] = []
+        self.stopped = self.failed = self.events = 0
+        self.t0 = self.last_line = time.time()
+
+    @classmethod
+    def for_study(cls, plan: Any, study: Any, **kw: Any) -> TrialConsole:
+        """The console of ``study`` in ``plan`` (a ``sweeps.plan.Plan``): its place among the studies."""
+        keys = [(s.name, k) for s in plan.splits for k in plan.shots]
+        index = keys.index((study.split.name, study.shots)) if (study.split.name, study.shots) in keys else 0
+        return cls(study.key, len(plan.seeds), plan.objective, plan.budget.trials, index, len(keys),
+                   plan.max_concurrent or 1, **kw)
+
+    # ------------------------------------------------------------------ output
+
+    def say(self, text: str) -> None:
+        print(f"[{self.key}] {text}", flush=True)
+
+    def _state(self, trial: Any) -> _TrialState:
+        if trial.trial_id not in self.trials:
+            self.trials[trial.trial_id] = _TrialState(len(self.trials) + 1, time.time())
+        return self.trials[trial.trial_id]
+
+    def _event(self, trials: list[Any]) -> None:
+        self.events += 1
+        if self.every and self.events % self.every == 0:
+            self.overall(trials)
+
+    def overall(self, trials: list[Any]) -> str:
+        """Print (and return) the overall line."""
+        self.last_line = time.time()
+        running = sum(1 for t in trials if getattr(t, "status", "") == "RUNNING")
+        done = len(self.durations) + self.failed
+        line = (f"progress: study {self.study_index + 1}/{self.n_studies}, trials {done}/{self.total} done "
+                f"({self.stopped} stopped early, {self.failed} failed), {running} running; "
+                f"{_minutes(time.time() - self.t0)} elapsed")
+        left = self.time_left(done, running)
+        line += f", about {_minutes(left)} left in the searches" if left is not None else ", time left: after a trial"
+        print(line, flush=True)
+        return line
+
+    def time_left(self, done: int, running: int) -> float | None:
+        """Seconds left in this search and the searches after it, from the mean finished trial."""
+        if not self.durations:
+            return None
+        mean = sum(self.durations) / len(self.durations)
+        waiting = max(0, self.total - done - running) + 0.5 * running
+        later = (self.n_studies - self.study_index - 1) * self.total
+        return mean * (waiting + later) / self.concurrent
+
+    # ------------------------------------------------------------------ Tune's hooks
+
+    def setup(self, stop=None, num_samples=None, total_num_samples=None, **info):
+        self.t0 = self.last_line = time.time()  # a resumed search counts from its restart
+        if total_num_samples and total_num_samples > 0:
+            self.total = total_num_samples
+
+    def on_step_end(self, iteration, trials, **info):
+        if self.interval and time.time() - self.last_line >= self.interval:
+            self.overall(trials)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        s = self._state(trial)
+        hp = ", ".join(f"{k}={float(trial.config[k]):.4g}" for k in HPARAMS if k in trial.config)
+        self.say(f"trial {s.number} ({trial.trial_id}) started: {hp}")
+        self._event(trials)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        s = self._state(trial)
+        done = int(result.get("seeds_done", 0))
+        if done <= s.seeds_done:  # a restarted trial repeats its last report: said already
+            return
+        s.seeds_done, s.mean = done, float(result.get(self.objective, math.nan))
+        seed = result.get("last_seed")
+        ap = result.get(f"seed{seed}_AP_all", math.nan)
+        self.say(f"trial {s.number}: seed {seed} done ({done}/{self.n_seeds} seeds), AP_all {ap * 100:.1f}; "
+                 f"mean {self.objective} {s.mean * 100:.1f}")
+        self._event(trials)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        s = self._state(trial)
+        took = time.time() - s.started
+        self.durations.append(took)
+        if s.seeds_done < self.n_seeds:
+            self.stopped += 1
+            self.say(f"trial {s.number}: stopped early after {s.seeds_done}/{self.n_seeds} seeds "
+                     f"(mean {self.objective} {s.mean * 100:.1f})")
+        else:
+            self.say(f"trial {s.number}: done, mean {self.objective} {s.mean * 100:.1f} over {self.n_seeds} seeds "
+                     f"in {_minutes(took)}")
+        self._event(trials)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        s = self._state(trial)
+        self.failed += 1
+        self.say(f"trial {s.number}: failed: {_trial_error(trial)}")
+        self._event(trials)
+
+    def on_experiment_end(self, trials, **info):
+        self.overall(trials)

@@ -1,0 +1,147 @@
+"""sweeps.console.TrialConsole: driven with fake Trial objects, as Tune's driver would call it (no Ray run)."""
+
+from __future__ import annotations
+
+import pickle
+from types import SimpleNamespace
+
+import pytest
+
+import sweeps.console as console
+from sweeps.console import TrialConsole, error_line
+from sweeps.jobs import WorkerResources
+from sweeps.plan import Budget, ClassSplitSpec, Plan
+from sweeps.space import DEFAULT_SPACE
+
+HP = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}
+
+
+class Clock:
+    """time.time() under the test's control."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    c = Clock()
+    monkeypatch.setattr(console.time, "time", c)
+    return c
+
+
+def trial(tid: str, status: str = "RUNNING", **kw) -> SimpleNamespace:
+    return SimpleNamespace(trial_id=tid, config=dict(HP), status=status, **kw)
+
+
+def result(seed: int, done: int, ap: float, mean: float) -> dict:
+    return {"seeds_done": done, "last_seed": seed, f"seed{seed}_AP_all": ap, "val_AP_all": mean}
+
+
+def test_one_line_per_trial_event(clock, capsys):
+    c = TrialConsole("k", n_seeds=3, objective="val_AP_all", trials=3, every=0, interval=0)
+    a, b, f = trial("a_00000"), trial("a_00001"), trial("a_00002")
+    c.on_trial_start(0, [a], a)
+    c.on_trial_result(0, [a], a, result(1, 1, 0.123, 0.123))
+    c.on_trial_result(0, [a], a, result(1, 1, 0.123, 0.123))  # a restarted trial repeats its report: one line
+    c.on_trial_start(0, [a, b], b)
+    c.on_trial_result(0, [a, b], b, result(1, 1, 0.05, 0.05))
+    c.on_trial_complete(0, [a, b], b)  # ASHA stopped it after one seed
+    for s, done in ((2, 2), (3, 3)):
+        c.on_trial_result(0, [a], a, result(s, done, 0.2, 0.15))
+    clock.now += 120
+    c.on_trial_complete(0, [a], a)
+    f.error_msg = "Traceback (most recent call last):\n  File \"x.py\", line 1\nRuntimeError: CUDA out of memory\n"
+    c.on_trial_start(0, [f], f)
+    c.on_trial_error(0, [f], f)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        "[k] trial 1 (a_00000) started: fka_weight=1, lka_weight=0.01, fka_tau=5, lka_tau=5",
+        "[k] trial 1: seed 1 done (1/3 seeds), AP_all 12.3; mean val_AP_all 12.3",
+        "[k] trial 2 (a_00001) started: fka_weight=1, lka_weight=0.01, fka_tau=5, lka_tau=5",
+        "[k] trial 2: seed 1 done (1/3 seeds), AP_all 5.0; mean val_AP_all 5.0",
+        "[k] trial 2: stopped early after 1/3 seeds (mean val_AP_all 5.0)",
+        "[k] trial 1: seed 2 done (2/3 seeds), AP_all 20.0; mean val_AP_all 15.0",
+        "[k] trial 1: seed 3 done (3/3 seeds), AP_all 20.0; mean val_AP_all 15.0",
+        "[k] trial 1: done, mean val_AP_all 15.0 over 3 seeds in 2.0 min",
+        "[k] trial 3 (a_00002) started: fka_weight=1, lka_weight=0.01, fka_tau=5, lka_tau=5",
+        "[k] trial 3: failed: RuntimeError: CUDA out of memory",
+    ]
+    assert (c.stopped, c.failed, len(c.durations)) == (1, 1, 2)
+
+
+def test_overall_line_counts_and_time_left(clock, capsys):
+    # study 2 of 3, 4 trials each, 2 at once; trials take 60 s and 180 s: mean 120 s
+    c = TrialConsole("k", n_seeds=2, objective="val_AP_all", trials=4, study_index=1, n_studies=3, concurrent=2,
+                     every=0, interval=0)
+    a, b, r = trial("a"), trial("b"), trial("r")
+    c.on_trial_start(0, [a], a)
+    clock.now += 60
+    c.on_trial_complete(0, [a], a)  # no result: stopped early with 0 seeds
+    c.on_trial_start(0, [b], b)
+    clock.now += 180
+    c.on_trial_result(0, [b], b, result(1, 1, 0.1, 0.1))
+    c.on_trial_result(0, [b], b, result(2, 2, 0.1, 0.1))
+    c.on_trial_complete(0, [b], b)
+    capsys.readouterr()
+    trials = [trial("a", "TERMINATED"), trial("b", "TERMINATED"), r, trial("p", "PENDING")]
+    line = c.overall(trials)
+    # left: (4 - 2 done - 1 running + 0.5 running) + 4 trials of the next study = 5.5 trials x 120 s / 2 = 5.5 min
+    assert line == ("progress: study 2/3, trials 2/4 done (1 stopped early, 0 failed), 1 running; 4.0 min elapsed, "
+                    "about 5.5 min left in the searches")
+    assert capsys.readouterr().out == line + "\n"
+
+
+def test_overall_line_every_n_events_and_every_interval(clock, capsys):
+    c = TrialConsole("k", n_seeds=1, objective="val_AP_all", trials=5, every=2, interval=60)
+    c.setup(total_num_samples=5)
+    a, b = trial("a"), trial("b")
+    c.on_trial_start(0, [a], a)
+    assert "progress:" not in capsys.readouterr().out
+    c.on_trial_start(0, [a, b], b)  # the second event
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("progress: study 1/1, trials 0/5 done") and out[-1].endswith("time left: after a trial")
+    clock.now += 59
+    c.on_step_end(0, [a, b])
+    assert capsys.readouterr().out == ""
+    clock.now += 2
+    c.on_step_end(0, [a, b])
+    assert "2 running; 1.0 min elapsed" in capsys.readouterr().out
+
+
+def test_pickles_for_tune_restore_and_knows_its_study(tmp_path):
+    plan = Plan(data_root=tmp_path, dataset="d", splits=(ClassSplitSpec("split1", 1), ClassSplitSpec("split2", 2)),
+                shots=(1, 3, 5), seeds=(1, 2, 3), profile="cpu-quick", budget=Budget(trials=7),
+                space=dict(DEFAULT_SPACE), resources=WorkerResources(), out=tmp_path, tracking_uri="sqlite:///x.db",
+                protocol="val", base_checkpoint=None, cache_dir=tmp_path, max_concurrent=2)
+    study = SimpleNamespace(split=plan.splits[1], shots=3, key="d_split2_3shot")
+    c = pickle.loads(pickle.dumps(TrialConsole.for_study(plan, study)))
+    assert (c.key, c.study_index, c.n_studies, c.total, c.n_seeds, c.concurrent) == ("d_split2_3shot", 4, 6, 7, 3, 2)
+    assert c.objective == "val_AP_all"
+
+
+def test_error_line_takes_the_exception_from_a_tune_error_file(tmp_path):
+    text = ("Failure # 1 (occurred at 2026-11-22_10-00-00)\n"
+            "ray::ImplicitFunc.train() (pid=1, ip=127.0.0.1)\n"
+            "Traceback (most recent call last):\n"
+            '  File "/x/jobs.py", line 3, in run\n    raise e\n'
+            "dkan.errors.CheckpointError: /a/b.pt: not a dkan checkpoint. Fix: pass a model_final.pt\n")
+    assert error_line(text) == "dkan.errors.CheckpointError: /a/b.pt: not a dkan checkpoint. Fix: pass a model_final.pt"
+    assert error_line(None) == "unknown error"
+    f = tmp_path / "error.txt"
+    f.write_text(text)
+    t = SimpleNamespace(error_file=str(f), get_error=lambda: None)
+    assert console._trial_error(t).startswith("dkan.errors.CheckpointError: /a/b.pt")
+    assert "unknown error" in console._trial_error(SimpleNamespace())
+
+
+def test_verbose_option_reaches_the_plan(synthetic_prepared, tmp_path):
+    from sweeps.plan import build_plan
+    from sweeps.run_tune import parse_args
+
+    common = ["--data", str(synthetic_prepared), "--out", str(tmp_path / "o"), "--shots", "1", "--seeds", "1"]
+    assert build_plan(parse_args([*common, "--verbose"])).verbose is True
+    assert build_plan(parse_args(common)).verbose is False

@@ -1,0 +1,109 @@
+"""sweeps.figures: a study's PNGs from its test checkpoint, test rows and search trials; failures only warn."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import tiny_model_config
+from PIL import Image
+
+from dkan.config import BaseTrainConfig, DataConfig, FinetuneConfig, to_dict
+from dkan.data.splits import NEU_DET_SPLITS
+from dkan.model.checkpoint import save_checkpoint
+from dkan.model.detector import build_detector
+from sweeps.figures import FigureWarning, optuna_study, selected_checkpoint, study_figures, trial_rows
+from sweeps.jobs import WorkerResources
+from sweeps.plan import Budget, ClassSplitSpec, Plan, Study
+from sweeps.space import DEFAULT_SPACE
+
+CLASSES = NEU_DET_SPLITS[1].base
+KEY = "prepared_split1_1shot"
+
+
+def _plan(data: Path, out: Path, seeds=(1, 2)) -> tuple[Plan, Study]:
+    plan = Plan(data_root=data, dataset="prepared", splits=(ClassSplitSpec("split1", 1),), shots=(1,), seeds=seeds,
+                profile="cpu-quick", budget=Budget(trials=3), space=dict(DEFAULT_SPACE), resources=WorkerResources(),
+                out=out, tracking_uri=f"sqlite:///{out / 'mlflow.db'}", protocol="val", base_checkpoint=None,
+                cache_dir=out / "cache")
+    return plan, Study(plan.splits[0], 1, KEY, FinetuneConfig(), out / "runs" / KEY)
+
+
+def _checkpoint(path: Path, data: Path) -> Path:
+    """A random-weight tiny model with fit's payload shape (enough for detections and PR curves)."""
+    torch.manual_seed(0)
+    cfg = BaseTrainConfig(model=tiny_model_config(min_size=64, max_size=64, box_detections_per_img=30),
+                          data=DataConfig(root=str(data), split=1))
+    meta = {"stage": "base", "classes": list(CLASSES), "base": list(CLASSES), "novel": [], "config": to_dict(cfg),
+            "iteration": 0}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(path, {"model": build_detector(cfg.model, len(CLASSES)).state_dict(), "meta": meta})
+    return path
+
+
+def _grid() -> list[SimpleNamespace]:
+    """A Tune ResultGrid's shape: the selected trial, one ASHA stopped, one failed, one more completed."""
+    def result(tid, fka, ap, seeds, error=None):
+        config = {"fka_weight": fka, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 2.0 + fka}
+        metrics = {"trial_id": tid, "val_AP_all": ap, "seeds_done": seeds} if ap is not None else {}
+        return SimpleNamespace(config=config, error=error, metrics=metrics)
+    return [result("t0", 1.0, 0.30, 2), result("t1", 0.1, 0.10, 1), result("t2", 3.0, None, 0, RuntimeError("x")),
+            result("t3", 5.0, 0.20, 2)]
+
+
+def _per_row() -> dict:
+    return {row: {1: {"AP_all": a, "AP_base": 0.5}, 2: {"AP_all": a + 0.05, "AP_base": 0.5}}
+            for row, a in (("tfa", 0.1), ("dkan_defaults", 0.2), ("dkan", 0.25))} | {"base": {0: {"AP_base": 0.6}}}
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    with Image.open(path) as im:
+        assert im.format == "PNG"
+        return im.size
+
+
+def test_study_figures_draws_every_figure_from_the_selected_checkpoint(synthetic_prepared, tmp_path):
+    plan, study = _plan(synthetic_prepared, tmp_path / "out")
+    _checkpoint(study.runs_dir / "final_dkan" / "seed1" / "model_final.pt", synthetic_prepared)
+    made = study_figures(plan, study, _per_row(), _grid(), "t0")
+    names = {"pr_curves", "detections", "seed_spread", "hparams", "optuna_importance", "optuna_history"}
+    assert set(made) == names
+    for name, path in made.items():
+        assert path.parent == tmp_path / "out" / "plots" / KEY and path.is_file()
+        w, h = _png_size(path)
+        assert w > 200 and h > 150, name
+    assert _png_size(made["detections"])[1] > 3 * _png_size(made["seed_spread"])[1]  # 4 image rows, not one
+
+
+def test_reused_search_checkpoint_is_found_through_metrics_json(synthetic_prepared, tmp_path):
+    plan, study = _plan(synthetic_prepared, tmp_path / "out")
+    trial_ckpt = study.runs_dir / "t0" / "seed1" / "model_final.pt"
+    trial_ckpt.parent.mkdir(parents=True)
+    trial_ckpt.write_bytes(b"")
+    final = study.runs_dir / "final_dkan" / "seed1"
+    final.mkdir(parents=True)
+    (final / "metrics.json").write_text(json.dumps({"AP_all": 0.1, "source": "reused", "checkpoint": str(trial_ckpt)}))
+    assert selected_checkpoint(study, 1) == trial_ckpt
+    assert selected_checkpoint(study, 2) is None
+
+
+def test_a_figure_that_fails_warns_and_the_others_are_drawn(synthetic_prepared, tmp_path):
+    plan, study = _plan(synthetic_prepared, tmp_path / "out")  # no checkpoint at all: no PR curves, no drawings
+    with pytest.warns(FigureWarning, match="pr_curves not drawn: FileNotFoundError: no test checkpoint"):
+        made = study_figures(plan, study, _per_row(), _grid()[2:3] + _grid()[:1], "t0")
+    assert set(made) == {"seed_spread", "hparams"}  # one trial with a value: no Optuna figures either
+    assert not (tmp_path / "out" / "plots" / KEY / "pr_curves.png").exists()
+
+
+def test_optuna_study_rebuilt_from_the_grid_and_trial_states():
+    rows = trial_rows(_grid(), "val_AP_all", 2, "t0")
+    assert [r["state"] for r in rows] == ["selected", "stopped early", "failed", "completed"]
+    assert math.isnan(rows[2]["val_AP_all"])
+    study = optuna_study(rows, DEFAULT_SPACE, "val_AP_all")
+    assert [t.value for t in study.trials] == [0.30, 0.10, 0.20]  # the failed trial has no value
+    assert study.best_trial.params["fka_weight"] == 1.0 and study.direction.name == "MAXIMIZE"
+
