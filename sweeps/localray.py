@@ -62,7 +62,11 @@ def start_local_ray(num_cpus: float) -> str:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # RAY_AUTH_MODE left alone: a new local Ray uses token auth unless the user turned it off.
     # The dashboard stays on (loopback): Ray Train's placement-group cleaner needs its State API.
-    ray.init(address="local", num_cpus=num_cpus, dashboard_host=LOOPBACK, log_to_driver=False)
+    try:
+        ray.init(address="local", num_cpus=num_cpus, dashboard_host=LOOPBACK, log_to_driver=False)
+    except BaseException:
+        stop_local_ray()
+        raise
     return address
 
 
