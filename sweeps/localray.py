@@ -50,7 +50,7 @@ def free_port(host: str = LOOPBACK) -> int:
 
 
 def start_local_ray(num_cpus: float) -> str:
-    """Start a private local Ray with ``num_cpus`` logical CPUs; its GCS address."""
+    """Start a private local Ray with ``num_cpus`` logical CPUs; its GCS address (``RAY_ADDRESS``)."""
     import ray
     import ray.util
 
@@ -63,11 +63,29 @@ def start_local_ray(num_cpus: float) -> str:
     # RAY_AUTH_MODE left alone: a new local Ray uses token auth unless the user turned it off.
     # The dashboard stays on (loopback): Ray Train's placement-group cleaner needs its State API.
     try:
-        ray.init(address="local", num_cpus=num_cpus, dashboard_host=LOOPBACK, log_to_driver=False)
+        _init_with_retry(num_cpus)
     except BaseException:
         stop_local_ray()
         raise
-    return address
+    return os.environ["RAY_ADDRESS"]
+
+
+def _init_with_retry(num_cpus: float, attempts: int = 2) -> None:
+    """ray.init; once more when the raylet missed Ray's fixed 30 s registration wait (seen on an
+    overloaded machine: load 40 on 2 cores while another sweep started)."""
+    import ray
+
+    for attempt in range(attempts):
+        try:
+            ray.init(address="local", num_cpus=num_cpus, dashboard_host=LOOPBACK, log_to_driver=False)
+            return
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == attempts - 1:
+                raise
+            ray.shutdown()
+            port = free_port()  # a fresh GCS port: the first may still be held by the half-started GCS
+            os.environ["RAY_GCS_SERVER_PORT"] = str(port)
+            os.environ["RAY_ADDRESS"] = f"{os.environ['RAY_ADDRESS'].rsplit(':', 1)[0]}:{port}"
 
 
 def stop_local_ray() -> None:
