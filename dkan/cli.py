@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 import time
+from pathlib import Path
 
 from dkan.errors import DkanError
 from dkan.names import BOX_HEADS, EVAL_SPLITS, METHODS, METRICS, PROFILES, parse_int_list
@@ -55,12 +56,29 @@ def _job_config(kind: str, args: argparse.Namespace):
     # fine-tuning starts from the authors' distillation settings of the NEU-DET split (split 1's otherwise)
     cfg = base_config(profile) if kind == "base" else finetune_config(profile, getattr(args, "split", None) or 1)
     if args.config:
-        cfg = from_dict(cls, _merge(to_dict(cfg), read_yaml(args.config)), args.config)  # unknown keys are errors
+        given = _bundle_paths(read_yaml(args.config), Path(args.config))
+        cfg = from_dict(cls, _merge(to_dict(cfg), given), args.config)  # unknown keys are errors
     flags = COMMON_FLAGS | (FINETUNE_FLAGS if kind == "finetune" else {})
     # JSON is valid YAML and quotes strings, so a value like "123" stays a string where one is expected
     sets = [f"{key}={json.dumps(getattr(args, name))}" for name, key in flags.items() if getattr(args, name, None) is not None]
     sets += _class_split_sets(args)
     return apply_overrides(cfg, sets + list(args.set or []))
+
+
+def _bundle_paths(data: dict, path: Path) -> dict:
+    """An exported bundle's config (``provenance.bundle``) names its files relative to its own folder:
+    data.root, base_checkpoint and out are resolved there (a copied bundle runs from anywhere)."""
+    if not isinstance(data, dict) or not (data.get("provenance") or {}).get("bundle"):
+        return data
+    here = path.absolute().parent
+
+    def resolve(v):
+        return str(here / v) if isinstance(v, str) and v and not Path(v).is_absolute() else v
+
+    data = {**data, **{k: resolve(data[k]) for k in ("base_checkpoint", "out") if k in data}}
+    if isinstance(data.get("data"), dict) and "root" in data["data"]:
+        data["data"] = {**data["data"], "root": resolve(data["data"]["root"])}
+    return data
 
 
 def _class_split_sets(args: argparse.Namespace) -> list[str]:

@@ -20,6 +20,8 @@ LAST = "last.pt"
 FINAL = "model_final.pt"
 METRICS = "metrics.json"
 PROGRESS = "progress.json"
+HISTORY = "history.jsonl"  # {iteration, loss, lr} lines while training: the loss curve
+CACHE = "cache.json"  # frozen-feature cache counts (training set, and the evaluation set across seeds)
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
@@ -41,6 +43,27 @@ def write_json(path: Path, data: Any) -> Path:
 
 def write_yaml(path: Path, data: Any) -> Path:
     return write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """One JSON line appended (a cut-off last line is skipped by ``read_jsonl``)."""
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The readable JSON lines of ``path`` ([] when it is missing)."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError:
+        return []
+    rows = []
+    for line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
 
 
 def read_json(path: Path) -> Any | None:

@@ -21,6 +21,7 @@ from dkan.reference import protocol as reference_protocol
 from dkan.reference import reference_table_rows
 from sweeps.jobs import finetune_job
 from sweeps.plan import Plan, Study
+from sweeps.tracking import mask_uri
 
 PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: metrics}}
 ROW_NAMES = {"tfa": "TFA", "dkan_defaults": "DKAN (authors' defaults)", "dkan": "DKAN (tuned)", "base": "base model"}
@@ -117,18 +118,57 @@ def code_version() -> str:
 
 
 def export_best(plan: Plan, study: Study, hparams: dict[str, float], selection: dict[str, Any], f: Findings,
-                run_id: str) -> Path:
-    """best_configs/<key>.yaml: a full fine-tune config `dkan finetune --config` runs (the first seed)."""
-    out = plan.out / "reproduce" / study.key
-    job = finetune_job(study.template, "dkan", plan.seeds[0], out, plan.select_split, hparams)
-    cfg = to_dict(job.cfg)
-    cfg["threads"] = max(1, int(plan.resources.cpus_per_worker))  # the sweep's: a re-run matches bit for bit
+                run_id: str, model: Any = None, base: Any = None) -> Path:
+    """best_configs/<key>/, a portable bundle: config.yaml (the fine-tune that made model.pt; its paths relative
+    to it: base_checkpoint base_model.pt, out reproduce/), model.pt (the selected seed's model), base_model.pt,
+    classes.txt and the provenance (MLflow model URIs, run ids, verdicts). ``model``/``base``: the sweeps.models
+    ModelRef of the selected and of the base model. `dkan finetune --config <copy>/config.yaml` re-makes
+    model.pt bit for bit (same device kind); `dkan predict --bundle <copy>` runs it."""
+    from dkan.model.checkpoint import load_checkpoint
+
+    bundle = plan.out / "best_configs" / study.key
+    bundle.mkdir(parents=True, exist_ok=True)
+    _place(Path(study.template.base_checkpoint), bundle / BUNDLE_BASE)
+    if model is not None:
+        _place(Path(model.checkpoint), bundle / BUNDLE_MODEL)
+        meta = load_checkpoint(bundle / BUNDLE_MODEL, "selected model", "re-run the sweep with --resume")["meta"]
+        cfg, classes = dict(meta["config"]), list(meta["classes"])  # exactly what made model.pt (threads, device)
+    else:
+        job = finetune_job(study.template, "dkan", plan.seeds[0], Path("."), "test", hparams)
+        cfg = to_dict(job.cfg)
+        cfg["threads"] = max(1, int(plan.resources.cpus_per_worker))  # the sweep's: a re-run matches bit for bit
+        classes = []
+    cfg.update(base_checkpoint=BUNDLE_BASE, out="reproduce", eval_split="test")
+    if classes:
+        runfolder.write_text_atomic(bundle / "classes.txt", "".join(f"{c}\n" for c in classes))
     chosen = {k: v for k, v in selection.items() if k.startswith(("val_", "test_")) and "seed" not in k}
     cfg["provenance"] = {
+        "bundle": 1,  # paths in this file are relative to its folder (dkan finetune --config resolves them)
+        "model_file": BUNDLE_MODEL if model is not None else None, "classes": classes,
+        "selected_seed": cfg.get("fewshot_seed"),
+        "selected_how": f"the seed with the best AP_all on {plan.select_split} among the tuned config's seeds",
         "sweep": study.key, "protocol": plan.protocol, "selected_on": plan.select_split, "hyperparameters": hparams,
         "selection_metrics": chosen,
         "test_metrics": json.loads(to_json(f.table)), "metric": plan.metric, "verdict": f.verdicts,
-        "mlflow_run_id": run_id, "code_version": code_version(),
-        "note": f"fewshot_seed is the first of seeds {list(plan.seeds)}; change it (and out) to fine-tune another seed",
+        "mlflow_run_id": run_id, "mlflow_model_uri": getattr(model, "uri", None),
+        "mlflow_base_model_uri": getattr(base, "uri", None), "mlflow_tracking_uri": mask_uri(plan.tracking_uri),
+        "code_version": code_version(),
+        "note": "config.yaml re-makes model.pt; change fewshot_seed (and out) to fine-tune another seed",
     }
-    return runfolder.write_yaml(plan.out / "best_configs" / f"{study.key}.yaml", cfg)
+    runfolder.write_yaml(bundle / BUNDLE_CONFIG, cfg)
+    return bundle
+
+
+BUNDLE_CONFIG, BUNDLE_MODEL, BUNDLE_BASE = "config.yaml", "model.pt", "base_model.pt"
+
+
+def _place(src: Path, dst: Path) -> None:
+    """``src`` at ``dst``: a hard link where the file system allows (no second copy of the weights), else a copy."""
+    import os
+    import shutil
+
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

@@ -12,12 +12,14 @@ from pathlib import Path
 from dkan import runfolder
 from dkan.names import HPARAMS
 from dkan.profiles import authors_defaults
+from sweeps.figures import study_figures, write_sweep_report
 from sweeps.jobs import SeedJob, run_jobs
 from sweeps.localray import start_local_ray, stop_local_ray
+from sweeps.models import find_base, log_base, log_selected
 from sweeps.plan import ClassSplitSpec, Plan, complete_plan
 from sweeps.report import StudyResult, export_best, findings, markdown, write_results
 from sweeps.space import first_points
-from sweeps.tracking import Tracker, log_study, study_run
+from sweeps.tracking import Tracker, log_study, study_run, track_search
 
 
 def start_ray(address: str | None, num_cpus: int | None) -> bool:
@@ -37,6 +39,13 @@ def start_ray(address: str | None, num_cpus: int | None) -> bool:
 
 
 def ensure_base(plan: Plan, split: ClassSplitSpec) -> Path:
+    """The split's base model (``_base_model``), logged to MLflow as a run of kind base and registered."""
+    ckpt = _base_model(plan, split)
+    log_base(plan, split, ckpt)
+    return ckpt
+
+
+def _base_model(plan: Plan, split: ClassSplitSpec) -> Path:
     """The split's base model: given, cached (same config and data), or trained now through Ray Train."""
     if plan.base_checkpoint:
         return plan.base_checkpoint
@@ -76,10 +85,14 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, tr
             break
     finetunes = sum(int(r.metrics.get("seeds_done", 0)) for r in grid if r.metrics)
     per_row = run_test_phase(plan, study, tuned, defaults, base_ckpt, resume)
+    study_figures(plan, study, per_row, grid, tuned.trial_id)  # OUT/plots/<key>/*.png; returns {name: path}
     found = findings(plan, study, per_row)
     md = markdown(plan, study, found, tuned.hparams, defaults.hparams)
     files = write_results(plan, study, md, found, per_row, tuned.hparams, finetunes)
-    export = export_best(plan, study, tuned.hparams, best.metrics, found, parent)
+    track_search(tracker, plan, study, grid, tuned, best.metrics, found.verdicts)  # configs, cost, the winner
+    model = log_selected(plan, study, tracker, parent, tuned.trial_id, per_row)  # registered <dataset>-<split>-<K>shot
+    export = export_best(plan, study, tuned.hparams, best.metrics, found, parent, model,
+                         find_base(tracker, plan.out, split.name))
     log_study(tracker, plan.out, study.key, parent, tuned.hparams, per_row, best.metrics, finetunes, [export, *files],
               found.verdicts)
     return StudyResult(study.key, tuned.hparams, dict(best.metrics), found.table, md, export, finetunes)
@@ -101,6 +114,7 @@ def run_sweep(plan: Plan, address: str | None, num_cpus: int | None, resume: boo
                 r = run_study(plan, split, shots, base, tracker, resume)
                 print(f"\n{r.markdown}\nexported: {r.export_path}\n", flush=True)
                 results.append(r)
+        write_sweep_report(plan.out)  # OUT/report.html and report.md over every study
         return results
     finally:
         if local:

@@ -1,16 +1,22 @@
-"""MLflow: one experiment per dataset, a parent run per (split, K) study, a child run per trial,
-child runs for the test evaluation of the best config and of TFA.
+"""MLflow: one experiment per dataset; a run per split's base model (kind ``base``), a parent run per
+(split, K) study (``sweep``) with a child run per trial (``trial``) and per test row (``test``).
 
-Runs are found again by tags, so a resumed sweep adds no duplicate parent or trial runs.
+With a sqlite store (the default: OUT/mlflow.db) the artifacts live beside it in OUT/mlartifacts, so
+the run folder is self-contained; ``relocate_store`` points a copied or moved store at its new folder
+(a sweep does it by itself on start). With a server (http) the server decides where artifacts go.
+Runs are found again by tags, so a resumed sweep adds no duplicate runs.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sqlite3
+import time
 import urllib.error
 import urllib.request
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +27,12 @@ from dkan.evaluation.aggregate import aggregate_seeds
 from dkan.names import HEADLINE
 
 TAG_KEY, TAG_TRIAL, TAG_STATE, TAG_KIND = "dkan.sweep_key", "dkan.trial_id", "dkan.state", "dkan.run_kind"
+TAG_SELECTED, TAG_NOTE, TAG_CODE = "dkan.selected", "mlflow.note.content", "dkan.code_version"
+ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store's file
+# MLflow's columns that hold artifact locations (absolute URIs): rewritten when a store moves
+_LOCATION_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                     ("logged_models", "artifact_location"), ("model_versions", "storage_location"),
+                     ("model_versions", "source"))
 
 
 class TrackingError(DkanError, RuntimeError):
@@ -120,6 +132,53 @@ def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
             )
 
 
+def sqlite_path(uri: str) -> Path | None:
+    """The database file of a ``sqlite:///`` tracking URI (None for other stores)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a sqlite store's file (OUT/mlartifacts for the
+    default store); None (the server's or MLflow's choice) for other stores."""
+    db = sqlite_path(uri)
+    return (db.absolute().parent / ARTIFACTS_DIR).as_uri() if db else None
+
+
+def relocate_store(db: Path) -> int:
+    """Point a copied or moved sqlite store at the artifacts beside it: every artifact location under an
+    experiment's old ``.../mlartifacts`` is rewritten to this folder's. Returns the rows changed."""
+    db = Path(db).absolute()
+    new = (db.parent / ARTIFACTS_DIR).as_uri()
+    if not db.is_file():
+        return 0
+    changed = 0
+    with sqlite3.connect(db) as con:
+        try:
+            olds = {r[0] for r in con.execute("SELECT artifact_location FROM experiments")}
+        except sqlite3.Error:  # not (yet) an MLflow store
+            return 0
+        for old in sorted(o for o in olds if o and o.rstrip("/").endswith("/" + ARTIFACTS_DIR) and o != new):
+            for table, col in _LOCATION_COLUMNS:
+                try:
+                    cur = con.execute(f"UPDATE {table} SET {col} = ? || substr({col}, ?) WHERE {col} = ? "
+                                      f"OR substr({col}, 1, ?) = ?", (new, len(old) + 1, old, len(old) + 1, old + "/"))
+                    changed += cur.rowcount
+                except sqlite3.OperationalError:  # a table this MLflow version does not have
+                    pass
+    return changed
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}`` (MLflow params)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 class Tracker:
     """Thin wrapper over MlflowClient for the sweep's run tree."""
 
@@ -127,14 +186,23 @@ class Tracker:
         from mlflow.tracking import MlflowClient
 
         _REAL_URIS[mask_uri(uri)] = uri
+        self.uri = uri
+        db = sqlite_path(uri)
+        if db is not None:
+            relocate_store(db)  # a copied or moved run folder: its artifacts are beside the store, not where they were
         self.client = MlflowClient(tracking_uri=uri)
         exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(experiment)
+        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
+            experiment, artifact_location=artifact_root(uri))
 
     def find(self, **tags: str) -> str | None:
         flt = " and ".join(f"tags.`{k}` = {filter_value(v)}" for k, v in tags.items())
         runs = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=1)
         return runs[0].info.run_id if runs else None
+
+    def count(self, **tags: str) -> int:
+        flt = " and ".join(f"tags.`{k}` = {filter_value(v)}" for k, v in tags.items())
+        return len(self.client.search_runs([self.experiment_id], filter_string=flt, max_results=50000))
 
     def run(
         self, name: str, tags: dict[str, str], params: dict[str, Any] | None = None, parent: str | None = None
@@ -145,14 +213,50 @@ class Tracker:
             return existing
         all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
         run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
-        for k, v in (params or {}).items():
-            self.client.log_param(run_id, k, v)
+        self.params(run_id, params or {})
         return run_id
 
+    def params(self, run_id: str, values: dict[str, Any]) -> None:
+        """Parameters in batches (MLflow takes 100 per call; a value at most 6000 characters)."""
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)[:6000]) for k, v in values.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
+
+    def tags(self, run_id: str, values: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in values.items()], synchronous=True)
+
     def metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
-        for k, v in values.items():
-            if isinstance(v, (int, float)) and not math.isnan(float(v)):
-                self.client.log_metric(run_id, k.replace("/", "_"), float(v), step=step)
+        self.series(run_id, [(k, v, step) for k, v in values.items()])
+
+    def series(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
+        """(name, value, step) points in batches; NaN and non-numbers left out, '/' in names made '_'."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k.replace("/", "_"), float(v), now, int(step)) for k, v, step in points
+                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))]
+        for i in range(0, len(items), 1000):
+            self.client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
+
+    def dataset(self, run_id: str, data_root: Path, context: str = "train") -> None:
+        """The prepared dataset as the run's input (MLflow's dataset tracking): its folder name, its
+        location and a digest of its dataset.yaml (the manifest prepare-data writes)."""
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+        from mlflow.entities import DatasetInput, InputTag
+
+        root = Path(data_root)
+        digest = hashlib.sha256((root / "dataset.yaml").read_bytes()).hexdigest()[:16]
+        with warnings.catch_warnings():  # MLflow registers two equal local sources and warns which it picked
+            warnings.simplefilter("ignore", UserWarning)
+            source = resolve_dataset_source(str(root))
+        ds = MetaDataset(source, name=root.name, digest=digest)
+        tag = InputTag("mlflow.data.context", context)
+        self.client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), [tag])])
 
     def finish(self, run_id: str, state: str, status: str = "FINISHED", reason: str | None = None) -> None:
         self.client.set_tag(run_id, TAG_STATE, state)
@@ -185,10 +289,10 @@ class TrialLogger(Callback):
     def _run(self, trial) -> str:
         if trial.trial_id not in self.run_ids:
             params = {k: v for k, v in trial.config.items() if isinstance(v, (int, float, str))}
-            self.run_ids[trial.trial_id] = self.tracker.run(
-                f"trial {trial.trial_id}",
-                {TAG_KEY: self.key, TAG_TRIAL: trial.trial_id, TAG_KIND: "trial"}, params, self.parent_id,
-            )
+            tags = {TAG_KEY: self.key, TAG_TRIAL: trial.trial_id, TAG_KIND: "trial"}
+            # numbered in the order the study's trials started (counted in the store: a resume goes on counting)
+            n = self.tracker.count(**{TAG_KEY: self.key, TAG_KIND: "trial"}) + 1 if not self.tracker.find(**tags) else 0
+            self.run_ids[trial.trial_id] = self.tracker.run(trial_name(n, trial.config), tags, params, self.parent_id)
         return self.run_ids[trial.trial_id]
 
     def on_trial_start(self, iteration, trials, trial, **info):
@@ -214,6 +318,105 @@ class TrialLogger(Callback):
         self.tracker.finish(self._run(trial), "failed", status="FAILED", reason=reason)
 
 
+def trial_name(n: int, config: dict[str, Any]) -> str:
+    """"trial 3: fka 0.44 / lka 0.014": the study's n-th trial and its distillation weights."""
+    w = [f"{k.split('_')[0]} {float(config[k]):.2g}" for k in ("fka_weight", "lka_weight") if k in config]
+    return f"trial {n}: {' / '.join(w)}" if w else f"trial {n}"
+
+
+def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selected: str | None, note: str,
+               data_root: Path, code_version: str, cost_per_s: tuple[float, float]) -> None:
+    """What each trial run gets once its study's search is over (resume-safe; done once per run): its
+    full fine-tune config (params and config.yaml), code version, dataset, cost (CPU/GPU seconds:
+    ``cost_per_s`` = (CPUs, GPUs) a trial holds, times its wall time); the selected one tagged and described.
+
+    ``trials``: {"trial_id", "config": the fine-tune config dict of its first seed, "wall_s"}."""
+    import yaml
+
+    for t in trials:
+        run_id = tracker.find(**{TAG_KEY: key, TAG_TRIAL: t["trial_id"]})
+        if run_id is None:
+            continue
+        tags = tracker.client.get_run(run_id).data.tags
+        if "dkan.logged" not in tags:
+            tracker.params(run_id, flatten(t["config"]))
+            tracker.client.log_text(run_id, yaml.safe_dump(t["config"], sort_keys=False), "config.yaml")
+            tracker.dataset(run_id, data_root, "train")
+            wall = float(t.get("wall_s") or 0.0)
+            tracker.metrics(run_id, {"wall_s": wall, "cost_cpu_s": wall * cost_per_s[0],
+                                     "cost_gpu_s": wall * cost_per_s[1]})
+            tracker.tags(run_id, {TAG_CODE: code_version, "dkan.logged": "true"})
+        if t["trial_id"] == selected:
+            tracker.tags(run_id, {TAG_SELECTED: "true", TAG_NOTE: note})
+
+
+def track_search(tracker: Tracker, plan, study, grid, tuned, best: dict[str, Any], verdicts: list[str]) -> None:
+    """``log_trials`` for a study's finished search (``plan``/``study``: sweeps.plan's Plan and Study,
+    ``tuned``: the test phase's Trial, ``best``: the selected trial's last result)."""
+    from dataclasses import asdict
+
+    from dkan import runfolder
+    from dkan.names import HPARAMS
+    from sweeps.jobs import finetune_job
+    from sweeps.plan import DRIVER_CPU
+    from sweeps.report import code_version
+
+    first = plan.seeds[0]
+    trials = []
+    for r in grid:
+        if not r.metrics or "trial_id" not in r.metrics:
+            continue
+        tid = r.metrics["trial_id"]
+        folder = study.runs_dir / tid / f"seed{first}"
+        # the seed's own config.yaml (threads and device as run); built again if the trial never started it
+        cfg = _read_yaml(folder / runfolder.CONFIG) or asdict(finetune_job(
+            study.template, "dkan", first, folder, plan.select_split, {k: r.config[k] for k in HPARAMS}).cfg)
+        trials.append({"trial_id": tid, "config": cfg, "wall_s": r.metrics.get("time_total_s", 0.0)})
+    res = plan.resources
+    hp = ", ".join(f"{k}={v:.4g}" for k, v in tuned.hparams.items())
+    note = (f"**Selected** for {study.key}: the best mean {plan.objective} over the seeds it ran "
+            f"({float(best.get(plan.objective, math.nan)):.4f}), among the trials that ran all {len(plan.seeds)} "
+            f"seeds. Hyperparameters: {hp}.\n\nOn test:\n" + "\n".join(f"- {v}" for v in verdicts))
+    log_trials(tracker, study.key, trials, tuned.trial_id, note, plan.data_root, code_version(),
+               (res.workers * res.cpus_per_worker + DRIVER_CPU, res.workers * res.gpus_per_worker))
+
+
+def _read_yaml(path: Path) -> dict | None:
+    import yaml
+
+    try:
+        return yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def log_base_run(tracker: Tracker, out: Path, split: str, ckpt: Path, data_root: Path) -> str:
+    """The base model's run (kind ``base``): its config (params and config.yaml), val metrics, the loss
+    curve (metric ``loss`` by iteration, from the run folder's history) and dataset; found again on resume."""
+    import yaml
+
+    from dkan import runfolder
+    from dkan.model.checkpoint import load_checkpoint
+
+    tags = {TAG_KEY: f"{out}|base|{split}", TAG_KIND: "base"}
+    found = tracker.find(**tags)
+    if found:
+        return found
+    folder = Path(ckpt).parent
+    cfg = (yaml.safe_load((folder / runfolder.CONFIG).read_text()) if (folder / runfolder.CONFIG).is_file()
+           else load_checkpoint(Path(ckpt), "base checkpoint", "pass a model_final.pt")["meta"]["config"])
+    run_id = tracker.run(f"base model: {split}", tags, {"split": split, **flatten(cfg)})
+    tracker.client.log_text(run_id, yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+    tracker.dataset(run_id, data_root, "train")
+    history = runfolder.read_jsonl(folder / runfolder.HISTORY)
+    tracker.series(run_id, [(k, v, int(h["iteration"])) for h in history for k, v in h.items() if k != "iteration"])
+    m = runfolder.done_metrics(folder) or {}
+    tracker.metrics(run_id, {f"val_{k}" if "AP" in k else k: v for k, v in m.items()})
+    tracker.tags(run_id, {"dkan.checkpoint": str(ckpt)})
+    tracker.finish(run_id, "completed")
+    return run_id
+
+
 def study_run(tracker: Tracker, out: Path, key: str, split: str, shots: int, params: dict[str, Any]) -> str:
     """The parent run of one (split, K) study (found again on resume)."""
     return tracker.run(f"{split}, {shots}-shot", {TAG_KEY: f"{out}|{key}", TAG_KIND: "sweep"}, params)
@@ -234,7 +437,12 @@ def log_study(tracker: Tracker, out: Path, key: str, parent: str, hparams: dict[
         tracker.metrics(run, {f"{k}_{s}": v[s] for k, v in agg.items() for s in stats})
         tracker.finish(run, "completed")
     for f in files:
-        tracker.client.log_artifact(parent, str(f))
+        if Path(f).is_dir():  # a bundle: its config and class list (the weights are the logged models)
+            for name in ("config.yaml", "classes.txt"):
+                if (Path(f) / name).is_file():
+                    tracker.client.log_artifact(parent, str(Path(f) / name), "bundle")
+        else:
+            tracker.client.log_artifact(parent, str(f))
     for i, sentence in enumerate(verdicts):
         tracker.client.set_tag(parent, f"dkan.verdict.{i}", sentence[:4000])
     selection = {f"best_{k}": v for k, v in best.items() if k.startswith(("val_AP", "test_AP"))}

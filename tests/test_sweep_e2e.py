@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -105,14 +106,17 @@ def test_tiny_sweep_end_to_end(synthetic_prepared, tmp_path):
     )
     assert {"fka_weight", "lka_weight", "fka_tau", "lka_tau"} <= set(kinds["trial"][0].data.params)
     assert "val_AP_all" in kinds["trial"][0].data.metrics
-    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {
-        f"{key}.yaml",
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
+        "bundle",
         f"{key}.md",
         f"{key}.json",
         f"{key}_per_class_ap.json",
     }
-    # the exported config re-runs through the CLI to the same weights as the sweep's seed-1 run
-    exported = out / "best_configs" / f"{key}.yaml"
+    # the exported bundle, copied elsewhere, re-runs through the CLI to the same weights as the sweep's run
+    # of its selected seed (its model.pt)
+    bundle = tmp_path / "elsewhere" / "bundle"
+    shutil.copytree(out / "best_configs" / key, bundle)
+    exported = bundle / "config.yaml"
     cfg = yaml.safe_load(exported.read_text())
     assert cfg["provenance"]["mlflow_run_id"] == parent.info.run_id and cfg["threads"] == 1
     best_trial = next(
@@ -120,7 +124,8 @@ def test_tiny_sweep_end_to_end(synthetic_prepared, tmp_path):
         for r in kinds["trial"]
         if all(float(r.data.params[k]) == pytest.approx(v) for k, v in cfg["provenance"]["hyperparameters"].items())
     )
-    trial_ckpt = out / "runs" / key / best_trial.data.tags["dkan.trial_id"] / "seed1" / "model_final.pt"
+    seed = cfg["fewshot_seed"]
+    trial_ckpt = out / "runs" / key / best_trial.data.tags["dkan.trial_id"] / f"seed{seed}" / "model_final.pt"
     from dkan.cli import main as dkan_main
 
     threads = torch.get_num_threads()
@@ -129,8 +134,9 @@ def test_tiny_sweep_end_to_end(synthetic_prepared, tmp_path):
     finally:
         torch.set_num_threads(threads)
     a = torch.load(trial_ckpt, weights_only=False)["model"]
-    b = torch.load(Path(cfg["out"]) / "model_final.pt", weights_only=False)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    b = torch.load(bundle / "reproduce" / "model_final.pt", weights_only=False)["model"]
+    shipped = torch.load(bundle / "model.pt", weights_only=True)["model"]  # the bundle's model is that seed's
+    assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], shipped[k]) for k in a)
 
 
 def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(synthetic_prepared, tmp_path):
@@ -229,7 +235,7 @@ def test_own_dataset_with_a_user_given_split_sweeps_end_to_end(tmp_path):
     key = "tiles_base-pit-burr-stain-novel-crack-dent_2shot"
     results = json.loads((tmp_path / "sweep" / "results" / f"{key}.json").read_text())
     assert set(results["per_seed"]["dkan"]) == {"1"}
-    exported = yaml.safe_load((tmp_path / "sweep" / "best_configs" / f"{key}.yaml").read_text())
+    exported = yaml.safe_load((tmp_path / "sweep" / "best_configs" / key / "config.yaml").read_text())
     assert exported["data"]["base"] == ["pit", "burr", "stain"] and exported["data"]["novel"] == ["crack", "dent"]
     assert exported["data"]["split"] is None
     chosen = yaml.safe_load((data / "dataset.yaml").read_text())["input_size"]
