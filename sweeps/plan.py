@@ -39,6 +39,8 @@ class Budget:
     grace_seeds: int = 3  # ASHA: seeds every trial gets before it can be stopped
     reduction_factor: int = 3
     early_stop: bool = True  # False: every trial runs every seed (FIFO)
+    scheduler: str = "asha"  # asha | paired (sweeps.schedulers) | fifo: how weak trials stop between seeds
+    paired_alpha: float = 0.1  # paired: the one-sided level of the per-seed t test against the incumbent
 
 
 # the embedded default (no --data): synthetic data, small enough for 2 cores in about 15 minutes.
@@ -161,6 +163,9 @@ class Plan:
         worst = b.trials * len(self.seeds) * len(self.splits) * len(self.shots)
         stop = (f"ASHA on seeds_done (grace {b.grace_seeds} seeds, reduction {b.reduction_factor}); at most {worst} "
                 "seed fine-tunes") if b.early_stop else f"off: every trial runs every seed ({worst} seed fine-tunes)"
+        if b.early_stop and b.scheduler == "paired":
+            stop = (f"paired per-seed t test against the incumbent (alpha {b.paired_alpha:g}, grace {b.grace_seeds} "
+                    f"seeds); at most {worst} seed fine-tunes")
         paper = " (PAPER PROTOCOL: selected on test, as the paper did)" if self.protocol == "paper" else ""
         return "\n".join([
             "dkan-sweep plan",
@@ -211,7 +216,9 @@ def build_plan(args: argparse.Namespace) -> Plan:
         trials=args.trials or d.trials, base_iterations=args.base_iterations or d.base_iterations,
         finetune_iterations=args.finetune_iterations or d.finetune_iterations,
         grace_seeds=args.grace_seeds or d.grace_seeds, reduction_factor=args.reduction_factor or d.reduction_factor,
-        early_stop=not args.no_early_stop,
+        early_stop=not args.no_early_stop and getattr(args, "scheduler", None) != "fifo",
+        scheduler=getattr(args, "scheduler", None) or d.scheduler,
+        paired_alpha=getattr(args, "paired_alpha", None) or d.paired_alpha,
     )
     if budget.trials < 1:
         raise PlanError(f"--trials {budget.trials}: need at least one trial")

@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int, help="ASHA: seeds every trial runs before it can be stopped (default 3; 1 on the embedded default)",
     )
     a("--reduction-factor", type=int, help="ASHA reduction factor (default 3)")
+    a("--scheduler", choices=("asha", "paired", "fifo"), help="how weak trials stop between seeds: asha (default), "
+      "paired (a per-seed paired t test against the incumbent, sweeps/schedulers.py), fifo (= --no-early-stop)")
+    a("--paired-alpha", type=float, help="--scheduler paired: one-sided level of the test (default 0.1)")
     a("--workers", type=int, default=1, help="Ray Train workers (DDP) per fine-tune")
     a("--cpus-per-worker", type=float, default=1.0)
     a("--gpus-per-worker", type=float, default=0.0, help="may be fractional (e.g. 0.5: two workers share a GPU)")
@@ -95,6 +98,9 @@ def check_args(args: argparse.Namespace) -> None:
             flag = "--" + name.replace("_", "-")
             raise ArgumentError(f"{flag} {v}: must be at least {low} ({why}). Fix: pass {flag} {low} or more, "
                                 "or leave it out for the default")
+    alpha = getattr(args, "paired_alpha", None)
+    if alpha is not None and not 0 < alpha < 1:
+        raise ArgumentError(f"--paired-alpha {alpha}: a test level lies in (0, 1). Fix: e.g. --paired-alpha 0.1")
     if getattr(args, "cpus_per_worker", 1.0) <= 0 or getattr(args, "gpus_per_worker", 0.0) < 0:
         raise ArgumentError(f"--cpus-per-worker {args.cpus_per_worker} / --gpus-per-worker {args.gpus_per_worker}: "
                             "a worker needs some CPU and no negative GPU. Fix: e.g. --cpus-per-worker 1")

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
@@ -25,6 +24,7 @@ from dkan.profiles import authors_defaults
 from sweeps.console import TrialConsole
 from sweeps.jobs import finetune_job, run_jobs
 from sweeps.plan import DRIVER_CPU, Plan, Study
+from sweeps.schedulers import make_scheduler
 from sweeps.space import first_points, to_optuna
 from sweeps.tracking import TrialLogger
 
@@ -53,8 +53,8 @@ def run_search(plan: Plan, study: Study, parent_run: str, resume: bool) -> tune.
         searcher = OptunaSearch(space=to_optuna(plan.space), metric=plan.objective, mode="max",
                                 points_to_evaluate=points, seed=study_seed(plan.search_seed, study.key),
                                 study_name=study.key)
-        scheduler = ASHAScheduler(time_attr="seeds_done", max_t=n, grace_period=min(b.grace_seeds, n),
-                                  reduction_factor=b.reduction_factor) if b.early_stop else FIFOScheduler()
+        scheduler = make_scheduler(b.scheduler if b.early_stop else "fifo", n, b.grace_seeds, b.reduction_factor,
+                                   b.paired_alpha)
         logger = TrialLogger(plan.tracking_uri, plan.dataset, parent_run, study.key, n)
         return tune.Tuner(
             trainable,

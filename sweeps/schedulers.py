@@ -1,0 +1,212 @@
+"""Stopping weak trials between seeds: a paired per-seed test against the incumbent.
+
+Seeds are paired: on seed 3 every trial fine-tunes on the same few-shot images, so the per-seed
+difference between two trials is far less noisy than the difference of their means (the spread
+between seeds cancels). ``PairedSeedScheduler`` stops a trial once, on the seeds both have run,
+its per-seed AP is worse than the incumbent's by a one-sided paired test at level ``alpha`` (the
+idea of Optuna's ``WilcoxonPruner``; Ray Tune has no paired scheduler). ASHA instead compares a
+trial's running mean with other trials' at the same rung, so a trial that reaches a rung first
+always continues.
+
+A trial reports, after each seed, ``seeds_done`` and ``seed<S>_AP_all`` for every seed done
+(``sweeps.jobs.progress_report``); the scheduler needs nothing else.
+
+``replay`` runs a scheduler through Ray Tune's real Tuner on a recording of every trial's per-seed
+results (``scripts/record_trials.py``), so schedulers compare exactly and cheaply
+(``scripts/bench_sweep.py --replay``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
+
+SEED_KEY = re.compile(r"^seed(\d+)_AP_all$")
+TESTS = ("t", "wilcoxon")
+SCHEDULERS = ("asha", "paired", "fifo")
+
+
+def seed_values(result: dict[str, Any]) -> dict[int, float]:
+    """Each seed's AP_all in a trial's report (NaN seeds left out: they pair with nothing)."""
+    out = {}
+    for k, v in result.items():
+        m = SEED_KEY.match(k)
+        if m and isinstance(v, (int, float)) and math.isfinite(v):
+            out[int(m.group(1))] = float(v)
+    return out
+
+
+def paired_worse(x: Sequence[float], best: Sequence[float], alpha: float, test: str = "t") -> bool:
+    """True when ``x`` is worse than ``best`` (higher is better) on paired values, one-sided at ``alpha``.
+
+    ``t``: the mean difference is below 0 and so is its one-sided upper bound at level ``alpha``
+    (Student t, n-1 degrees of freedom; needs 2 pairs). ``wilcoxon``: the signed-rank test's
+    one-sided p-value is below ``alpha`` (exact for few pairs: with n pairs it is at least 2^-n,
+    so it cannot stop before log2(1/alpha) seeds)."""
+    from scipy import stats
+
+    d = [a - b for a, b in zip(x, best)]
+    n = len(d)
+    if n < 2 or sum(d) >= 0:
+        return False
+    if test == "wilcoxon":
+        if all(v == 0 for v in d):
+            return False
+        return bool(stats.wilcoxon(d, alternative="less").pvalue < alpha)
+    mean = sum(d) / n
+    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1))
+    return bool(mean + stats.t.ppf(1 - alpha, n - 1) * sd / math.sqrt(n) < 0)
+
+
+class PairedSeedScheduler(FIFOScheduler):
+    """Stops a trial whose per-seed AP is worse than the incumbent's by a paired test (never before
+    ``grace_seeds`` paired seeds).
+
+    The incumbent: among the other trials, the best by mean that ran every seed; while none has,
+    the best by mean among those that ran the most seeds (so the first trials of a study are
+    compared with each other too). A trial is compared only on the seeds both have run."""
+
+    _supports_buffered_results = False  # a decision after every seed, as ASHA's rungs
+
+    def __init__(self, n_seeds: int, grace_seeds: int = 2, alpha: float = 0.1, test: str = "t",
+                 metric: str | None = None, mode: str | None = None) -> None:
+        super().__init__()
+        if test not in TESTS:
+            raise ValueError(f"test {test!r}: choose one of {TESTS}")
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha {alpha}: must lie in (0, 1)")
+        self.n_seeds, self.grace, self.alpha, self.test = n_seeds, max(1, grace_seeds), alpha, test
+        self._metric, self._sign = metric, -1.0 if mode == "min" else 1.0
+        self._seeds: dict[str, dict[int, float]] = {}  # trial id -> seed -> AP_all (as reported)
+        self.stopped: dict[str, int] = {}  # trial id -> seeds it had run when stopped
+
+    def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
+        if mode:
+            self._sign = -1.0 if mode == "min" else 1.0
+        return super().set_search_properties(metric, mode, **spec)
+
+    def on_trial_result(self, tune_controller, trial: Trial, result: dict) -> str:
+        self._learn(tune_controller)
+        self._seeds[trial.trial_id] = seed_values(result)
+        if self.should_stop(trial.trial_id):
+            self.stopped[trial.trial_id] = len(self._seeds[trial.trial_id])
+            return TrialScheduler.STOP
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, tune_controller, trial: Trial, result: dict) -> None:
+        if result:
+            self._seeds[trial.trial_id] = seed_values(result)
+
+    def _learn(self, tune_controller) -> None:
+        """Trials known only from their last result (a restored sweep: they do not report again)."""
+        for t in tune_controller.get_trials() if tune_controller is not None else ():
+            if t.trial_id not in self._seeds and getattr(t, "last_result", None):
+                self._seeds[t.trial_id] = seed_values(t.last_result)
+
+    def incumbent(self, exclude: str) -> str | None:
+        others = {k: v for k, v in self._seeds.items() if k != exclude and v}
+        if not others:
+            return None
+        most = max(len(v) for v in others.values())
+        pool = [k for k, v in others.items() if len(v) >= min(most, self.n_seeds)]
+        return max(pool, key=lambda k: self._sign * sum(others[k].values()) / len(others[k]))
+
+    def should_stop(self, trial_id: str) -> bool:
+        mine = self._seeds.get(trial_id, {})
+        best = self.incumbent(trial_id)
+        if best is None or len(mine) < self.grace or len(mine) >= self.n_seeds:
+            return False
+        common = sorted(set(mine) & set(self._seeds[best]))
+        if len(common) < self.grace:
+            return False
+        x = [self._sign * mine[s] for s in common]
+        b = [self._sign * self._seeds[best][s] for s in common]
+        return paired_worse(x, b, self.alpha, self.test)
+
+    def debug_string(self) -> str:
+        return (f"Paired per-seed {self.test} test against the incumbent (alpha {self.alpha:g}, grace "
+                f"{self.grace} seeds): {len(self.stopped)} stopped")
+
+
+@dataclass(frozen=True)
+class Recording:
+    """Every trial's per-seed val AP_all (``scripts/record_trials.py``)."""
+
+    seeds: tuple[int, ...]
+    trials: dict[str, dict[int, float]]  # trial id -> seed -> AP_all
+    configs: dict[str, dict[str, float]]
+
+    @classmethod
+    def load(cls, path: Path) -> "Recording":
+        d = json.loads(Path(path).read_text())
+        trials = {t["id"]: {int(s): float(v) for s, v in t["seed_AP_all"].items()} for t in d["trials"]}
+        seeds = tuple(s for s in d["seeds"] if all(s in v for v in trials.values()))  # a cut-off recording
+        return cls(seeds, {k: {s: v[s] for s in seeds} for k, v in trials.items()},
+                   {t["id"]: t["config"] for t in d["trials"]})
+
+    def full_mean(self, trial: str) -> float:
+        v = [x for x in self.trials[trial].values() if math.isfinite(x)]
+        return sum(v) / len(v) if v else math.nan
+
+    def all_seeds_choice(self) -> str:
+        return max(self.trials, key=self.full_mean)
+
+
+def replay_trial(config: dict[str, Any], *, recording: Recording, seconds_per_seed: float) -> None:
+    """A sweep trial's reports (``sweeps.jobs.progress_report``), read from the recording."""
+    done: dict[int, float] = {}
+    for s in recording.seeds:
+        time.sleep(seconds_per_seed)  # a seed's fine-tune: trials interleave as in a sweep
+        done[s] = recording.trials[config["trial"]][s]
+        ok = [v for v in done.values() if math.isfinite(v)]
+        tune.report({"val_AP_all": sum(ok) / len(ok) if ok else math.nan, "seeds_done": len(done), "last_seed": s,
+                     **{f"seed{k}_AP_all": v for k, v in done.items()}})
+
+
+def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alpha: float = 0.1) -> TrialScheduler:
+    """The sweep's scheduler: ``asha`` (on seeds_done), ``paired`` (a t test at ``alpha``) or ``fifo``
+    (every trial runs every seed)."""
+    if kind not in SCHEDULERS:
+        raise ValueError(f"scheduler {kind!r}: choose one of {SCHEDULERS}")
+    if kind == "asha":
+        return ASHAScheduler(time_attr="seeds_done", max_t=n_seeds, grace_period=min(grace, n_seeds),
+                             reduction_factor=reduction)
+    if kind == "paired":
+        return PairedSeedScheduler(n_seeds=n_seeds, grace_seeds=grace, alpha=alpha)
+    return FIFOScheduler()
+
+
+def replay(rec: Recording, scheduler, max_concurrent: int, storage: Path, name: str,
+           seconds_per_seed: float = 0.3) -> dict[str, Any]:
+    """One scheduler over the recording through Ray Tune's Tuner: fine-tunes run, the config selected
+    (the best that ran every seed, as ``sweeps.search.pick_best``) and the all-seeds choice."""
+    trainable = tune.with_resources(
+        tune.with_parameters(replay_trial, recording=rec, seconds_per_seed=seconds_per_seed), {"cpu": 0.01})
+    # reuse_actors: one worker process per concurrent slot, not per trial (start-up dwarfs a replayed seed)
+    t = time.time()
+    grid = tune.Tuner(
+        trainable, param_space={"trial": tune.grid_search(list(rec.trials))},
+        tune_config=tune.TuneConfig(metric="val_AP_all", mode="max", scheduler=scheduler,
+                                    max_concurrent_trials=max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
+    ).fit()
+    seeds = {r.config["trial"]: int(r.metrics.get("seeds_done", 0)) for r in grid if r.metrics}
+    full = [r for r in grid if r.metrics and r.metrics.get("seeds_done") == len(rec.seeds)]
+    pick = max(full or [r for r in grid if r.metrics], key=lambda r: r.metrics["val_AP_all"]).config["trial"]
+    best = rec.all_seeds_choice()
+    return {
+        "finetunes": sum(seeds.values()), "all_seeds_finetunes": len(rec.trials) * len(rec.seeds),
+        "ratio": len(rec.trials) * len(rec.seeds) / max(1, sum(seeds.values())),
+        "seeds_per_trial": seeds, "min_seeds_run": min(seeds.values()), "selected": pick, "all_seeds_choice": best,
+        "same_choice": pick == best, "selected_full_seed_val_AP_all": rec.full_mean(pick),
+        "gap_points": (rec.full_mean(best) - rec.full_mean(pick)) * 100, "wall_s": round(time.time() - t, 1),
+    }
