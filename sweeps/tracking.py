@@ -448,3 +448,24 @@ def log_study(tracker: Tracker, out: Path, key: str, parent: str, hparams: dict[
     selection = {f"best_{k}": v for k, v in best.items() if k.startswith(("val_AP", "test_AP"))}
     tracker.metrics(parent, selection | {"seed_finetunes": finetunes})
     tracker.finish(parent, "completed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m sweeps.tracking relocate RUN_DIR``: after copying or moving a run folder, point its
+    MLflow store at the artifacts beside it (then ``mlflow ui --backend-store-uri sqlite:///RUN_DIR/mlflow.db``)."""
+    import argparse
+
+    p = argparse.ArgumentParser(prog="python -m sweeps.tracking", description=main.__doc__)
+    p.add_argument("command", choices=["relocate"])
+    p.add_argument("run_dir", type=Path)
+    args = p.parse_args(argv)
+    db = args.run_dir / "mlflow.db"
+    if not db.is_file():
+        print(f"error: {db} not found. Fix: pass the --out folder of a sweep (it holds mlflow.db)")
+        return 2
+    print(f"{db}: {relocate_store(db)} artifact locations now under {db.parent / ARTIFACTS_DIR}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -24,6 +24,7 @@ def test_artifacts_live_beside_the_store_and_follow_a_copy(store, tmp_path):
     from mlflow.tracking import MlflowClient
 
     from sweeps.tracking import Tracker, relocate_store
+    from sweeps.tracking import main as tracking_main
 
     out, tracker = store
     run = tracker.run("r", {"dkan.sweep_key": "copy-test"})
@@ -37,8 +38,9 @@ def test_artifacts_live_beside_the_store_and_follow_a_copy(store, tmp_path):
     moved = tmp_path / "gone"
     out.rename(moved)  # the original is away: only the copy can answer
     try:
-        assert relocate_store(copy / "mlflow.db") > 0
+        assert tracking_main(["relocate", str(copy)]) == 0  # python -m sweeps.tracking relocate RUN_DIR
         assert relocate_store(copy / "mlflow.db") == 0  # done once
+        assert tracking_main(["relocate", str(tmp_path / "nothing")]) == 2
         client = MlflowClient(f"sqlite:///{copy / 'mlflow.db'}")
         assert client.get_run(run).info.artifact_uri.startswith((copy / "mlartifacts").as_uri() + "/")
         got = client.download_artifacts(run, "notes/a.txt", str(tmp_path / "dl"))
