@@ -125,6 +125,9 @@ class FinetuneConfig:
     checkpoint_every: int = 200
     device: str = "auto"
     threads: int = 0
+    # frozen-feature caches (dkan.distill.cache), MiB each (training set; evaluation set across a worker's seeds):
+    # -1 = the device's default (cpu 2048, cuda a quarter of its memory up to 16384), 0 = off
+    cache_mb: int = -1
     provenance: dict[str, Any] | None = None  # where an exported config came from (ignored by training)
 
 
@@ -158,6 +161,7 @@ def _check_values(cfg: Any, where: str) -> None:
         rules = [
             ("shots", cfg.shots >= 1, "at least 1 (K per class)"),
             ("fewshot_seed", cfg.fewshot_seed >= 1, "1 or more (the few-shot seeds prepare-data writes start at 1)"),
+            ("cache_mb", cfg.cache_mb >= -1, "-1 (the device's default), 0 (off) or a size in MiB"),
         ]
     for name, ok, need in rules:
         if not ok:

@@ -5,13 +5,15 @@ The teacher is wired in here, not inside the student: it runs in eval mode under
 the student's own sampled RoIs, and with a frozen backbone shares the student's backbone pass.
 When only the box predictor trains (TFA), everything before it runs under no_grad: the same
 values a naive pass computes (frozen parameters get no gradient either way), without autograd's
-bookkeeping.
+bookkeeping. With a ``FeatureCache`` the frozen parts' outputs (the body; the teacher's FPN; TFA's
+body + FPN) are computed once per image view and reused (dkan.distill.cache).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -20,6 +22,7 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 
 from dkan.config import DistillConfig
+from dkan.distill.cache import FeatureCache, batch_keys
 from dkan.distill.losses import fka_loss, lka_loss
 
 DETECTION_LOSSES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
@@ -66,35 +69,61 @@ def train_step(
     n_base: int = 0,
     distill: DistillConfig | None = None,
     share_backbone: bool | None = None,
+    cache: FeatureCache | None = None,
+    keys: Sequence[str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Unweighted losses of one batch: the four detection losses, plus loss_fka and loss_lka
     when a teacher is given. ``weighted_total`` applies the weights.
 
     ``share_backbone`` (default: when the student's backbone is frozen) runs the backbone body
-    once for both models; it must stay off for a trainable backbone."""
+    once for both models; it must stay off for a trainable backbone. ``cache`` with ``keys``
+    (``image_key`` of each input image) reuses frozen features (dkan.distill.cache)."""
     images_t, targets_t = student.transform(images, targets)  # resize + normalise once, for both
     frozen = backbone_is_frozen(student)
     if share_backbone and not frozen:
         raise ValueError("share_backbone needs a frozen student backbone (the teacher's pass must equal the student's)")
     shared = teacher is not None and (frozen if share_backbone is None else share_backbone)
     last_layer = only_predictor_trains(student)
+    use_cache = cache is not None and keys is not None
+    direct = lambda _kind, fn, inputs=None: fn(images_t.tensors if inputs is None else inputs)  # noqa: E731
+    cached = _frozen_features(cache, keys, images_t) if use_cache else direct
+    cache_body = use_cache and frozen and not student.backbone.body.training  # eval-mode BN: a pure function
+    body_from = cached if cache_body else direct
     with torch.no_grad() if last_layer else contextlib.nullcontext():
-        if shared:
-            with torch.no_grad():
-                body = student.backbone.body(images_t.tensors)  # identical in teacher and student
+        if cache_body and last_layer and teacher is None:  # TFA: the FPN is frozen too
+            feats = cached("fpn", student.backbone)
+        elif shared or cache_body:
+            with torch.no_grad():  # identical in teacher and student
+                body = body_from("body", student.backbone.body)
             feats = student.backbone.fpn(body)
         else:
             feats = student.backbone(images_t.tensors)
     losses, proposals, logits = _detector_losses(student, images_t, targets_t, feats, last_layer)
     if teacher is not None:
         distill = distill or DistillConfig()
+        # the teacher is frozen whole: its features are a pure function of the image when its input is
+        teacher_from = cached if use_cache and not teacher.backbone.training and (cache_body or not shared) else direct
         with torch.no_grad():
-            t_feats = teacher.backbone.fpn(body) if shared else teacher.backbone(images_t.tensors)
+            if shared:
+                t_feats = teacher_from("teacher", teacher.backbone.fpn, body)
+            else:
+                t_feats = teacher_from("teacher", teacher.backbone)
             t_logits, _ = roi_logits(teacher, t_feats, proposals, images_t.image_sizes)
         levels = [k for k in feats if k != "pool"]  # P2-P5, not the pooled level
         losses["loss_fka"] = fka_loss([feats[k] for k in levels], [t_feats[k] for k in levels], distill.fka_tau)
         losses["loss_lka"] = lka_loss(logits[:, 1 : n_base + 1], t_logits[:, 1 : n_base + 1], distill.lka_tau)
     return losses
+
+
+def _frozen_features(cache: FeatureCache, keys: Sequence[str], images_t: ImageList):
+    """``(kind, fn, inputs=padded batch) -> fn(inputs)`` through the cache, for a frozen ``fn``;
+    ``inputs`` (a tensor or a dict of tensors) is indexed per image like the batch."""
+
+    def run(kind: str, fn, inputs=None) -> OrderedDict[str, torch.Tensor]:
+        batch_ks = batch_keys(kind, keys, images_t.image_sizes, images_t.tensors.shape)
+        return cache.batch(batch_ks, images_t.tensors if inputs is None else inputs, fn)
+
+    return run
 
 
 def _detector_losses(
