@@ -74,7 +74,8 @@ def study_seed(search_seed: int, key: str) -> int:
 
 def pick_best(grid: tune.ResultGrid, metric: str, n_seeds: int) -> tune.Result:
     """The best trial among those that ran every seed (ASHA-stopped trials saw fewer)."""
-    done = [r for r in grid if r.metrics and metric in r.metrics and not math.isnan(r.metrics[metric])]
+    done = [r for r in grid  # a trial that raised is never picked, whatever it reported before
+            if r.error is None and r.metrics and metric in r.metrics and not math.isnan(r.metrics[metric])]
     full = [r for r in done if r.metrics.get("seeds_done") == n_seeds]
     if not done:
         raise RuntimeError("no trial reported a result; see the errors above")
