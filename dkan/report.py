@@ -23,7 +23,7 @@ import yaml
 from dkan.errors import DkanError
 from dkan.names import HEADLINE, PER_CLASS_PREFIX
 
-STUDY_KEY = re.compile(r"^(?P<dataset>.+)_split(?P<split>\d+)_(?P<shots>\d+)shot$")
+STUDY_KEY = re.compile(r"^(?P<dataset>.+?)_(?P<split>[^_]+)_(?P<shots>\d+)shot$")  # older files: no "study" entry
 
 
 class ReportError(DkanError, ValueError):
@@ -34,7 +34,7 @@ class ReportError(DkanError, ValueError):
 class Study:
     key: str
     dataset: str
-    split: int | None
+    split: str | int | None  # the class split's name (split1, or a user's)
     shots: int | None
     data: dict[str, Any]  # the results JSON
 
@@ -73,22 +73,18 @@ def load_run(run_dir: Path) -> RunSummary:
             raise ReportError(f"{path}: not valid JSON ({e}). Fix: re-run the study or delete the file") from e
         if isinstance(data, dict) and isinstance(data.get("table"), dict):  # other JSONs (per-class AP) are not studies
             m = STUDY_KEY.match(path.stem)
-            studies.append(
-                Study(
-                    path.stem,
-                    m["dataset"] if m else path.stem,
-                    int(m["split"]) if m else None,
-                    int(m["shots"]) if m else None,
-                    data,
-                )
-            )
+            named = data.get("study") or {}  # {dataset, split (its name), shots}, written by the sweep
+            dataset = named.get("dataset") or (m["dataset"] if m else path.stem)
+            split = named.get("split") or (m["split"] if m else None)
+            shots = named.get("shots") or (int(m["shots"]) if m else None)
+            studies.append(Study(path.stem, dataset, split, shots, data))
     if not studies:
         raise ReportError(
             f"{run_dir / 'results'}: no study results (*.json with a 'table'). Fix: pass the --out folder "
             "of a sweep that finished at least one (split, K) study"
         )
     studies.sort(
-        key=lambda s: (s.dataset, s.split if s.split is not None else -1, s.shots if s.shots is not None else -1, s.key)
+        key=lambda s: (s.dataset, str(s.split or ""), s.shots if s.shots is not None else -1, s.key)
     )
     plots = sorted((run_dir / "plots").rglob("*.png")) if (run_dir / "plots").is_dir() else []
     return RunSummary(run_dir, studies, _bundles(run_dir), plots)

@@ -96,7 +96,8 @@ def write_results(plan: Plan, study: Study, md: str, f: Findings, per_row: PerRo
     d = plan.out / "results"
     per_class = {name: {m.removeprefix(PER_CLASS_PREFIX): agg[m]["mean"] for m in agg if m.startswith(PER_CLASS_PREFIX)}
                  for name, agg in f.table.items()}
-    full = {"metric": plan.metric, "table": f.table, "per_seed": per_row, "best_hyperparameters": hparams,
+    full = {"study": {"dataset": plan.dataset, "split": study.split.name, "shots": study.shots}, "metric": plan.metric,
+            "table": f.table, "per_seed": per_row, "best_hyperparameters": hparams,
             "stats": f.comparisons, "verdict": f.verdicts, "retention": f.retention, "reference": f.reference,
             "reference_protocol": reference_protocol() if f.reference else None, "seed_finetunes_in_search": finetunes}
     return [

@@ -85,7 +85,7 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, tr
             break
     finetunes = sum(int(r.metrics.get("seeds_done", 0)) for r in grid if r.metrics)
     per_row = run_test_phase(plan, study, tuned, defaults, base_ckpt, resume)
-    study_figures(plan, study, per_row, grid, tuned.trial_id)  # OUT/plots/<key>/*.png; returns {name: path}
+    figures = study_figures(plan, study, per_row, grid, tuned.trial_id)  # OUT/plots/<key>/*.png
     found = findings(plan, study, per_row)
     md = markdown(plan, study, found, tuned.hparams, defaults.hparams)
     files = write_results(plan, study, md, found, per_row, tuned.hparams, finetunes)
@@ -93,6 +93,8 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, tr
     model = log_selected(plan, study, tracker, parent, tuned.trial_id, per_row)  # registered <dataset>-<split>-<K>shot
     export = export_best(plan, study, tuned.hparams, best.metrics, found, parent, model,
                          find_base(tracker, plan.out, split.name))
+    for png in figures.values():
+        tracker.client.log_artifact(parent, str(png), "plots")
     log_study(tracker, plan.out, study.key, parent, tuned.hparams, per_row, best.metrics, finetunes, [export, *files],
               found.verdicts)
     return StudyResult(study.key, tuned.hparams, dict(best.metrics), found.table, md, export, finetunes)

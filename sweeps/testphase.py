@@ -82,7 +82,7 @@ def run_test_phase(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base
     grid = fit_tuner(path, trainable, resume, lambda: tune.Tuner(
         trainable, param_space={"group": tune.grid_search(list(range(len(groups))))},
         tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent),
-        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1)))
+        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1 if plan.verbose else 0)))
     for r in grid:
         if r.error:
             raise RuntimeError(f"test evaluation failed: {r.error}")

@@ -87,9 +87,9 @@ def test_one_table_across_studies_in_split_and_k_order(run_dir):
     assert [s.key for s in run.studies] == ["neu-det_split1_1shot", "neu-det_split1_5shot", "neu-det_split2_1shot"]
     header, rows = main_table(run)
     assert header == ["dataset", "split", "K", "method", "AP_base", "AP_novel", "AP_all", "seeds"]
-    assert rows[0] == ["neu-det", "1", "1", "TFA 1-shot", "50.0 ± 1.0", "20.0 ± 1.0", "40.0 ± 1.0", "2"]
+    assert rows[0] == ["neu-det", "split1", "1", "TFA 1-shot", "50.0 ± 1.0", "20.0 ± 1.0", "40.0 ± 1.0", "2"]
     ref = [r for r in rows if "(reference)" in r[3]]
-    assert ref == [["neu-det", "1", "5", "DKAN 5-shot (paper) (reference)", "n/a", "31.2", "55.0", ""]]
+    assert ref == [["neu-det", "split1", "5", "DKAN 5-shot (paper) (reference)", "n/a", "31.2", "55.0", ""]]
     assert len(rows) == 7
 
 
@@ -108,7 +108,7 @@ def test_report_html_is_self_contained_and_markdown_links_plots(run_dir):
     assert not (run_dir / "plots" / "neu-det_split1_5shot" / "seed_spread_AP_all.png").exists()
     md = out_md.read_text()
     assert "![pr_curves](plots/neu-det_split1_5shot/pr_curves.png)" in md
-    assert "| neu-det | 2 | 1 | DKAN 1-shot (best) | 52.0 ± 1.0 | 25.0 ± 1.0 | 43.0 ± 1.0 | 2 |" in md
+    assert "| neu-det | split2 | 1 | DKAN 1-shot (best) | 52.0 ± 1.0 | 25.0 ± 1.0 | 43.0 ± 1.0 | 2 |" in md
     assert "mlflow_run_id = `run11`" in md
 
 
