@@ -28,7 +28,8 @@ from dkan.engine.distributed import average_gradients, broadcast_from_rank0, bro
 from dkan.engine.evaluate import evaluate
 from dkan.engine.setup import Job, build_job
 from dkan.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dkan.distill.step import train_step, weighted_total
+from dkan.distill.cache import MiB, FeatureCache, budget_mb, eval_cache, image_key
+from dkan.distill.step import backbone_is_frozen, train_step, weighted_total
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -74,14 +75,23 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
     opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     lr_at = _lr_lambda(cfg.optim, sched)
     start = _resume(out / runfolder.LAST, job, opt) if resume else 0
+    cache_bytes = budget_mb(getattr(cfg, "cache_mb", 0), job.device) * MiB  # base training: nothing is frozen
+    cache = FeatureCache(cache_bytes) if cache_bytes and job.stage == "finetune" else None
     t0 = last_note = time.time()
+    history_every = max(1, sched.iterations // 200)  # at most ~200 points of loss curve
+    if lead and start == 0:
+        (out / runfolder.HISTORY).unlink(missing_ok=True)
     bar = tqdm(range(start, sched.iterations), initial=start, total=sched.iterations, desc=f"{job.stage} {job.method}", disable=not (progress and lead), mininterval=2.0)
     for it in bar:
         for g in opt.param_groups:
             g["lr"] = cfg.optim.lr * lr_at(it)
         batch = shard(_batch_indices(cfg.seed, it, cfg.optim.batch_size, len(train_set)))
         images, targets = collate([train_set[i] for i in batch])
-        losses = train_step(job.student, [im.to(job.device) for im in images], [_to(t, job.device) for t in targets], job.teacher, job.n_base, getattr(cfg, "distill", None))
+        keys = [image_key(im) for im in images] if cache is not None else None  # names each image's view for the cache
+        losses = train_step(
+            job.student, [im.to(job.device) for im in images], [_to(t, job.device) for t in targets], job.teacher,
+            job.n_base, getattr(cfg, "distill", None), cache=cache, keys=keys,
+        )
         _check_finite(losses, it, [job.train_records[i].path for i in batch])
         opt.zero_grad(set_to_none=True)
         weighted_total(losses, getattr(cfg, "distill", None)).backward()
@@ -90,6 +100,9 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
             torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm)
         opt.step()
         bar.set_postfix({k.removeprefix("loss_"): f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
+        if lead and ((it + 1) % history_every == 0 or it + 1 == sched.iterations):
+            row = {"iteration": it + 1, "loss": sum(v.item() for v in losses.values()), "lr": opt.param_groups[0]["lr"]}
+            runfolder.append_jsonl(out / runfolder.HISTORY, row | {k: v.item() for k, v in losses.items()})
         if lead and time.time() - last_note > 10:  # for watchers without a terminal (the sweep's driver)
             last_note = time.time()
             _note_progress(out, it + 1, sched.iterations, (last_note - t0) / (it + 1 - start), sum(v.item() for v in losses.values()))
@@ -102,7 +115,15 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
         save_checkpoint(out / runfolder.FINAL, final)
         for stale in (runfolder.LAST, runfolder.PROGRESS):
             (out / stale).unlink(missing_ok=True)
-        metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device)
+        # the val body features of a frozen body are shared by the seeds this process runs
+        frozen_body = cache is not None and backbone_is_frozen(job.student)
+        val_cache = eval_cache(job.student.backbone.body, cache_bytes) if frozen_body else None
+        metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device, cache=val_cache)
+        if cache is not None:  # the eval cache's counts depend on the seeds run before: in cache.json, not in the metrics
+            metrics.update(cache.stats.as_metrics())
+            process = val_cache.stats.as_metrics("eval_cache") if val_cache else None  # this process's totals
+            stats = {"train": cache.stats.as_metrics(), "eval_process_total": process}
+            runfolder.write_json(out / runfolder.CACHE, stats)
         metrics.update({"iterations": sched.iterations, "train_seconds": round(train_seconds, 2), "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4), "eval_split": cfg.eval_split})
         metrics["fit_seconds"] = round(time.time() - t_start, 2)  # all of fit: setup, training, evaluation
         metrics["world_size"] = world
