@@ -35,8 +35,23 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 # flag -> config key, for the common settings (everything else: --set key=value)
-COMMON_FLAGS = {"data": "data.root", "split": "data.split", "out": "out", "seed": "seed", "iterations": "optim.iterations", "backbone_weights": "model.weights", "device": "device", "eval_split": "eval_split"}
-FINETUNE_FLAGS = {"base_checkpoint": "base_checkpoint", "shots": "shots", "fewshot_seed": "fewshot_seed", "method": "distill.method", "head": "model.box_head"}
+COMMON_FLAGS = {
+    "data": "data.root",
+    "split": "data.split",
+    "out": "out",
+    "seed": "seed",
+    "iterations": "optim.iterations",
+    "backbone_weights": "model.weights",
+    "device": "device",
+    "eval_split": "eval_split",
+}
+FINETUNE_FLAGS = {
+    "base_checkpoint": "base_checkpoint",
+    "shots": "shots",
+    "fewshot_seed": "fewshot_seed",
+    "method": "distill.method",
+    "head": "model.box_head",
+}
 
 
 def _job_config(kind: str, args: argparse.Namespace):
@@ -60,7 +75,11 @@ def _job_config(kind: str, args: argparse.Namespace):
         cfg = from_dict(cls, _merge(to_dict(cfg), given), args.config)  # unknown keys are errors
     flags = COMMON_FLAGS | (FINETUNE_FLAGS if kind == "finetune" else {})
     # JSON is valid YAML and quotes strings, so a value like "123" stays a string where one is expected
-    sets = [f"{key}={json.dumps(getattr(args, name))}" for name, key in flags.items() if getattr(args, name, None) is not None]
+    sets = [
+        f"{key}={json.dumps(getattr(args, name))}"
+        for name, key in flags.items()
+        if getattr(args, name, None) is not None
+    ]
     sets += _class_split_sets(args)
     return apply_overrides(cfg, sets + list(args.set or []))
 
@@ -126,7 +145,9 @@ def _train(kind: str):
 def _metrics_line(m: dict) -> str:
     import math
 
-    head = "  ".join(f"{k} {m[k] * 100:.1f}" for k in ("AP_base", "AP_novel", "AP_all") if k in m and not math.isnan(m[k]))
+    head = "  ".join(
+        f"{k} {m[k] * 100:.1f}" for k in ("AP_base", "AP_novel", "AP_all") if k in m and not math.isnan(m[k])
+    )
     per = "  ".join(f"{k[3:]} {v * 100:.1f}" for k, v in m.items() if k.startswith("AP/") and not math.isnan(v))
     return f"[{m.get('eval_split')}] {head}\n  per class (AP50): {per}"
 
@@ -168,8 +189,14 @@ def _check_eval_class_split(args: argparse.Namespace) -> None:
 
 
 def _add_job_flags(p: argparse.ArgumentParser, kind: str) -> None:
-    p.add_argument("--config", metavar="FILE", help="YAML config (e.g. an exported best config); merged over the profile")
-    p.add_argument("--profile", choices=PROFILES, help="defaults: paper (R101-FPN, ~800 px; GPU) or cpu-quick (R18-FPN, 200 px). Default: by hardware")
+    p.add_argument(
+        "--config", metavar="FILE", help="YAML config (e.g. an exported best config); merged over the profile"
+    )
+    p.add_argument(
+        "--profile",
+        choices=PROFILES,
+        help="defaults: paper (R101-FPN, ~800 px; GPU) or cpu-quick (R18-FPN, 200 px). Default: by hardware",
+    )
     p.add_argument("--data", help="prepared dataset folder (dkan prepare-data --out)")
     p.add_argument("--split", type=int, help="NEU-DET class split 1-3 (a preset; only for NEU-DET's classes)")
     _add_class_split_flags(p)
@@ -177,24 +204,31 @@ def _add_job_flags(p: argparse.ArgumentParser, kind: str) -> None:
     p.add_argument("--seed", type=int, help="training seed")
     p.add_argument("--iterations", type=int, help="training iterations")
     p.add_argument(
-        "--backbone-weights", metavar="PATH_OR_ENUM",
+        "--backbone-weights",
+        metavar="PATH_OR_ENUM",
         help="local backbone state-dict file, a torchvision enum such as ResNet101_Weights.IMAGENET1K_V1 (downloaded "
         "once), or none (from scratch on purpose). Default: the profile's (paper: ResNet101_Weights.IMAGENET1K_V1; "
         "cpu-quick: none)",
     )
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:1")
-    p.add_argument("--eval-split", choices=EVAL_SPLITS, help="split evaluated at the end (default val; test is for final numbers)")
+    p.add_argument(
+        "--eval-split", choices=EVAL_SPLITS, help="split evaluated at the end (default val; test is for final numbers)"
+    )
     if kind == "finetune":
         p.add_argument("--base-checkpoint", metavar="PATH", help="base model (dkan base-train's model_final.pt)")
         p.add_argument("--shots", type=int, help="K per class")
         p.add_argument("--fewshot-seed", type=int, help="few-shot split seed (1-10)")
         p.add_argument(
-            "--method", choices=METHODS,
+            "--method",
+            choices=METHODS,
             help="dkan (distillation; trains FPN, RPN, RoI head), tfa (last layer only: cosine classifier + box "
             "regressor), plain (DKAN's trained parts without a teacher)",
         )
         p.add_argument("--head", choices=BOX_HEADS, help="box classifier (cosine is DKAN's Incremental RCNN)")
-    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config key, e.g. --set optim.lr=0.005 (repeatable)")
+    p.add_argument(
+        "--set",
+        action="append", metavar="KEY=VALUE", help="override any config key, e.g. --set optim.lr=0.005 (repeatable)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=_train("base" if kind == "base" else "finetune"))
@@ -223,7 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     pd = sub.add_parser(
-        "prepare-data", help="write train/val/test JSON and seeded few-shot files",
+        "prepare-data",
+        help="write train/val/test JSON and seeded few-shot files",
         description="Read a VOC folder (IMAGES/, ANNOTATIONS/) or a COCO JSON, split it, and write "
         "OUT/annotations/{trainval,train,val,test}.json plus the few-shot files in the authors' layout "
         "annotations/fewshot-split/<seed>/<seed>seed_<K>shot_<class>_trainval.json. Idempotent and atomic.",
@@ -231,19 +266,36 @@ def build_parser() -> argparse.ArgumentParser:
     src = pd.add_mutually_exclusive_group(required=True)
     src.add_argument("--source", metavar="DIR_OR_JSON", help="VOC folder (NEU-DET layout) or COCO JSON file")
     src.add_argument("--synthetic", action="store_true", help="generate the seeded NEU-DET-like synthetic set instead")
-    pd.add_argument("--out", required=True, help="output folder (made atomically; re-running with the same inputs is a no-op)")
-    pd.add_argument("--split-json", metavar="DIR", help="folder with trainval.json and test.json to use as the split (e.g. NEU-DET/reference-split)")
+    pd.add_argument(
+        "--out", required=True, help="output folder (made atomically; re-running with the same inputs is a no-op)"
+    )
+    pd.add_argument(
+        "--split-json",
+        metavar="DIR",
+        help="folder with trainval.json and test.json to use as the split (e.g. NEU-DET/reference-split)",
+    )
     pd.add_argument("--images", metavar="DIR", help="image folder for a COCO JSON source (default: the JSON's folder)")
     pd.add_argument("--classes", help="comma-separated class list and order (default: classes found, sorted)")
-    pd.add_argument("--seeds", type=parse_int_list, default=list(range(1, 11)), help="few-shot seeds, e.g. 1-10 (default)")
-    pd.add_argument("--shots", type=parse_int_list, default=[1, 2, 3, 5, 10, 30], help="K per class (default 1,2,3,5,10,30)")
-    pd.add_argument("--val-fraction", type=float, default=0.15, help="share of trainval held out as val for model selection (default 0.15)")
-    pd.add_argument("--test-fraction", type=float, default=0.2, help="share held out as test when no --split-json is given (default 0.2)")
+    pd.add_argument(
+        "--seeds", type=parse_int_list, default=list(range(1, 11)), help="few-shot seeds, e.g. 1-10 (default)"
+    )
+    pd.add_argument(
+        "--shots", type=parse_int_list, default=[1, 2, 3, 5, 10, 30], help="K per class (default 1,2,3,5,10,30)"
+    )
+    pd.add_argument(
+        "--val-fraction",
+        type=float, default=0.15, help="share of trainval held out as val for model selection (default 0.15)",
+    )
+    pd.add_argument(
+        "--test-fraction",
+        type=float, default=0.2, help="share held out as test when no --split-json is given (default 0.2)",
+    )
     pd.add_argument("--split-seed", type=int, default=0, help="seed of the test and val splits (default 0)")
     pd.add_argument("--synthetic-per-class", type=int, default=60, help="synthetic images per class (default 60)")
     pd.add_argument("--synthetic-seed", type=int, default=0, help="seed of the synthetic generator (default 0)")
     pd.add_argument(
-        "--synthetic-kind", choices=("steel", "tiles"), default="steel",
+        "--synthetic-kind",
+        choices=("steel", "tiles"), default="steel",
         help="steel: NEU-DET-like 200 px, six NEU-DET classes (default); tiles: 640 px grayscale PNGs, "
         "5-10 small defects per image (pit, burr, stain, crack, dent, void), some defect-free",
     )
@@ -252,29 +304,51 @@ def build_parser() -> argparse.ArgumentParser:
     from dkan.data.fewshot_import import LAYOUT_HELP
 
     pd.add_argument(
-        "--fewshot-from", metavar="DIR",
-        help=f"import few-shot lists instead of sampling: {LAYOUT_HELP}. The lists decide seeds and K",
+        "--fewshot-from",
+        metavar="DIR", help=f"import few-shot lists instead of sampling: {LAYOUT_HELP}. The lists decide seeds and K",
     )
     pd.add_argument(
-        "--fewshot-reading", choices=("all", "sample"), default="all",
+        "--fewshot-reading",
+        choices=("all", "sample"), default="all",
         help="imported lists name images: all = every box of the class in them (default: no defect of the class "
         "is left unlabelled); sample = K of those boxes, drawn with the seed (TFA/mmfewshot's reading)",
     )
     pd.add_argument(
-        "--class-splits", metavar="YAML",
+        "--class-splits",
+        metavar="YAML",
         help="named base/novel splits (name: {base: [...], novel: [...]}; novel left out = the rest), "
         "checked against the classes and recorded in dataset.yaml",
     )
     pd.add_argument("--overwrite", action="store_true", help="replace an --out that holds different content")
     pd.set_defaults(func=_prepare)
 
-    _add_job_flags(sub.add_parser("base-train", help="train the base detector on a split's base classes", description="Base training on the base classes of a class split (train = trainval less val)."), "base")
-    _add_job_flags(sub.add_parser("finetune", help="K-shot fine-tuning of all classes: DKAN or TFA", description="Fine-tune a base model on K-shot data of all classes, with DKAN's distillation (FKA + LKA) or as TFA (none)."), "finetune")
-    pe = sub.add_parser("evaluate", help="evaluate a checkpoint (AP50 per class, base/novel/all)", description="Evaluate a model_final.pt from base-train or finetune.")
+    _add_job_flags(
+        sub.add_parser(
+            "base-train",
+            help="train the base detector on a split's base classes",
+            description="Base training on the base classes of a class split (train = trainval less val).",
+        ),
+        "base",
+    )
+    _add_job_flags(
+        sub.add_parser(
+            "finetune",
+            help="K-shot fine-tuning of all classes: DKAN or TFA",
+            description="Fine-tune a base model on K-shot data of all classes: DKAN (distillation, FKA + LKA), "
+            "TFA (the last layer only) or plain (DKAN without a teacher).",
+        ),
+        "finetune",
+    )
+    pe = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint (AP50 per class, base/novel/all)",
+        description="Evaluate a model_final.pt from base-train or finetune.",
+    )
     pe.add_argument("--checkpoint", required=True, help="model_final.pt")
     pe.add_argument("--split-name", default="test", choices=EVAL_SPLITS, help="which split (default test)")
     pe.add_argument(
-        "--metric", default="coco", choices=METRICS,
+        "--metric",
+        default="coco", choices=METRICS,
         help="AP50 printed: coco (101-point, default) or voc07 (11-point, the paper's); --json writes both",
     )
     pe.add_argument("--data", help="prepared dataset folder (default: the one the checkpoint was trained on)")
@@ -282,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_class_split_flags(pe)
     pe.set_defaults(func=_evaluate)
     pi = sub.add_parser(
-        "inspect-data", help="per-class counts, sizes, histograms and warnings of a prepared dataset",
+        "inspect-data",
+        help="per-class counts, sizes, histograms and warnings of a prepared dataset",
         description="Look at a prepared dataset before training: images/boxes per class and split, image and box "
         "sizes, defect-free and multi-class images, and warnings (tiny boxes after resizing, classes with fewer "
         "images than K, imbalance).",
@@ -304,18 +379,23 @@ def _add_sweep(sub) -> None:
     """`dkan sweep`: exactly the options of `python sweeps/run_tune.py` (one definition serves both)."""
     from sweeps import run_tune  # argparse only: Ray, Optuna and MLflow load when the sweep runs
 
-    ps = sub.add_parser("sweep", help="the Ray Tune + Optuna sweep (same as python sweeps/run_tune.py)",
-                        description=run_tune.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ps = sub.add_parser(
+        "sweep",
+        help="the Ray Tune + Optuna sweep (same as python sweeps/run_tune.py)", description=run_tune.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run_tune.add_arguments(ps)
     ps.set_defaults(func=run_tune.run)
 
 
 def _add_predict(sub) -> None:
     pp = sub.add_parser(
-        "predict", help="detect defects in new images (COCO JSON, optional drawings)",
+        "predict",
+        help="detect defects in new images (COCO JSON, optional drawings)",
         description="Run a model on images, folders (searched recursively) or .txt lists of paths. Writes COCO-style "
         "JSON (images, categories, annotations with bbox xywh and score, plus 'failed'). An unreadable image is "
-        "named and skipped; the exit status is 1 only when no image could be read.")
+        "named and skipped; the exit status is 1 only when no image could be read.",
+    )
     src = pp.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="PT", help="model_final.pt from dkan finetune / base-train")
     src.add_argument("--bundle", metavar="DIR_OR_YAML", help="an exported best-config bundle (YAML + model file)")
@@ -338,9 +418,12 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _add_report(sub) -> None:
-    pr = sub.add_parser("report", help="one HTML + markdown report of a sweep's run folder",
-                        description="Read RUN_DIR/results/*.json, best_configs/ and plots/; write RUN_DIR/report.html "
-                        "(self-contained, plots embedded) and RUN_DIR/report.md.")
+    pr = sub.add_parser(
+        "report",
+        help="one HTML + markdown report of a sweep's run folder",
+        description="Read RUN_DIR/results/*.json, best_configs/ and plots/; write RUN_DIR/report.html "
+        "(self-contained, plots embedded) and RUN_DIR/report.md.",
+    )
     pr.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's --out folder")
     pr.add_argument("--no-plots", action="store_true", help="do not draw missing seed-spread plots into RUN_DIR/plots")
     pr.set_defaults(func=_report)

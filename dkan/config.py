@@ -33,7 +33,9 @@ class ModelConfig:
     weights: str | None = None  # torchvision enum name ("ResNet50_Weights.IMAGENET1K_V2") or a local state-dict file
     fpn_channels: int = 256
     anchor_sizes: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])  # one per level P2..P6
-    aspect_ratios: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])  # scratches are long and thin
+    aspect_ratios: list[float] = field(
+        default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0]
+    )  # scratches are long and thin
     min_size: int = 200  # shorter side at test (and at training when train_min_sizes is empty)
     # multi-scale training: a shorter side drawn per image (torchvision's transform); must end with min_size
     train_min_sizes: list[int] = field(default_factory=list)
@@ -113,7 +115,9 @@ class FinetuneConfig:
 
     model: ModelConfig = field(default_factory=lambda: ModelConfig(box_head="cosine"))
     data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=0.001, batch_size=8, iterations=4000, lr_steps=[3600], warmup_iters=20))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=0.001, batch_size=8, iterations=4000, lr_steps=[3600], warmup_iters=20)
+    )
     distill: DistillConfig = field(default_factory=DistillConfig)
     base_checkpoint: str = "runs/base/model_final.pt"
     shots: int = 5
@@ -154,8 +158,7 @@ def _check_values(cfg: Any, where: str) -> None:
             ("batch_size", cfg.batch_size >= 1, "at least 1"),
             ("iterations", cfg.iterations >= 1 or cfg.epochs > 0, "at least 1 (or set optim.epochs > 0)"),
             ("epochs", cfg.epochs >= 0, "0 (use iterations) or more"),
-            ("lr", cfg.lr > 0, "a positive number such as 0.02"),
-            ("warmup_iters", cfg.warmup_iters >= 0, "0 or more"),
+            ("lr", cfg.lr > 0, "a positive number such as 0.02"), ("warmup_iters", cfg.warmup_iters >= 0, "0 or more"),
         ]
     elif isinstance(cfg, FinetuneConfig):
         rules = [

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -33,21 +32,8 @@ from typing import Any
 
 from sweeps.plan import build_plan
 from sweeps.run_tune import parse_args
-from sweeps.space import DEFAULT_SPACE, first_points
+from sweeps.space import DEFAULT_SPACE, sample_points
 from sweeps.sweep import ensure_base
-
-
-def sample_points(n: int, seed: int) -> list[dict[str, float]]:
-    rng = random.Random(seed)
-    pts = first_points(DEFAULT_SPACE)
-    while len(pts) < n:
-        pts.append(
-            {
-                k: (r.low * (r.high / r.low) ** rng.random()) if r.log else rng.uniform(r.low, r.high)
-                for k, r in DEFAULT_SPACE.items()
-            }
-        )
-    return pts
 
 
 def search(plan, split: int, shots: int, base: Path, name: str):
@@ -126,7 +112,6 @@ def main() -> None:
     a = p.parse_args()
     out = Path(a.out).absolute()
     out.mkdir(parents=True, exist_ok=True)
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if a.replay:
         report = run_replays(Path(a.replay), out, a.seconds_per_seed)

@@ -16,21 +16,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a file: scripts/ and sweeps/ side by side
-
-from dkan import runfolder  # noqa: E402
-from dkan.names import parse_int_list  # noqa: E402
-from scripts.bench_sweep import sample_points  # noqa: E402
-from sweeps.jobs import SeedJob, finetune_job  # noqa: E402
-from sweeps.plan import build_plan  # noqa: E402
-from sweeps.run_tune import parse_args  # noqa: E402
-from sweeps.space import DEFAULT_SPACE  # noqa: E402
+from dkan import runfolder
+from dkan.names import parse_int_list
+from sweeps.jobs import SeedJob, finetune_job
+from sweeps.plan import build_plan
+from sweeps.run_tune import parse_args
+from sweeps.space import DEFAULT_SPACE, sample_points
 
 
 def _run(job: SeedJob) -> dict:

@@ -89,3 +89,16 @@ def to_optuna(space: dict[str, Range]) -> dict:
 
 def describe(space: dict[str, Range]) -> str:
     return ", ".join(f"{k} {'log ' if r.log else ''}[{r.low:g}, {r.high:g}]" for k, r in space.items())
+
+
+def sample_points(n: int, seed: int, space: dict[str, Range] = DEFAULT_SPACE) -> list[dict[str, float]]:
+    """The authors' defaults and then ``n - 1`` seeded uniform (log-uniform) points: fixed trials
+    that benchmarks and recordings run under every scheduler alike."""
+    import random
+
+    rng = random.Random(seed)
+    pts = first_points(space)
+    while len(pts) < n:
+        pts.append({k: (r.low * (r.high / r.low) ** rng.random()) if r.log else rng.uniform(r.low, r.high)
+                    for k, r in space.items()})
+    return pts

@@ -11,7 +11,9 @@ NEU_DET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "
 
 def pytest_configure(config):
     if os.environ.get("CI", "").lower() == "true" and not (NEU_DET / "ANNOTATIONS").is_dir():
-        raise pytest.UsageError(f"CI=true but the real NEU-DET is missing at {NEU_DET}: the real-data tests must run in CI")
+        raise pytest.UsageError(
+            f"CI=true but the real NEU-DET is missing at {NEU_DET}: the real-data tests must run in CI"
+        )
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +28,8 @@ def voc_xml(filename: str, objects: list[tuple[str, tuple]], size=(64, 64), dept
         f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
         for n, b in objects
     )
-    return f"<annotation><filename>{filename}</filename><size><width>{size[0]}</width><height>{size[1]}</height><depth>{depth}</depth></size>{objs}</annotation>"
+    dims = f"<width>{size[0]}</width><height>{size[1]}</height><depth>{depth}</depth>"
+    return f"<annotation><filename>{filename}</filename><size>{dims}</size>{objs}</annotation>"
 
 
 def make_voc(root: Path, images: dict[str, list[tuple[str, tuple]]], size=(64, 64), filename_of=None) -> Path:
@@ -67,7 +70,7 @@ def tiny_model_config(**kw):
 
     base = dict(
         backbone="resnet18", fpn_channels=32, representation_size=64, min_size=128, max_size=128,
-        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100, rpn_post_nms_top_n_test=50,
-        rpn_batch_size_per_image=64, box_batch_size_per_image=32,
+        rpn_pre_nms_top_n_train=200, rpn_post_nms_top_n_train=100, rpn_pre_nms_top_n_test=100,
+        rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64, box_batch_size_per_image=32,
     )
     return ModelConfig(**{**base, **kw})

@@ -20,26 +20,81 @@ def sets(*items):
 @pytest.fixture(scope="module")
 def base_ckpt(synthetic_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("cli_base")
-    args = ["base-train", "--profile", "cpu-quick", "--data", str(synthetic_prepared), "--split", "1", "--out", str(out), "--iterations", "2", *sets(*TINY, "optim.batch_size=2", "optim.warmup_iters=1")]
+    args = [
+        "base-train",
+        "--profile",
+        "cpu-quick",
+        "--data",
+        str(synthetic_prepared),
+        "--split",
+        "1",
+        "--out",
+        str(out),
+        "--iterations",
+        "2",
+        *sets(*TINY, "optim.batch_size=2", "optim.warmup_iters=1"),
+    ]
     assert main(args) == 0
     return out / "model_final.pt"
 
 
 def test_finetune_tfa_and_dkan_then_evaluate(base_ckpt, synthetic_prepared, tmp_path, capsys):
     for method in ("tfa", "dkan"):
-        args = ["finetune", "--profile", "cpu-quick", "--data", str(synthetic_prepared), "--base-checkpoint", str(base_ckpt), "--shots", "2", "--fewshot-seed", "2",
-                "--method", method, "--out", str(tmp_path / method), "--iterations", "2", *sets(*TINY, "optim.batch_size=2")]
+        args = [
+            "finetune",
+            "--profile",
+            "cpu-quick",
+            "--data",
+            str(synthetic_prepared),
+            "--base-checkpoint",
+            str(base_ckpt),
+            "--shots",
+            "2",
+            "--fewshot-seed",
+            "2",
+            "--method",
+            method,
+            "--out",
+            str(tmp_path / method),
+            "--iterations",
+            "2",
+            *sets(*TINY, "optim.batch_size=2"),
+        ]
         assert main(args) == 0
         assert "[val] AP_base" in capsys.readouterr().out
         saved = yaml.safe_load((tmp_path / method / "config.yaml").read_text())
-        assert saved["distill"]["method"] == method and saved["fewshot_seed"] == 2 and saved["model"]["box_head"] == "cosine"
-    assert main(["evaluate", "--checkpoint", str(tmp_path / "dkan" / "model_final.pt"), "--json", str(tmp_path / "m.json")]) == 0
+        assert (
+            saved["distill"]["method"] == method
+            and saved["fewshot_seed"] == 2
+            and saved["model"]["box_head"] == "cosine"
+        )
+    assert (
+        main(
+            ["evaluate", "--checkpoint", str(tmp_path / "dkan" / "model_final.pt"), "--json", str(tmp_path / "m.json")]
+        )
+        == 0
+    )
     assert "[test] AP_base" in capsys.readouterr().out
     assert set(json.loads((tmp_path / "m.json").read_text())) >= {"AP_base", "AP_novel", "AP_all"}
 
 
 def test_finetune_config_file_reproduces_a_run(base_ckpt, synthetic_prepared, tmp_path, capsys):
-    first = ["finetune", "--profile", "cpu-quick", "--data", str(synthetic_prepared), "--base-checkpoint", str(base_ckpt), "--shots", "2", "--out", str(tmp_path / "a"), "--iterations", "2", *sets(*TINY, "optim.batch_size=2")]
+    first = [
+        "finetune",
+        "--profile",
+        "cpu-quick",
+        "--data",
+        str(synthetic_prepared),
+        "--base-checkpoint",
+        str(base_ckpt),
+        "--shots",
+        "2",
+        "--out",
+        str(tmp_path / "a"),
+        "--iterations",
+        "2",
+        *sets(*TINY, "optim.batch_size=2"),
+    ]
     assert main(first) == 0
     cfg_file = tmp_path / "a" / "config.yaml"
     again = yaml.safe_load(cfg_file.read_text())
@@ -57,7 +112,9 @@ def test_profile_notice_print_config_and_bad_keys(tmp_path, capsys):
     assert "notice: no --profile given; using 'cpu-quick'" in cap.err and "backbone: resnet18" in cap.out
     assert main(["finetune", "--profile", "paper", "--print-config"]) == 0
     out = yaml.safe_load(capsys.readouterr().out)
-    assert out["model"]["backbone"] == "resnet101" and out["optim"]["iterations"] == 8000 and out["optim"]["lr"] == 0.001
+    assert (
+        out["model"]["backbone"] == "resnet101" and out["optim"]["iterations"] == 8000 and out["optim"]["lr"] == 0.001
+    )
     assert main(["base-train", "--profile", "cpu-quick", "--set", "optim.lrr=1", "--print-config"]) == 2
     assert "unknown key 'optim.lrr'" in capsys.readouterr().err
     (tmp_path / "bad.yaml").write_text("distill:\n  fka_wieght: 2\n")
@@ -66,6 +123,16 @@ def test_profile_notice_print_config_and_bad_keys(tmp_path, capsys):
 
 
 def test_missing_base_checkpoint_is_a_clear_error(synthetic_prepared, tmp_path, capsys):
-    args = ["finetune", "--profile", "cpu-quick", "--data", str(synthetic_prepared), "--base-checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")]
+    args = [
+        "finetune",
+        "--profile",
+        "cpu-quick",
+        "--data",
+        str(synthetic_prepared),
+        "--base-checkpoint",
+        str(tmp_path / "none.pt"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     assert main(args) == 2
     assert "none.pt: base checkpoint not found" in capsys.readouterr().err

@@ -6,7 +6,9 @@ from sweeps.space import AUTHORS_DEFAULTS, DEFAULT_SPACE, Range, SearchSpaceErro
 
 
 def test_default_space_matches_the_issue_and_starts_at_the_authors_values():
-    assert DEFAULT_SPACE["fka_weight"] == Range(0.01, 10.0, True) and DEFAULT_SPACE["lka_weight"] == Range(0.001, 1.0, True)
+    assert DEFAULT_SPACE["fka_weight"] == Range(0.01, 10.0, True) and DEFAULT_SPACE["lka_weight"] == Range(
+        0.001, 1.0, True
+    )
     assert DEFAULT_SPACE["fka_tau"] == Range(1.0, 10.0) and DEFAULT_SPACE["lka_tau"] == Range(1.0, 10.0)
     assert first_points(DEFAULT_SPACE) == [AUTHORS_DEFAULTS]
     dist = to_optuna(DEFAULT_SPACE)
@@ -27,8 +29,7 @@ def test_file_overrides_some_ranges(tmp_path):
         ("fka_temp: {low: 1, high: 2}\n", r"unknown parameter\(s\) \['fka_temp'\]"),
         ("fka_tau: {low: 5, high: 1}\n", "inverted or empty bounds"),
         ("lka_weight: {low: 0, high: 1, log: true}\n", "log range needs low > 0"),
-        ("fka_tau: {low: a, high: 2}\n", "must be numbers"),
-        ("fka_tau: 3\n", r"must be \{low: L, high: H\}"),
+        ("fka_tau: {low: a, high: 2}\n", "must be numbers"), ("fka_tau: 3\n", r"must be \{low: L, high: H\}"),
         ("- 1\n", "expected a mapping"),
     ],
 )

@@ -7,7 +7,17 @@ import json
 import pytest
 import torch
 
-from dkan.config import BaseTrainConfig, ConfigError, DataConfig, FinetuneConfig, OptimConfig, apply_overrides, from_dict, load_yaml, save_yaml
+from dkan.config import (
+    BaseTrainConfig,
+    ConfigError,
+    DataConfig,
+    FinetuneConfig,
+    OptimConfig,
+    apply_overrides,
+    from_dict,
+    load_yaml,
+    save_yaml,
+)
 from dkan.engine.train import TrainingError, fit
 from dkan.model.checkpoint import CheckpointError, load_checkpoint
 from tests.conftest import tiny_model_config
@@ -25,8 +35,8 @@ def ft_kwargs(data, base_ckpt, out, method):
 
     return dict(
         model=tiny_model_config(box_head="cosine"), data=DataConfig(root=str(data), split=1),
-        optim=OptimConfig(lr=0.01, batch_size=2, iterations=3, warmup_iters=1), base_checkpoint=str(base_ckpt),
-        shots=2, fewshot_seed=1, out=str(out), checkpoint_every=2, distill=DistillConfig(method=method),
+        optim=OptimConfig(lr=0.01, batch_size=2, iterations=3, warmup_iters=1), base_checkpoint=str(base_ckpt), shots=2,
+        fewshot_seed=1, out=str(out), checkpoint_every=2, distill=DistillConfig(method=method),
     )
 
 
@@ -53,12 +63,21 @@ def test_finetune_saves_the_student_only(base_model, synthetic_prepared, tmp_pat
     metrics = fit(cfg, progress=False)
     assert set(metrics) >= {"AP_base", "AP_novel", "AP_all", "AP/scratches"}
     ckpt = load_checkpoint(tmp_path / method / "model_final.pt")
-    assert ckpt["meta"]["classes"] == ["crazing", "inclusion", "patches", "pitted_surface", "rolled-in_scale", "scratches"]
+    assert ckpt["meta"]["classes"] == [
+        "crazing",
+        "inclusion",
+        "patches",
+        "pitted_surface",
+        "rolled-in_scale",
+        "scratches",
+    ]
     assert ckpt["model"]["roi_heads.box_predictor.cls_score.weight"].shape[0] == 7
     assert not any(k.startswith("teacher") for k in ckpt["model"])
     # the frozen backbone did not move
     base = load_checkpoint(base_model[0])["model"]
-    assert torch.equal(ckpt["model"]["backbone.body.layer1.0.conv1.weight"], base["backbone.body.layer1.0.conv1.weight"])
+    assert torch.equal(
+        ckpt["model"]["backbone.body.layer1.0.conv1.weight"], base["backbone.body.layer1.0.conv1.weight"]
+    )
     assert torch.equal(ckpt["model"]["backbone.body.bn1.running_mean"], base["backbone.body.bn1.running_mean"])
 
 
@@ -117,10 +136,17 @@ def test_nan_loss_stops_at_once_naming_iteration_and_term(base_model, synthetic_
 
 def test_bad_base_checkpoints(base_model, synthetic_prepared, tmp_path):
     with pytest.raises(CheckpointError, match=r"missing\.pt: base checkpoint not found.*dkan base-train"):
-        fit(FinetuneConfig(**ft_kwargs(synthetic_prepared, tmp_path / "missing.pt", tmp_path / "x", "dkan")), progress=False)
+        fit(
+            FinetuneConfig(**ft_kwargs(synthetic_prepared, tmp_path / "missing.pt", tmp_path / "x", "dkan")),
+            progress=False,
+        )
     kw = ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "y", "dkan")
     kw["data"] = DataConfig(root=str(synthetic_prepared), split=2)
-    with pytest.raises(CheckpointError, match=r"base checkpoint of classes \['crazing', 'inclusion', 'patches'\].*split's base classes are \['inclusion', 'rolled-in_scale', 'scratches'\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"base checkpoint of classes \['crazing', 'inclusion', 'patches'\].*"
+        r"split's base classes are \['inclusion', 'rolled-in_scale', 'scratches'\]",
+    ):
         fit(FinetuneConfig(**kw), progress=False)
     ft = load_checkpoint(base_model[0])
     ft["meta"]["stage"] = "finetune"

@@ -30,14 +30,22 @@ NEU_DET_SPLITS: dict[int, ClassSplit] = {
 }
 
 
-def resolve_class_split(known: list[str], split: int | None = None, base: list[str] | None = None, novel: list[str] | None = None) -> ClassSplit:
+def resolve_class_split(
+    known: list[str], split: int | None = None, base: list[str] | None = None, novel: list[str] | None = None
+) -> ClassSplit:
     """A paper split by number, or user-given base/novel lists (novel defaults to the rest; an
     explicitly empty novel list serves base training on every class)."""
     if split is not None and base is not None:
-        raise DataError("--split/--base", "give either a split number or a base class list, not both", "drop one of them")
+        raise DataError(
+            "--split/--base", "give either a split number or a base class list, not both", "drop one of them"
+        )
     if split is not None:
         if split not in NEU_DET_SPLITS:
-            raise DataError(f"split {split}", "no such NEU-DET split", f"choose one of {sorted(NEU_DET_SPLITS)} or give --base/--novel")
+            raise DataError(
+                f"split {split}",
+                "no such NEU-DET split",
+                f"choose one of {sorted(NEU_DET_SPLITS)} or give --base/--novel",
+            )
         check_preset_applies(known, split)
         cs = NEU_DET_SPLITS[split]
     elif base is not None:
@@ -46,9 +54,17 @@ def resolve_class_split(known: list[str], split: int | None = None, base: list[s
         raise DataError("class split", "none given", "give a split number (NEU-DET 1-3) or --base classes")
     unknown = [c for c in cs.all if c not in known]
     if unknown:
-        raise DataError(f"class split {list(cs.base)} / {list(cs.novel)}", f"unknown class names {unknown} (dataset classes: {known})", "use the dataset's class names")
+        raise DataError(
+            f"class split {list(cs.base)} / {list(cs.novel)}",
+            f"unknown class names {unknown} (dataset classes: {known})",
+            "use the dataset's class names",
+        )
     if set(cs.base) & set(cs.novel) or not cs.base:
-        raise DataError(f"class split {list(cs.base)} / {list(cs.novel)}", "base must be non-empty and disjoint from novel", "list each class in exactly one of them")
+        raise DataError(
+            f"class split {list(cs.base)} / {list(cs.novel)}",
+            "base must be non-empty and disjoint from novel",
+            "list each class in exactly one of them",
+        )
     return cs
 
 
@@ -83,7 +99,9 @@ def restrict_classes(coco: CocoDict, names: list[str] | tuple[str, ...], drop_em
     old = {n: i for i, n in zip([c["id"] for c in coco["categories"]], [c["name"] for c in coco["categories"]])}
     missing = [n for n in names if n not in old]
     if missing:
-        raise DataError(f"classes {missing}", f"not in the dataset (classes: {class_names(coco)})", "use the dataset's class names")
+        raise DataError(
+            f"classes {missing}", f"not in the dataset (classes: {class_names(coco)})", "use the dataset's class names"
+        )
     new_id = {old[n]: i for i, n in enumerate(names, start=1)}
     anns = [{**a, "category_id": new_id[a["category_id"]]} for a in coco["annotations"] if a["category_id"] in new_id]
     with_boxes = {a["image_id"] for a in anns}
@@ -100,7 +118,8 @@ def check_preset_applies(known: list[str] | tuple[str, ...], split: int) -> None
     if set(known) != {c for s in NEU_DET_SPLITS.values() for c in s.all}:
         half = list(known)[: max(1, len(known) // 2)]
         raise DataError(
-            f"--split {split}", f"the numbered splits are NEU-DET's presets; this dataset's classes are {list(known)}",
+            f"--split {split}",
+            f"the numbered splits are NEU-DET's presets; this dataset's classes are {list(known)}",
             f"name the classes, e.g. --base {','.join(half)} (novel: the rest), or --base ... --novel ...; "
             f"in a config: data.split=null, data.base=[...], data.novel=[...]",
         )
@@ -125,9 +144,7 @@ def load_class_splits(path) -> dict[str, ClassSplit]:
         key = split_name(None, entry["base"], entry.get("novel"), name=str(name))
         if key in out:
             raise DataError(f"{path}: split {name!r}", f"its safe name {key!r} is taken by another split", "rename one")
-        out[key] = ClassSplit(
-            tuple(map(str, entry["base"])), tuple(map(str, entry.get("novel") or ()))
-        )
+        out[key] = ClassSplit(tuple(map(str, entry["base"])), tuple(map(str, entry.get("novel") or ())))
     return out
 
 

@@ -8,7 +8,6 @@ metrics dict; nothing here imports Ray, Optuna or MLflow.
 from __future__ import annotations
 
 import bisect
-import json
 import random
 import time
 from collections.abc import Callable
@@ -23,13 +22,13 @@ from tqdm import tqdm
 from dkan import runfolder
 from dkan.config import BaseTrainConfig, FinetuneConfig, OptimConfig, to_dict
 from dkan.data.dataset import DetectionDataset, build_transforms, collate
-from dkan.errors import DkanError
+from dkan.distill.cache import FeatureCache, MiB, budget_mb, eval_cache, image_key
+from dkan.distill.step import backbone_is_frozen, train_step, weighted_total
 from dkan.engine.distributed import average_gradients, broadcast_from_rank0, broadcast_module, rank_and_world, shard
 from dkan.engine.evaluate import evaluate
 from dkan.engine.setup import Job, build_job
+from dkan.errors import DkanError
 from dkan.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from dkan.distill.cache import MiB, FeatureCache, budget_mb, eval_cache, image_key
-from dkan.distill.step import backbone_is_frozen, train_step, weighted_total
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -51,7 +50,9 @@ class Schedule:
         return cls(optim.iterations, list(optim.lr_steps))
 
 
-def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+def fit(
+    cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, resume: bool = False, progress: bool = True
+) -> dict[str, Any]:
     """Train, checkpoint, evaluate on ``cfg.eval_split``; returns (and reports) the metrics.
 
     Under torch.distributed each rank trains on its share of every global batch with averaged
@@ -69,7 +70,9 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
     if lead:
         out.mkdir(parents=True, exist_ok=True)
         runfolder.write_yaml(out / runfolder.CONFIG, to_dict(cfg))
-    train_set = DetectionDataset(job.train_records, job.classes, build_transforms(train=True, hflip=cfg.data.hflip, vflip=cfg.data.vflip))
+    train_set = DetectionDataset(
+        job.train_records, job.classes, build_transforms(train=True, hflip=cfg.data.hflip, vflip=cfg.data.vflip)
+    )
     sched = Schedule.of(cfg.optim, len(train_set))
     params = [p for p in job.student.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
@@ -81,7 +84,10 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
     history_every = max(1, sched.iterations // 200)  # at most ~200 points of loss curve
     if lead and start == 0:
         (out / runfolder.HISTORY).unlink(missing_ok=True)
-    bar = tqdm(range(start, sched.iterations), initial=start, total=sched.iterations, desc=f"{job.stage} {job.method}", disable=not (progress and lead), mininterval=2.0)
+    bar = tqdm(
+        range(start, sched.iterations), initial=start, total=sched.iterations, desc=f"{job.stage} {job.method}",
+        disable=not (progress and lead), mininterval=2.0,
+    )
     for it in bar:
         for g in opt.param_groups:
             g["lr"] = cfg.optim.lr * lr_at(it)
@@ -105,7 +111,10 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
             runfolder.append_jsonl(out / runfolder.HISTORY, row | {k: v.item() for k, v in losses.items()})
         if lead and time.time() - last_note > 10:  # for watchers without a terminal (the sweep's driver)
             last_note = time.time()
-            _note_progress(out, it + 1, sched.iterations, (last_note - t0) / (it + 1 - start), sum(v.item() for v in losses.values()))
+            _note_progress(
+                out, it + 1, sched.iterations, (last_note - t0) / (it + 1 - start),
+                sum(v.item() for v in losses.values()),
+            )
         if lead and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
             save_checkpoint(out / runfolder.LAST, _state(job, cfg, opt, it + 1))
     train_seconds = time.time() - t0
@@ -119,12 +128,21 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
         frozen_body = cache is not None and backbone_is_frozen(job.student)
         val_cache = eval_cache(job.student.backbone.body, cache_bytes) if frozen_body else None
         metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device, cache=val_cache)
-        if cache is not None:  # the eval cache's counts depend on the seeds run before: in cache.json, not in the metrics
+        if (
+            cache is not None
+        ):  # the eval cache's counts depend on the seeds run before: in cache.json, not in the metrics
             metrics.update(cache.stats.as_metrics())
             process = val_cache.stats.as_metrics("eval_cache") if val_cache else None  # this process's totals
             stats = {"train": cache.stats.as_metrics(), "eval_process_total": process}
             runfolder.write_json(out / runfolder.CACHE, stats)
-        metrics.update({"iterations": sched.iterations, "train_seconds": round(train_seconds, 2), "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4), "eval_split": cfg.eval_split})
+        metrics.update(
+            {
+                "iterations": sched.iterations,
+                "train_seconds": round(train_seconds, 2),
+                "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4),
+                "eval_split": cfg.eval_split,
+            }
+        )
         metrics["fit_seconds"] = round(time.time() - t_start, 2)  # all of fit: setup, training, evaluation
         metrics["world_size"] = world
         runfolder.write_json(out / runfolder.METRICS, metrics)  # last: marks the run done
@@ -136,7 +154,9 @@ def fit(cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, res
 
 def _note_progress(out: Path, it: int, total: int, s_per_it: float, loss: float) -> None:
     eta = round((total - it) * s_per_it)
-    runfolder.write_json(out / runfolder.PROGRESS, {"iteration": it, "iterations": total, "loss": round(loss, 4), "eta_s": eta})
+    runfolder.write_json(
+        out / runfolder.PROGRESS, {"iteration": it, "iterations": total, "loss": round(loss, 4), "eta_s": eta}
+    )
 
 
 def _batch_indices(seed: int, it: int, batch: int, n: int) -> list[int]:
@@ -183,7 +203,14 @@ def _to(t: dict, device: torch.device) -> dict:
 
 
 def _meta(job: Job, cfg: Any, iteration: int) -> dict[str, Any]:
-    return {"stage": job.stage, "classes": list(job.classes), "base": list(job.base), "novel": list(job.novel), "config": to_dict(cfg), "iteration": iteration}
+    return {
+        "stage": job.stage,
+        "classes": list(job.classes),
+        "base": list(job.base),
+        "novel": list(job.novel),
+        "config": to_dict(cfg),
+        "iteration": iteration,
+    }
 
 
 def _state(job: Job, cfg: Any, opt: torch.optim.Optimizer, iteration: int) -> dict[str, Any]:
@@ -193,8 +220,13 @@ def _state(job: Job, cfg: Any, opt: torch.optim.Optimizer, iteration: int) -> di
     rng = {
         "torch": torch.get_rng_state(),
         "python": {"version": version, "internal": list(internal), "gauss_next": gauss},
-        "numpy": {"name": name, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
     }
     meta = _meta(job, cfg, iteration)
     return {"model": job.student.state_dict(), "optimizer": opt.state_dict(), "meta": meta, "rng": rng}
@@ -230,4 +262,3 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
