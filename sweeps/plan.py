@@ -170,7 +170,7 @@ class Plan:
         return "\n".join([
             "dkan-sweep plan",
             f"  data        {self.data_root} ({self.dataset}); profile {self.profile}",
-            *([f"  input size  {self.input_size['reason']}; anchors {self.input_size['anchor_sizes']} "
+            *([f"  input size  {self.input_size['reason']} "
                "(override: --set/--base-set model.min_size=..., model.max_size=..., model.anchor_sizes=[...])"]
               if self.input_size else []),
             f"  splits      {'; '.join(describe_split(s) for s in self.splits)}",
@@ -178,7 +178,8 @@ class Plan:
             f"  search      Optuna TPE, {b.trials} trials per (split, K), authors' defaults first: "
             f"{describe(self.space)}",
             f"  early stop  {stop}",
-            f"  selection   on {self.select_split}{paper}; then best config and TFA on test over all seeds",
+            f"  selection   on {self.select_split}{paper}; then on test over all seeds: TFA, DKAN with the "
+            "authors' defaults and tuned, the base model",
             f"  resources   {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU) per "
             f"fine-tune; {self.max_concurrent} trial(s) at once",
             f"  budget      base {b.base_iterations or 'profile'} iterations; fine-tune "

@@ -125,7 +125,7 @@ def choose_input_size(stats: dict, cap: int = DEFAULT_CAP, min_box: float = MIN_
     lo, hi = box["p5"] * scale, box["p95"] * scale
     anchors = anchor_sizes_for(lo, hi)
     if lo < MIN_ANCHOR:
-        cover = f"start at {MIN_ANCHOR} px: boxes under it will mostly be missed (raise the cap)"
+        cover = f"start at {MIN_ANCHOR} px (boxes under it will mostly be missed: raise the cap) to cover"
     else:
         cover = "cover" if anchors[-1] >= hi else "do not reach (small end kept)"
     max_size = int(round(size * long_ / short))
