@@ -54,8 +54,11 @@ def head():
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
            "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("RAY_ADDRESS", None)
+    # the job agent's port too: its fixed default (52365) is taken while any other Ray runs on the machine
+    agent = [f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+             f"--runtime-env-agent-port={free_port()}"]
     cmd = [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--dashboard-host=127.0.0.1",
-           f"--dashboard-port={dash}", "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats"]
+           f"--dashboard-port={dash}", "--num-cpus=1", f"--temp-dir={temp}", "--disable-usage-stats", *agent]
     try:
         subprocess.run(cmd, env=env, check=True, capture_output=True, text=True, timeout=180)
         yield env, f"http://127.0.0.1:{dash}"
@@ -63,14 +66,24 @@ def head():
         _stop(temp)
 
 
+def _submit(cmd: list[str], env: dict, wait_s: float = 180.0) -> subprocess.CompletedProcess:
+    """`ray job submit`, retried while the new head's job agent is still starting (slow on a busy machine)."""
+    deadline = time.time() + wait_s
+    while True:
+        done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        if "No available agent to submit job" not in done.stdout + done.stderr or time.time() > deadline:
+            return done
+        time.sleep(5)
+
+
 def test_job_submit_runs_the_sweep_cli_on_a_token_protected_head(head):
     env, dashboard = head
     submit = [RAY, "job", "submit", "--address", dashboard, "--", sys.executable, str(REPO / "sweeps" / "run_tune.py")]
-    done = subprocess.run([*submit, "--help"], env=env, capture_output=True, text=True, timeout=300)
+    done = _submit([*submit, "--help"], env)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "--tracking-uri" in done.stdout and "succeeded" in done.stdout
     # a bad value fails the job with the sweep's own message (exit 2), not a traceback
-    bad = subprocess.run([*submit, "--trials", "0"], env=env, capture_output=True, text=True, timeout=300)
+    bad = _submit([*submit, "--trials", "0"], env)
     assert bad.returncode != 0 and "--trials 0: must be at least 1" in bad.stdout + bad.stderr
     # without the token the head refuses the client
     no_token = {**env, "RAY_AUTH_TOKEN": "wrong" + env["RAY_AUTH_TOKEN"]}

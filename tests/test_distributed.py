@@ -93,4 +93,5 @@ def test_two_ranks_train_in_sync_and_only_rank0_writes(synthetic_prepared, tmp_p
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["rank_world"] == [0, 2] and r1["rank_world"] == [1, 2] and r1["world_size"] == 2
     assert json.dumps(r0["metrics_AP_all"]) == json.dumps(r1["metrics_AP_all"])  # rank 0's metrics reach every rank
-    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml", "metrics.json", "model_final.pt"]
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == [
+        "config.yaml", "history.jsonl", "metrics.json", "model_final.pt"]
