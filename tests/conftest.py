@@ -25,7 +25,8 @@ def neu_det() -> Path:
 
 def voc_xml(filename: str, objects: list[tuple[str, tuple]], size=(64, 64), depth=1) -> str:
     objs = "".join(
-        f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin><xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
+        f"<object><name>{n}</name><bndbox><xmin>{b[0]}</xmin><ymin>{b[1]}</ymin>"
+        f"<xmax>{b[2]}</xmax><ymax>{b[3]}</ymax></bndbox></object>"
         for n, b in objects
     )
     dims = f"<width>{size[0]}</width><height>{size[1]}</height><depth>{depth}</depth>"

@@ -129,13 +129,17 @@ def synthetic_image(
 
 def voc_xml(file_name: str, size: int, objs: list[tuple[str, list[int]]]) -> str:
     obj_xml = "".join(
-        f"\t<object>\n\t\t<name>{n}</name>\n\t\t<pose>Unspecified</pose>\n\t\t<truncated>0</truncated>\n\t\t<difficult>0</difficult>\n"
-        f"\t\t<bndbox>\n\t\t\t<xmin>{b[0]}</xmin>\n\t\t\t<ymin>{b[1]}</ymin>\n\t\t\t<xmax>{b[2]}</xmax>\n\t\t\t<ymax>{b[3]}</ymax>\n\t\t</bndbox>\n\t</object>\n"
+        f"\t<object>\n\t\t<name>{n}</name>\n\t\t<pose>Unspecified</pose>\n"
+        "\t\t<truncated>0</truncated>\n\t\t<difficult>0</difficult>\n"
+        f"\t\t<bndbox>\n\t\t\t<xmin>{b[0]}</xmin>\n\t\t\t<ymin>{b[1]}</ymin>\n"
+        f"\t\t\t<xmax>{b[2]}</xmax>\n\t\t\t<ymax>{b[3]}</ymax>\n\t\t</bndbox>\n\t</object>\n"
         for n, b in objs
     )
     return (
-        f"<annotation>\n\t<folder>synthetic</folder>\n\t<filename>{file_name}</filename>\n\t<source>\n\t\t<database>dkan-synthetic</database>\n\t</source>\n"
-        f"\t<size>\n\t\t<width>{size}</width>\n\t\t<height>{size}</height>\n\t\t<depth>1</depth>\n\t</size>\n\t<segmented>0</segmented>\n{obj_xml}</annotation>\n"
+        f"<annotation>\n\t<folder>synthetic</folder>\n\t<filename>{file_name}</filename>\n"
+        "\t<source>\n\t\t<database>dkan-synthetic</database>\n\t</source>\n"
+        f"\t<size>\n\t\t<width>{size}</width>\n\t\t<height>{size}</height>\n\t\t<depth>1</depth>\n\t</size>\n"
+        f"\t<segmented>0</segmented>\n{obj_xml}</annotation>\n"
     )
 
 
