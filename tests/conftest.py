@@ -10,6 +10,10 @@ NEU_DET = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "
 
 
 def pytest_configure(config):
+    # Every Ray of the session runs with Ray's default for a new local cluster, token auth (the
+    # product's default). A process that has started a token-auth Ray cannot run actors on a later
+    # auth-disabled one (they die "cancelled before it started running"): one mode per process.
+    os.environ.pop("RAY_AUTH_MODE", None)
     if os.environ.get("CI", "").lower() == "true" and not (NEU_DET / "ANNOTATIONS").is_dir():
         raise pytest.UsageError(
             f"CI=true but the real NEU-DET is missing at {NEU_DET}: the real-data tests must run in CI"

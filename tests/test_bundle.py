@@ -13,7 +13,6 @@ import pytest
 import torch
 import yaml
 
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 KEY = "prepared_split1_2shot"
 

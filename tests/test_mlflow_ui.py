@@ -28,7 +28,6 @@ from pathlib import Path
 import pytest
 
 pytestmark = pytest.mark.slow
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 HPARAMS = ("fka_weight", "lka_weight", "fka_tau", "lka_tau")

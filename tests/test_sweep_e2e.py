@@ -18,7 +18,6 @@ import yaml
 from tests.conftest import tiny_model_config
 
 pytestmark = pytest.mark.slow
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 REPO = Path(__file__).resolve().parents[1]
 
