@@ -92,7 +92,7 @@ def test_same_seed_same_metrics(base_model, synthetic_prepared, tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_resume_continues_to_the_same_weights(base_model, synthetic_prepared, tmp_path, monkeypatch):
+def test_resume_continues_to_the_same_weights(base_model, synthetic_prepared, tmp_path, monkeypatch, capsys):
     kw = ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "r", "dkan")
     kw["optim"] = OptimConfig(lr=0.01, batch_size=2, iterations=4, warmup_iters=1)
     full = fit(FinetuneConfig(**{**kw, "out": str(tmp_path / "full")}), progress=False)
@@ -112,11 +112,22 @@ def test_resume_continues_to_the_same_weights(base_model, synthetic_prepared, tm
     assert (tmp_path / "r" / "last.pt").exists()
     monkeypatch.setattr(train_mod, "train_step", real_step)
     resumed = fit(FinetuneConfig(**kw), resume=True, progress=False)
+    said = capsys.readouterr().out
+    assert "resumed from" in said and "another config" not in said  # nothing changed: no note
     wf = load_checkpoint(tmp_path / "full" / "model_final.pt")["model"]
     wr = load_checkpoint(tmp_path / "r" / "model_final.pt")["model"]
     assert all(torch.equal(wf[k], wr[k]) for k in wf)
     aps = lambda m: json.dumps({k: v for k, v in m.items() if k.startswith("AP")})  # noqa: E731  (NaN-safe equality)
     assert aps(resumed) == aps(full)
+
+
+def test_config_changes_names_each_changed_value_and_ignores_out():
+    from dkan.engine.train import config_changes
+
+    old = {"out": "a", "optim": {"iterations": 300, "lr_steps": [225, 275], "lr": 0.02}, "seed": 0}
+    new = {"out": "b", "optim": {"iterations": 600, "lr_steps": [450, 550], "lr": 0.02}, "seed": 0}
+    assert config_changes(old, new) == ["optim.iterations 300 -> 600", "optim.lr_steps [225, 275] -> [450, 550]"]
+    assert config_changes(old, old) == []
 
 
 def test_nan_loss_stops_at_once_naming_iteration_and_term(base_model, synthetic_prepared, tmp_path, monkeypatch):

@@ -77,7 +77,7 @@ def fit(
     params = [p for p in job.student.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     lr_at = _lr_lambda(cfg.optim, sched)
-    start = _resume(out / runfolder.LAST, job, opt) if resume else 0
+    start = _resume(out / runfolder.LAST, job, cfg, opt) if resume else 0
     cache_bytes = budget_mb(getattr(cfg, "cache_mb", 0), job.device) * MiB  # base training: nothing is frozen
     cache = FeatureCache(cache_bytes) if cache_bytes and job.stage == "finetune" else None
     t0 = last_note = time.time()
@@ -232,7 +232,7 @@ def _state(job: Job, cfg: Any, opt: torch.optim.Optimizer, iteration: int) -> di
     return {"model": job.student.state_dict(), "optimizer": opt.state_dict(), "meta": meta, "rng": rng}
 
 
-def _resume(path: Path, job: Job, opt: torch.optim.Optimizer) -> int:
+def _resume(path: Path, job: Job, cfg: Any, opt: torch.optim.Optimizer) -> int:
     if not path.is_file():
         return 0
     ckpt = load_checkpoint(path, "resume checkpoint", "delete it to start over")
@@ -255,7 +255,25 @@ def _resume(path: Path, job: Job, opt: torch.optim.Optimizer) -> int:
             "Fix: delete it to start over, or resume with the dkan version that wrote it"
         ) from e
     print(f"resumed from {path} at iteration {ckpt['meta']['iteration']}")
+    changed = config_changes(ckpt["meta"].get("config", {}), to_dict(cfg))
+    if changed:  # allowed (e.g. more iterations), but the schedule so far followed the old values
+        print(f"note: {path} was written under another config; resuming with: {'; '.join(changed)}")
     return int(ckpt["meta"]["iteration"])
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key old -> new`` for every value that differs between two config dicts (``out`` left out)."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        key = f"{prefix}{k}"
+        a, b = old.get(k), new.get(k)
+        if key == "out":
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, key + ".")
+        elif a != b:
+            out.append(f"{key} {a} -> {b}")
+    return out
 
 
 def _seed_everything(seed: int) -> None:
