@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from pathlib import Path
+
 
 class DkanError(Exception):
     """Base class for errors the CLI reports as one clear line instead of a traceback."""
@@ -13,3 +17,43 @@ class DataError(DkanError, ValueError):
     def __init__(self, where: str, problem: str, fix: str):
         self.where, self.problem, self.fix = where, problem, fix
         super().__init__(f"{where}: {problem}. Fix: {fix}")
+
+
+class StorageError(DkanError, OSError):
+    """A folder that cannot be written (read-only, no permission, disk or quota full)."""
+
+
+# errno values that mean "this storage cannot take the write", not a bug in the code
+_STORAGE_ERRNOS = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                   errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                   errno.EPERM: "permission denied"}
+
+
+def storage_error(e: OSError) -> StorageError | None:
+    """``e`` as a clear StorageError naming the path and the fix, or None when it is another OSError."""
+    why = _STORAGE_ERRNOS.get(e.errno)
+    if why is None:
+        return None
+    where = e.filename or "the output folder"
+    return StorageError(f"cannot write {where}: {why}. Fix: free space or choose a writable folder (--out); "
+                        "what finished before is kept (files are written whole or not at all)")
+
+
+def check_writable(path: Path, flag: str = "--out") -> None:
+    """Refuse ``path`` before any work when neither it nor its nearest existing parent is a writable folder."""
+    p = Path(path).absolute()
+    existing = next((q for q in (p, *p.parents) if q.exists()), None)
+    if existing == p and p.is_file():  # an output file written over: its folder must take the new one
+        existing = p.parent
+    if existing is None or not existing.is_dir():
+        raise StorageError(f"{flag} {path}: {existing} is not a folder. Fix: choose a folder path for {flag}")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        why = "read-only file system" if _read_only(existing) else "no write permission"
+        raise StorageError(f"{flag} {path}: cannot write into {existing} ({why}). Fix: choose a writable {flag}")
+
+
+def _read_only(p: Path) -> bool:
+    try:
+        return bool(os.statvfs(p).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False

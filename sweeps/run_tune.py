@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from dkan.errors import DkanError
+from dkan.errors import DkanError, check_writable, storage_error
 from dkan.names import METRICS, PROFILES, PROTOCOLS, parse_int_list
 
 
@@ -114,6 +114,7 @@ def check_args(args: argparse.Namespace) -> None:
     if "'" in out and '"' in out:
         raise ArgumentError(f"--out {out}: holds both ' and \", which MLflow's run search cannot quote. "
                             "Fix: choose a path without quote characters")
+    check_writable(Path(out))
     if args.resume and not (Path(out) / "ray_results").is_dir():
         raise ArgumentError(f"--resume: {Path(out).absolute()} holds no sweep state (no ray_results folder), "
                             "so there is nothing to resume. Fix: check --out, or run without --resume to start")
@@ -139,6 +140,12 @@ def run(args: argparse.Namespace) -> int:
         run_sweep(plan, args.address, args.num_cpus, args.resume)
     except DkanError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # disk full, read-only or no permission mid-run: one clear line
+        clear = storage_error(e)
+        if clear is None:
+            raise
+        print(f"error: {clear}", file=sys.stderr)
         return 2
     except SweepInterrupted as e:
         print(f"\n{e}", file=sys.stderr)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import time
+from pathlib import Path
 
 import pytest
 
@@ -196,3 +197,68 @@ def test_two_sweeps_on_one_machine_both_complete(synthetic_prepared, tmp_path):
     for name in ("a", "b"):
         assert (tmp_path / name / "results" / "prepared_split1_2shot.json").is_file()
     print(f"two concurrent sweeps: {time.time() - t0:.0f} s")
+
+
+def test_out_inside_a_file_is_refused_before_any_work(tmp_path, capsys):
+    """--out whose parent is a file: one line naming the path, exit 2, nothing made."""
+    from sweeps.run_tune import main as sweep_main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert sweep_main(["--data", str(tmp_path / "nodata"), "--out", str(blocker / "sweep")]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {blocker / 'sweep'}" in err and "is not a folder" in err and "Traceback" not in err
+    assert blocker.read_text() == "x"
+
+
+def test_read_only_out_is_named_before_any_work(tmp_path, monkeypatch):
+    """A read-only mount (simulated: tests run as root, which ignores permission bits)."""
+    from dkan.errors import StorageError, check_writable
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: False if Path(p) == tmp_path else real_access(p, mode))
+    monkeypatch.setattr(os, "statvfs", lambda p: type("V", (), {"f_flag": os.ST_RDONLY})())
+    with pytest.raises(StorageError, match=r"cannot write into .* \(read-only file system\)\. Fix: choose a writable"):
+        check_writable(tmp_path / "sweep")
+    assert not (tmp_path / "sweep").exists()
+
+
+@pytest.mark.parametrize("code, why", [("ENOSPC", "the disk is full"), ("EROFS", "the file system is read-only"),
+                                       ("EACCES", "permission denied")])
+def test_disk_full_or_read_only_mid_run_is_one_clear_line(tmp_path, monkeypatch, capsys, code, why):
+    """A write that fails mid-sweep (disk full, remounted read-only): exit 2 naming the file, no traceback."""
+    import errno
+
+    import sweeps.sweep
+    from sweeps.run_tune import main as sweep_main
+    from tests.test_sweep_e2e import tiny_args
+
+    target = tmp_path / "sweep" / "results" / "x.json"
+
+    def fail(*a, **k):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(target))
+
+    monkeypatch.setattr(sweeps.sweep, "run_sweep", fail)
+    monkeypatch.setattr("sweeps.plan.build_plan", lambda args: None)
+    assert sweep_main(tiny_args(tmp_path / "data", tmp_path / "sweep", tmp_path / "cache")) == 2
+    err = capsys.readouterr().err
+    assert f"cannot write {target}: {why}" in err and "Fix:" in err and "Traceback" not in err
+
+
+def test_other_os_errors_are_not_disguised_as_storage_errors():
+    import errno
+
+    from dkan.errors import storage_error
+
+    assert storage_error(OSError(errno.ENOENT, "No such file or directory", "x")) is None
+    assert storage_error(OSError(errno.ENOSPC, "No space left on device", "x")) is not None
+
+
+def test_dkan_commands_refuse_an_unwritable_out_before_reading_anything(tmp_path, capsys):
+    from dkan.cli import main as dkan_main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert dkan_main(["prepare-data", "--source", str(tmp_path / "missing"), "--out", str(blocker / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a folder" in err and "missing" not in err  # the --out check came first
