@@ -49,6 +49,34 @@ class Findings:
     reference: dict[str, dict]  # the paper's rows (voc07), {} when it has none for this split and K
 
 
+@dataclass(frozen=True)
+class TrialOutcome:
+    """One search trial as the results list it: its hyperparameters, seeds run and error (None if it ran)."""
+
+    hparams: dict[str, float]
+    seeds_done: int
+    error: str | None = None
+
+
+def search_summary(outcomes: list[TrialOutcome], n_seeds: int) -> dict[str, Any]:
+    """How the search went: trials that ran every seed, were stopped early, or failed (each named)."""
+    failed = [o for o in outcomes if o.error is not None]
+    ok = [o for o in outcomes if o.error is None]
+    return {"trials": len(outcomes), "all_seeds": sum(o.seeds_done == n_seeds for o in ok),
+            "stopped_early": sum(o.seeds_done < n_seeds for o in ok),
+            "failed": [{"hyperparameters": o.hparams, "seeds_done": o.seeds_done, "error": o.error} for o in failed]}
+
+
+def search_line(summary: dict[str, Any], n_seeds: int) -> str:
+    line = (f"search: {summary['trials']} trials: {summary['all_seeds']} ran all {n_seeds} seeds, "
+            f"{summary['stopped_early']} stopped early, {len(summary['failed'])} failed")
+    for f in summary["failed"]:
+        hp = ", ".join(f"{k}={v:.4g}" for k, v in f["hyperparameters"].items())
+        first = (f["error"] or "").strip().splitlines()
+        line += f"\n  - failed ({hp}) after {f['seeds_done']} seed(s): {first[-1][:300] if first else 'error'}"
+    return line
+
+
 def findings(plan: Plan, study: Study, per_row: PerRow) -> Findings:
     label = {row: f"{name} {study.shots}-shot" if row != "base" else name for row, name in ROW_NAMES.items()}
     table = {label[row]: aggregate_seeds(per_row[row]) for row in ROW_NAMES if row in per_row}
@@ -70,7 +98,8 @@ def findings(plan: Plan, study: Study, per_row: PerRow) -> Findings:
     return Findings(table, comparisons, verdicts, retention, reference)
 
 
-def markdown(plan: Plan, study: Study, f: Findings, hparams: dict[str, float], defaults: dict[str, float]) -> str:
+def markdown(plan: Plan, study: Study, f: Findings, hparams: dict[str, float], defaults: dict[str, float],
+             search: dict[str, Any] | None = None) -> str:
     names = [m for m in next(iter(f.table.values())) if m.startswith(PER_CLASS_PREFIX)]
     title = (f"{plan.dataset}, {study.split.name}, {study.shots}-shot, test, seeds {plan.seeds[0]}-{plan.seeds[-1]} "
              f"({plan.metric} AP50 in points, mean ± sample std [95% CI])")
@@ -82,6 +111,8 @@ def markdown(plan: Plan, study: Study, f: Findings, hparams: dict[str, float], d
     parts += [f"- {v}" for v in f.verdicts]
     parts.append("tuned hyperparameters: " + ", ".join(f"{k}={v:.4g}" for k, v in hparams.items())
                  + "; authors' defaults: " + ", ".join(f"{k}={v:g}" for k, v in defaults.items()))
+    if search is not None:
+        parts.append(search_line(search, len(plan.seeds)))
     if f.reference:
         ours = {k: v for k, v in f.table.items() if not k.startswith("base")}
         parts.append("Compared with the paper (VOC07 11-point AP50; the paper used one few-shot seed and chose its "
@@ -91,7 +122,7 @@ def markdown(plan: Plan, study: Study, f: Findings, hparams: dict[str, float], d
 
 
 def write_results(plan: Plan, study: Study, md: str, f: Findings, per_row: PerRow, hparams: dict[str, float],
-                  finetunes: int) -> list[Path]:
+                  finetunes: int, search: dict[str, Any] | None = None) -> list[Path]:
     """OUT/results/<key>.md, .json and _per_class_ap.json (each written atomically)."""
     d = plan.out / "results"
     per_class = {name: {m.removeprefix(PER_CLASS_PREFIX): agg[m]["mean"] for m in agg if m.startswith(PER_CLASS_PREFIX)}
@@ -99,7 +130,8 @@ def write_results(plan: Plan, study: Study, md: str, f: Findings, per_row: PerRo
     full = {"study": {"dataset": plan.dataset, "split": study.split.name, "shots": study.shots}, "metric": plan.metric,
             "table": f.table, "per_seed": per_row, "best_hyperparameters": hparams,
             "stats": f.comparisons, "verdict": f.verdicts, "retention": f.retention, "reference": f.reference,
-            "reference_protocol": reference_protocol() if f.reference else None, "seed_finetunes_in_search": finetunes}
+            "reference_protocol": reference_protocol() if f.reference else None, "seed_finetunes_in_search": finetunes,
+            "search": search}
     return [
         runfolder.write_text_atomic(d / f"{study.key}.md", md + "\n"),
         runfolder.write_text_atomic(d / f"{study.key}.json", to_json(full)),

@@ -17,7 +17,7 @@ from sweeps.jobs import SeedJob, run_jobs
 from sweeps.localray import start_local_ray, stop_local_ray
 from sweeps.models import find_base, log_base, log_selected
 from sweeps.plan import ClassSplitSpec, Plan, complete_plan
-from sweeps.report import StudyResult, export_best, findings, markdown, write_results
+from sweeps.report import StudyResult, TrialOutcome, export_best, findings, markdown, search_summary, write_results
 from sweeps.space import first_points
 from sweeps.tracking import Tracker, log_study, study_run, track_search
 
@@ -84,11 +84,15 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, tr
             defaults = replace(defaults, trial_id=r.metrics["trial_id"])
             break
     finetunes = sum(int(r.metrics.get("seeds_done", 0)) for r in grid if r.metrics)
+    search = search_summary([TrialOutcome({k: float(r.config[k]) for k in HPARAMS if k in r.config},
+                                          int((r.metrics or {}).get("seeds_done", 0)),
+                                          None if r.error is None else f"{type(r.error).__name__}: {r.error}")
+                             for r in grid], len(plan.seeds))
     per_row = run_test_phase(plan, study, tuned, defaults, base_ckpt, resume)
     figures = study_figures(plan, study, per_row, grid, tuned.trial_id)  # OUT/plots/<key>/*.png
     found = findings(plan, study, per_row)
-    md = markdown(plan, study, found, tuned.hparams, defaults.hparams)
-    files = write_results(plan, study, md, found, per_row, tuned.hparams, finetunes)
+    md = markdown(plan, study, found, tuned.hparams, defaults.hparams, search)
+    files = write_results(plan, study, md, found, per_row, tuned.hparams, finetunes, search)
     track_search(tracker, plan, study, grid, tuned, best.metrics, found.verdicts)  # configs, cost, the winner
     model = log_selected(plan, study, tracker, parent, tuned.trial_id, per_row)  # registered <dataset>-<split>-<K>shot
     export = export_best(plan, study, tuned.hparams, best.metrics, found, parent, model,

@@ -142,3 +142,15 @@ def test_script_and_cli_write_the_report(run_dir):
     assert r.returncode == 0, r.stderr
     assert "report.html" in r.stdout and (run_dir / "report.md").is_file()
     assert not (run_dir / "plots" / "neu-det_split1_1shot").exists()  # --no-plots drew nothing
+
+
+def test_search_summary_names_the_failed_trials_and_counts_the_rest():
+    from sweeps.report import TrialOutcome, search_line, search_summary
+
+    outs = [TrialOutcome({"fka_weight": 1.0}, 3), TrialOutcome({"fka_weight": 0.5}, 1),
+            TrialOutcome({"fka_weight": 9.0}, 1, "RayTaskError: ...\nTrainingError: iteration 2: loss term fka is nan")]
+    s = search_summary(outs, 3)
+    assert (s["trials"], s["all_seeds"], s["stopped_early"], len(s["failed"])) == (3, 1, 1, 1)
+    line = search_line(s, 3)
+    assert line.startswith("search: 3 trials: 1 ran all 3 seeds, 1 stopped early, 1 failed")
+    assert "failed (fka_weight=9) after 1 seed(s): TrainingError: iteration 2: loss term fka is nan" in line
