@@ -8,8 +8,11 @@ and renamed into place, so a crash or a full disk never leaves a half-written on
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -78,3 +81,20 @@ def done_metrics(out: str | Path) -> dict[str, Any] | None:
     """A finished run's metrics (``<out>/metrics.json``), or None while it is not finished."""
     m = read_json(Path(out) / METRICS)
     return m if isinstance(m, dict) else None
+
+
+@contextmanager
+def exclusive(lock: Path, waiting: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``lock`` (made if missing); print ``waiting`` once when
+    another process (or another open of it) holds it, then wait. Local and NFSv4 file systems."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(waiting, flush=True)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

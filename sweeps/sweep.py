@@ -50,6 +50,13 @@ def _base_model(plan: Plan, split: ClassSplitSpec) -> Path:
     if plan.base_checkpoint:
         return plan.base_checkpoint
     d = plan.base_cache_dir(split)
+    # two sweeps sharing --cache-dir: one trains this base model, the other waits and then reuses it
+    with runfolder.exclusive(d.parent / f"{d.name}.lock", f"base model ({split.name}): another sweep is training "
+                             f"it into {d}; waiting for it to finish"):
+        return _cached_or_trained_base(plan, split, d)
+
+
+def _cached_or_trained_base(plan: Plan, split: ClassSplitSpec, d: Path) -> Path:
     m = runfolder.done_metrics(d)
     if m is not None and (d / runfolder.FINAL).is_file():
         print(f"base model ({split.name}): cached at {d} (val AP_base {m['AP_base'] * 100:.1f})")

@@ -262,3 +262,27 @@ def test_dkan_commands_refuse_an_unwritable_out_before_reading_anything(tmp_path
     assert dkan_main(["prepare-data", "--source", str(tmp_path / "missing"), "--out", str(blocker / "p")]) == 2
     err = capsys.readouterr().err
     assert "is not a folder" in err and "missing" not in err  # the --out check came first
+
+
+def test_base_lock_makes_a_second_sweep_wait_then_reuse(tmp_path, capsys):
+    """Two sweeps sharing --cache-dir: the second waits (and says so) until the first releases."""
+    import threading
+
+    from dkan.runfolder import exclusive
+
+    lock, order = tmp_path / "base" / "split1.lock", []
+
+    def second():
+        with exclusive(lock, "another sweep is training it; waiting"):
+            order.append("second")
+
+    with exclusive(lock, "never printed: nobody holds it"):
+        t = threading.Thread(target=second)
+        t.start()
+        t.join(timeout=1.0)
+        assert t.is_alive() and order == []  # blocked while the first holds the lock
+        order.append("first done")
+    t.join(timeout=10)
+    assert order == ["first done", "second"]
+    out = capsys.readouterr().out
+    assert "waiting" in out and "never printed" not in out
