@@ -130,6 +130,31 @@ def test_config_changes_names_each_changed_value_and_ignores_out():
     assert config_changes(old, old) == []
 
 
+def test_ctrl_c_in_base_training_resumes_from_last_pt(base_model, synthetic_prepared, tmp_path, monkeypatch):
+    """Base training saves last.pt every checkpoint_every (200 by default, as fine-tuning) and resumes
+    from it to the same weights as an uninterrupted run."""
+    import dkan.engine.train as train_mod
+
+    assert BaseTrainConfig().checkpoint_every > 0
+    real_step, calls = train_mod.train_step, []
+
+    def ctrl_c_at_step_4(*a, **k):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_step", ctrl_c_at_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        fit(base_cfg(synthetic_prepared, tmp_path / "b"), progress=False)
+    assert load_checkpoint(tmp_path / "b" / "last.pt", "resume checkpoint", "")["meta"]["iteration"] == 2
+    monkeypatch.setattr(train_mod, "train_step", real_step)
+    fit(base_cfg(synthetic_prepared, tmp_path / "b"), resume=True, progress=False)
+    full = load_checkpoint(base_model[0])["model"]
+    resumed = load_checkpoint(tmp_path / "b" / "model_final.pt")["model"]
+    assert all(torch.equal(full[k], resumed[k]) for k in full)
+
+
 def test_nan_loss_stops_at_once_naming_iteration_and_term(base_model, synthetic_prepared, tmp_path, monkeypatch):
     import dkan.engine.train as train_mod
 
