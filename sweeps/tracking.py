@@ -17,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -268,6 +269,8 @@ class Tracker:
 class TrialLogger(Callback):
     """Tune callback (runs in the driver): trial runs as children of the sweep's parent run."""
 
+    outage = False  # class default: a logger pickled by an older version restores without the attribute
+
     def __init__(self, uri: str, experiment: str, parent_id: str, sweep_key: str, n_seeds: int):
         self.uri, self.experiment, self.parent_id = mask_uri(uri), experiment, parent_id  # no password pickled
         _REAL_URIS[self.uri] = uri
@@ -275,6 +278,7 @@ class TrialLogger(Callback):
         self._tracker: Tracker | None = None
         self.run_ids: dict[str, str] = {}
         self.last: dict[str, dict] = {}
+        self.outage = False  # the store failed on the last call
 
     def __getstate__(self) -> dict:
         # Tune pickles its RunConfig (callbacks included) for restore; the client is rebuilt lazily
@@ -295,12 +299,31 @@ class TrialLogger(Callback):
             self.run_ids[trial.trial_id] = self.tracker.run(trial_name(n, trial.config), tags, params, self.parent_id)
         return self.run_ids[trial.trial_id]
 
+    def _guard(self, what: str, fn: Callable[[], None]) -> None:
+        """Run one logging call; while the store is unreachable, warn once and let the sweep go on."""
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - a tracking outage must not stop the trials
+            if not self.outage:
+                print(f"warning: MLflow store {self.uri} unreachable while logging {what} ({type(e).__name__}: "
+                      f"{str(e)[:200]}); the sweep goes on. Each trial's final state, metrics, config and cost are "
+                      "written when the study's search ends (or by --resume); per-seed points sent during the "
+                      "outage are missing", flush=True)
+            self.outage = True
+            return
+        if self.outage:
+            print(f"MLflow store {self.uri} reachable again", flush=True)
+            self.outage = False
+
     def on_trial_start(self, iteration, trials, trial, **info):
-        self._run(trial)
+        self._guard("a trial's start", lambda: self._run(trial))
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        run_id = self._run(trial)
         self.last[trial.trial_id] = result
+        self._guard("a trial's result", lambda: self._result(trial, result))
+
+    def _result(self, trial, result: dict[str, Any]) -> None:
+        run_id = self._run(trial)
         step = int(result.get("seeds_done", 0))
         seed = int(result.get("last_seed", step))
         self.tracker.metrics(run_id, {k: v for k, v in result.items() if k.startswith(("val_", "test_"))}, step=step)
@@ -311,11 +334,12 @@ class TrialLogger(Callback):
     def on_trial_complete(self, iteration, trials, trial, **info):
         done = int(self.last.get(trial.trial_id, {}).get("seeds_done", 0))
         state = "completed" if done >= self.n_seeds else f"stopped early ({done}/{self.n_seeds} seeds)"
-        self.tracker.finish(self._run(trial), state)
+        self._guard("a trial's end", lambda: self.tracker.finish(self._run(trial), state))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = str(getattr(trial, "error_msg", None) or getattr(trial, "error_file", None) or "error")
-        self.tracker.finish(self._run(trial), "failed", status="FAILED", reason=reason)
+        self._guard("a trial's error",
+                    lambda: self.tracker.finish(self._run(trial), "failed", status="FAILED", reason=reason))
 
 
 def trial_name(n: int, config: dict[str, Any]) -> str:
@@ -330,14 +354,23 @@ def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selecte
     full fine-tune config (params and config.yaml), code version, dataset, cost (CPU/GPU seconds:
     ``cost_per_s`` = (CPUs, GPUs) a trial holds, times its wall time); the selected one tagged and described.
 
-    ``trials``: {"trial_id", "config": the fine-tune config dict of its first seed, "wall_s"}."""
+    ``trials``: {"trial_id", "config": the fine-tune config dict of its first seed, "wall_s", and optional
+    "state" (completed / stopped early / failed) and "final" (its last val metrics)}: a run whose end or last
+    result never reached the store (an outage) gets them here."""
     import yaml
 
     for t in trials:
         run_id = tracker.find(**{TAG_KEY: key, TAG_TRIAL: t["trial_id"]})
         if run_id is None:
             continue
-        tags = tracker.client.get_run(run_id).data.tags
+        run = tracker.client.get_run(run_id)
+        tags = run.data.tags
+        final = {k: v for k, v in (t.get("final") or {}).items() if k not in run.data.metrics}
+        if final:  # its last result never reached the store (an outage while it ran)
+            tracker.metrics(run_id, final, step=int((t.get("final") or {}).get("seeds_done", 0)))
+        if run.info.status == "RUNNING" and t.get("state"):  # its end never reached the store
+            failed = t["state"] == "failed"
+            tracker.finish(run_id, t["state"], status="FAILED" if failed else "FINISHED")
         if "dkan.logged" not in tags:
             tracker.params(run_id, flatten(t["config"]))
             tracker.client.log_text(run_id, yaml.safe_dump(t["config"], sort_keys=False), "config.yaml")
@@ -371,7 +404,12 @@ def track_search(tracker: Tracker, plan, study, grid, tuned, best: dict[str, Any
         # the seed's own config.yaml (threads and device as run); built again if the trial never started it
         cfg = _read_yaml(folder / runfolder.CONFIG) or asdict(finetune_job(
             study.template, "dkan", first, folder, plan.select_split, {k: r.config[k] for k in HPARAMS}).cfg)
-        trials.append({"trial_id": tid, "config": cfg, "wall_s": r.metrics.get("time_total_s", 0.0)})
+        done = int(r.metrics.get("seeds_done", 0))
+        state = ("failed" if r.error is not None else "completed" if done >= len(plan.seeds)
+                 else f"stopped early ({done}/{len(plan.seeds)} seeds)")
+        final = {k: v for k, v in r.metrics.items() if k.startswith("val_") and isinstance(v, (int, float))}
+        trials.append({"trial_id": tid, "config": cfg, "wall_s": r.metrics.get("time_total_s", 0.0), "state": state,
+                       "final": {**final, "seeds_done": done}})
     res = plan.resources
     hp = ", ".join(f"{k}={v:.4g}" for k, v in tuned.hparams.items())
     note = (f"**Selected** for {study.key}: the best mean {plan.objective} over the seeds it ran "

@@ -286,3 +286,45 @@ def test_base_lock_makes_a_second_sweep_wait_then_reuse(tmp_path, capsys):
     assert order == ["first done", "second"]
     out = capsys.readouterr().out
     assert "waiting" in out and "never printed" not in out
+
+
+def test_mlflow_outage_mid_search_warns_goes_on_and_is_completed_at_the_end(tmp_path, capsys, monkeypatch,
+                                                                           synthetic_prepared):
+    """The store fails while a trial runs (its result and end are lost): the callbacks warn once and
+    raise nothing; once it is back, log_trials (the study's end, or --resume) writes the last result and
+    the final state, so the run is not left RUNNING."""
+    from types import SimpleNamespace
+
+    from sweeps.tracking import TAG_KEY, TAG_TRIAL, log_trials
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = TrialLogger(uri, "exp", None, "key", 2)
+    trial = SimpleNamespace(trial_id="t1", config={"fka_weight": 1.0, "lka_weight": 0.01})
+    logger.on_trial_start(0, [], trial)
+    run_id = logger.run_ids["t1"]
+
+    class Down:
+        def __getattr__(self, name):
+            def fail(*a, **k):
+                raise ConnectionError("connection refused")
+            return fail
+
+    real_client = logger.tracker.client
+    monkeypatch.setattr(logger.tracker, "client", Down())
+    result = {"seeds_done": 2, "last_seed": 2, "val_AP_all": 0.5, "seed2_AP_all": 0.4}
+    logger.on_trial_result(0, [], trial, result)
+    logger.on_trial_complete(0, [], trial)
+    out = capsys.readouterr().out
+    assert out.count("unreachable") == 1 and "the sweep goes on" in out
+    monkeypatch.setattr(logger.tracker, "client", real_client)
+    assert real_client.get_run(run_id).info.status == "RUNNING"
+    logger.on_trial_start(0, [], SimpleNamespace(trial_id="t2", config={}))
+    assert "reachable again" in capsys.readouterr().out
+
+    done = {"trial_id": "t1", "config": {"seed": 1}, "wall_s": 3.0, "state": "completed",
+            "final": {"val_AP_all": 0.5, "seeds_done": 2}}
+    log_trials(logger.tracker, "key", [done], None, "", synthetic_prepared, "v", (1, 0))
+    run = real_client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["val_AP_all"] == 0.5
+    assert run.data.tags["dkan.state"] == "completed"
+    assert logger.tracker.find(**{TAG_KEY: "key", TAG_TRIAL: "t1"}) == run_id
