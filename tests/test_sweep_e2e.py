@@ -138,11 +138,15 @@ def test_tiny_sweep_end_to_end(synthetic_prepared, tmp_path):
     assert all(torch.equal(a[k], b[k]) and torch.equal(a[k], shipped[k]) for k in a)
 
 
-def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(synthetic_prepared, tmp_path):
+@pytest.mark.parametrize("how", ["ctrl_c", "sigkill"])
+def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(synthetic_prepared, tmp_path, how):
+    """Ctrl+C (Tune saves, exit 130), or SIGKILL of the driver and every Ray process it started (a crash),
+    mid-search; then --resume: every trial once in MLflow with a final state, no point sampled twice."""
     out = tmp_path / "sweep"
     args = tiny_args(synthetic_prepared, out, tmp_path / "cache", "--trials", "3")
     cmd = [sys.executable, str(REPO / "sweeps" / "run_tune.py"), *args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+                            start_new_session=True)  # its own process group: the driver and its Ray processes
     # interrupt once the search has reported its first seed result
     deadline = time.time() + 600
     lines = []
@@ -153,17 +157,25 @@ def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(syntheti
         if "mean val_AP_all" in line or "val_AP_all=" in line or not line and proc.poll() is not None:
             break
     assert proc.poll() is None, "".join(lines[-30:])
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 130, "".join(lines[-20:]) + rest[-3000:]
-    assert "Resume with the same command plus --resume" in rest
+    if how == "ctrl_c":
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=300)
+        assert proc.returncode == 130, "".join(lines[-20:]) + rest[-3000:]
+        assert "Resume with the same command plus --resume" in rest
+    else:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGKILL
+    from dkan.names import HPARAMS
     from sweeps.run_tune import main
 
     assert main([*args, "--resume"]) == 0
     _, runs = mlflow_runs(out)
     trials = [r for r in runs if r.data.tags.get("dkan.run_kind") == "trial"]
     assert len(trials) == 3 and len({r.data.tags["dkan.trial_id"] for r in trials}) == 3
-    assert all(r.info.status == "FINISHED" for r in trials)
+    assert all(r.info.status == "FINISHED" for r in trials), [(r.info.run_name, r.info.status) for r in trials]
+    points = {tuple(r.data.params.get(k) for k in HPARAMS) for r in trials}
+    assert len(points) == 3  # Optuna's state came back with Tune's: no point proposed twice
     assert len([r for r in runs if r.data.tags.get("dkan.run_kind") == "sweep"]) == 1
 
 
