@@ -149,7 +149,9 @@ def main_table(run: RunSummary) -> tuple[list[str], list[list[str]]]:
         for name, agg in s.table.items():
             rows.append([*where, name, *(_cell(agg.get(m)) for m in HEADLINE), _n(agg)])
         for name, ref in _reference_rows(s.data.get("reference")):
-            rows.append([*where, f"{name} (reference)", *(_cell(ref.get(m)) for m in HEADLINE), ""])
+            voc = not any(m in ref for m in HEADLINE) and any(f"voc07/{m}" in ref for m in HEADLINE)
+            label = f"{name} (reference)" + (" [VOC07 AP50]" if voc else "")
+            rows.append([*where, label, *(_cell(ref.get(f"voc07/{m}" if voc else m)) for m in HEADLINE), ""])
     return header, rows
 
 
@@ -188,9 +190,18 @@ def sentences(data: Mapping[str, Any]) -> list[str]:
         elif x is not None:
             out.append(f"{label}: {json.dumps(x) if isinstance(x, (list, dict)) else x}")
 
-    for key in ("verdict", "stats"):
+    # the verdict sentences say what the numbers mean (the numbers stay in results/*.json); older
+    # results without sentences show their statistics as key: value lines
+    for key in ("verdict",) if data.get("verdict") else ("stats",):
         if key in data:
             walk(data[key], key if key == "verdict" else "")
+    search = data.get("search")
+    if isinstance(search, Mapping) and "trials" in search:
+        out.append(f"search: {search['trials']} trials, {search.get('all_seeds', 0)} ran every seed, "
+                   f"{search.get('stopped_early', 0)} stopped early, {len(search.get('failed') or [])} failed")
+        for f in search.get("failed") or []:
+            err = (str(f.get("error") or "error").strip().splitlines() or ["error"])[-1][:300]
+            out.append(f"failed trial {f.get('hyperparameters')}: {err}")
     return out
 
 

@@ -77,6 +77,17 @@ def search_line(summary: dict[str, Any], n_seeds: int) -> str:
     return line
 
 
+def is_synthetic(root: Path) -> bool:
+    """Whether the prepared data set at ``root`` was generated (``prepare-data --synthetic``)."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load((Path(root) / "dataset.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return False
+    return bool((meta.get("config") or {}).get("synthetic"))
+
+
 def findings(plan: Plan, study: Study, per_row: PerRow) -> Findings:
     label = {row: f"{name} {study.shots}-shot" if row != "base" else name for row, name in ROW_NAMES.items()}
     table = {label[row]: aggregate_seeds(per_row[row]) for row in ROW_NAMES if row in per_row}
@@ -94,7 +105,9 @@ def findings(plan: Plan, study: Study, per_row: PerRow) -> Findings:
     base_ap = next(iter(per_row["base"].values())).get(ap_b, math.nan) if "base" in per_row else math.nan
     retention = {label[row]: describe(list(retention_per_seed(per_row[row], base_ap, ap_b).values()))["mean"]
                  for row in ("tfa", "dkan_defaults", "dkan") if row in per_row}
-    reference = reference_table_rows(study.split.number, study.shots) if study.split.number else {}
+    # the paper's NEU-DET rows, for a numbered NEU-DET split of real data (never beside the synthetic set)
+    paperlike = study.split.number and not is_synthetic(plan.data_root)
+    reference = reference_table_rows(study.split.number, study.shots) if paperlike else {}
     return Findings(table, comparisons, verdicts, retention, reference)
 
 

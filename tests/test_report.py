@@ -154,3 +154,28 @@ def test_search_summary_names_the_failed_trials_and_counts_the_rest():
     line = search_line(s, 3)
     assert line.startswith("search: 3 trials: 1 ran all 3 seeds, 1 stopped early, 1 failed")
     assert "failed (fka_weight=9) after 1 seed(s): TrainingError: iteration 2: loss term fka is nan" in line
+
+
+def test_sentences_prefer_verdicts_and_name_failed_trials_and_voc07_reference_is_labelled():
+    from dkan.report import Study, sentences
+
+    data = {"verdict": ["no significant difference over 3 seeds (...): keep TFA"],
+            "stats": {"dkan_vs_tfa": {"p_value": 0.25, "mean_diff": 0.01}},
+            "search": {"trials": 3, "all_seeds": 1, "stopped_early": 1,
+                       "failed": [{"hyperparameters": {"fka_weight": 9.0}, "error": "x\nTrainingError: loss is nan"}]}}
+    lines = sentences(data)
+    assert lines[0].startswith("no significant difference") and not any("p_value" in t for t in lines)
+    assert "search: 3 trials, 1 ran every seed, 1 stopped early, 1 failed" in lines
+    assert "failed trial {'fka_weight': 9.0}: TrainingError: loss is nan" in lines
+    ref = {"TFA (paper)": {"voc07/AP_base": {"mean": 0.595}, "voc07/AP_novel": {"mean": 0.18},
+                           "voc07/AP_all": {"mean": 0.387}}}
+    run = type("R", (), {"studies": [Study("k", "neu-det", "split1", 5, {"table": {}, "reference": ref})]})()
+    _, rows = main_table(run)
+    assert rows == [["neu-det", "split1", "5", "TFA (paper) (reference) [VOC07 AP50]", "59.5", "18.0", "38.7", ""]]
+
+
+def test_the_paper_rows_are_not_put_beside_synthetic_data(synthetic_prepared, tmp_path):
+    from sweeps.report import is_synthetic
+
+    assert is_synthetic(synthetic_prepared)
+    assert not is_synthetic(tmp_path)  # no dataset.yaml: treated as real data
