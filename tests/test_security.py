@@ -134,7 +134,7 @@ def test_resume_state_is_plain_and_restores_every_rng(tmp_path):
     expected = (random.random(), np.random.rand(), np.random.randn(), torch.rand(1).item())
     random.seed(99), np.random.seed(99), torch.manual_seed(99)
     fresh = torch.optim.SGD(student.parameters(), lr=0.1, momentum=0.9)
-    assert _resume(tmp_path / "last.pt", job, fresh) == 7  # loaded with weights_only=True
+    assert _resume(tmp_path / "last.pt", job, BaseTrainConfig(), fresh) == 7  # loaded with weights_only=True
     assert (random.random(), np.random.rand(), np.random.randn(), torch.rand(1).item()) == expected
     momentum = [o.state_dict()["state"][0]["momentum_buffer"] for o in (fresh, opt)]
     assert torch.equal(*momentum)
@@ -145,7 +145,7 @@ def test_resume_from_a_final_model_is_a_clear_error(tmp_path):
     meta = {"stage": "base", "classes": ["a"], "base": ["a"], "novel": [], "config": {}, "iteration": 4}
     save_checkpoint(tmp_path / "last.pt", {"model": job.student.state_dict(), "meta": meta})
     with pytest.raises(CheckpointError, match=r"last\.pt: not a resume checkpoint.*Fix: delete it"):
-        _resume(tmp_path / "last.pt", job, torch.optim.SGD(job.student.parameters(), lr=0.1))
+        _resume(tmp_path / "last.pt", job, BaseTrainConfig(), torch.optim.SGD(job.student.parameters(), lr=0.1))
 
 
 # --- class names into file names ---
