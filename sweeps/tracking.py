@@ -332,14 +332,20 @@ class TrialLogger(Callback):
             self.tracker.metrics(run_id, {"seed_AP_all": per_seed}, step=seed)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        done = int(self.last.get(trial.trial_id, {}).get("seeds_done", 0))
-        state = "completed" if done >= self.n_seeds else f"stopped early ({done}/{self.n_seeds} seeds)"
+        state = trial_state(int(self.last.get(trial.trial_id, {}).get("seeds_done", 0)), self.n_seeds)
         self._guard("a trial's end", lambda: self.tracker.finish(self._run(trial), state))
 
     def on_trial_error(self, iteration, trials, trial, **info):
         reason = str(getattr(trial, "error_msg", None) or getattr(trial, "error_file", None) or "error")
         self._guard("a trial's error",
                     lambda: self.tracker.finish(self._run(trial), "failed", status="FAILED", reason=reason))
+
+
+def trial_state(seeds_done: int, n_seeds: int, failed: bool = False) -> str:
+    """A trial run's ``dkan.state``: completed, stopped early (n/N seeds) or failed."""
+    if failed:
+        return "failed"
+    return "completed" if seeds_done >= n_seeds else f"stopped early ({seeds_done}/{n_seeds} seeds)"
 
 
 def trial_name(n: int, config: dict[str, Any]) -> str:
@@ -355,7 +361,7 @@ def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selecte
     ``cost_per_s`` = (CPUs, GPUs) a trial holds, times its wall time); the selected one tagged and described.
 
     ``trials``: {"trial_id", "config": the fine-tune config dict of its first seed, "wall_s", and optional
-    "state" (completed / stopped early / failed) and "final" (its last val metrics)}: a run whose end or last
+    "state" (``trial_state``), "final" (its last val metrics) and "seeds_done"}: a run whose end or last
     result never reached the store (an outage) gets them here."""
     import yaml
 
@@ -365,9 +371,9 @@ def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selecte
             continue
         run = tracker.client.get_run(run_id)
         tags = run.data.tags
-        final = {k: v for k, v in (t.get("final") or {}).items() if k not in run.data.metrics}
+        final = {k: v for k, v in (t.get("final") or {}).items() if run.data.metrics.get(k) != v}
         if final:  # its last result never reached the store (an outage while it ran)
-            tracker.metrics(run_id, final, step=int((t.get("final") or {}).get("seeds_done", 0)))
+            tracker.metrics(run_id, final, step=int(t.get("seeds_done", 0)))
         if run.info.status == "RUNNING" and t.get("state"):  # its end never reached the store
             failed = t["state"] == "failed"
             tracker.finish(run_id, t["state"], status="FAILED" if failed else "FINISHED")
@@ -405,11 +411,10 @@ def track_search(tracker: Tracker, plan, study, grid, tuned, best: dict[str, Any
         cfg = _read_yaml(folder / runfolder.CONFIG) or asdict(finetune_job(
             study.template, "dkan", first, folder, plan.select_split, {k: r.config[k] for k in HPARAMS}).cfg)
         done = int(r.metrics.get("seeds_done", 0))
-        state = ("failed" if r.error is not None else "completed" if done >= len(plan.seeds)
-                 else f"stopped early ({done}/{len(plan.seeds)} seeds)")
         final = {k: v for k, v in r.metrics.items() if k.startswith("val_") and isinstance(v, (int, float))}
-        trials.append({"trial_id": tid, "config": cfg, "wall_s": r.metrics.get("time_total_s", 0.0), "state": state,
-                       "final": {**final, "seeds_done": done}})
+        trials.append({"trial_id": tid, "config": cfg, "wall_s": r.metrics.get("time_total_s", 0.0),
+                       "state": trial_state(done, len(plan.seeds), r.error is not None), "seeds_done": done,
+                       "final": final})
     res = plan.resources
     hp = ", ".join(f"{k}={v:.4g}" for k, v in tuned.hparams.items())
     note = (f"**Selected** for {study.key}: the best mean {plan.objective} over the seeds it ran "

@@ -321,8 +321,8 @@ def test_mlflow_outage_mid_search_warns_goes_on_and_is_completed_at_the_end(tmp_
     logger.on_trial_start(0, [], SimpleNamespace(trial_id="t2", config={}))
     assert "reachable again" in capsys.readouterr().out
 
-    done = {"trial_id": "t1", "config": {"seed": 1}, "wall_s": 3.0, "state": "completed",
-            "final": {"val_AP_all": 0.5, "seeds_done": 2}}
+    done = {"trial_id": "t1", "config": {"seed": 1}, "wall_s": 3.0, "state": "completed", "seeds_done": 2,
+            "final": {"val_AP_all": 0.5}}
     log_trials(logger.tracker, "key", [done], None, "", synthetic_prepared, "v", (1, 0))
     run = real_client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["val_AP_all"] == 0.5
