@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from dkan.errors import DkanError, check_writable, storage_error
+from dkan.errors import DkanError, check_writable, storage_errors
 from dkan.names import BOX_HEADS, EVAL_SPLITS, METHODS, METRICS, PROFILES, parse_int_list
 
 METRIC_NAMES = {"coco": "COCO 101-point AP50", "voc07": "VOC07 11-point AP50 (the paper's metric)"}
@@ -441,15 +441,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if isinstance(getattr(args, "out", None), (str, Path)):
             check_writable(Path(args.out))  # before any work: not after an hour of training
-        return args.func(args)
+        with storage_errors():  # disk full, read-only or no permission: one clear line
+            return args.func(args)
     except DkanError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, read-only or no permission: one clear line
-        clear = storage_error(e)
-        if clear is None:
-            raise
-        print(f"error: {clear}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: nothing was written", file=sys.stderr)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -37,6 +39,20 @@ def storage_error(e: OSError) -> StorageError | None:
     where = e.filename or "the output folder"
     return StorageError(f"cannot write {where}: {why}. Fix: free space or choose a writable folder (--out); "
                         "what finished before is kept (files are written whole or not at all)")
+
+
+@contextmanager
+def storage_errors() -> Iterator[None]:
+    """Disk full, read-only or no permission inside: raised as a StorageError (one clear CLI line)."""
+    try:
+        yield
+    except StorageError:
+        raise
+    except OSError as e:
+        clear = storage_error(e)
+        if clear is None:
+            raise
+        raise clear from e
 
 
 def check_writable(path: Path, flag: str = "--out") -> None:

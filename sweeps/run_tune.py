@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from dkan.errors import DkanError, check_writable, storage_error
+from dkan.errors import DkanError, check_writable, storage_errors
 from dkan.names import METRICS, PROFILES, PROTOCOLS, parse_int_list
 
 
@@ -135,17 +135,12 @@ def run(args: argparse.Namespace) -> int:
 
     t0 = time.time()
     try:
-        check_args(args)
-        plan = build_plan(args)
-        run_sweep(plan, args.address, args.num_cpus, args.resume)
+        with storage_errors():  # disk full, read-only or no permission: one clear line
+            check_args(args)
+            plan = build_plan(args)
+            run_sweep(plan, args.address, args.num_cpus, args.resume)
     except DkanError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # disk full, read-only or no permission mid-run: one clear line
-        clear = storage_error(e)
-        if clear is None:
-            raise
-        print(f"error: {clear}", file=sys.stderr)
         return 2
     except SweepInterrupted as e:
         print(f"\n{e}", file=sys.stderr)
