@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import contextmanager
 
 import pytest
 import torch
@@ -38,6 +39,26 @@ def ft_kwargs(data, base_ckpt, out, method):
         optim=OptimConfig(lr=0.01, batch_size=2, iterations=3, warmup_iters=1), base_checkpoint=str(base_ckpt), shots=2,
         fewshot_seed=1, out=str(out), checkpoint_every=2, distill=DistillConfig(method=method),
     )
+
+
+@contextmanager
+def ctrl_c_at_step_4(monkeypatch):
+    """fit's 4th training step raises KeyboardInterrupt (as Ctrl+C would); the real step is back afterwards."""
+    import dkan.engine.train as train_mod
+
+    real_step, calls = train_mod.train_step, []
+
+    def step(*a, **k):
+        calls.append(1)
+        if len(calls) > 3:
+            raise KeyboardInterrupt
+        return real_step(*a, **k)
+
+    monkeypatch.setattr(train_mod, "train_step", step)
+    try:
+        yield
+    finally:
+        monkeypatch.setattr(train_mod, "train_step", real_step)
 
 
 @pytest.fixture(scope="module")
@@ -96,21 +117,9 @@ def test_resume_continues_to_the_same_weights(base_model, synthetic_prepared, tm
     kw = ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "r", "dkan")
     kw["optim"] = OptimConfig(lr=0.01, batch_size=2, iterations=4, warmup_iters=1)
     full = fit(FinetuneConfig(**{**kw, "out": str(tmp_path / "full")}), progress=False)
-    import dkan.engine.train as train_mod
-
-    real_step, calls = train_mod.train_step, []
-
-    def crash_after_two(*a, **k):
-        calls.append(1)
-        if len(calls) > 3:
-            raise KeyboardInterrupt
-        return real_step(*a, **k)
-
-    monkeypatch.setattr(train_mod, "train_step", crash_after_two)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_at_step_4(monkeypatch), pytest.raises(KeyboardInterrupt):
         fit(FinetuneConfig(**kw), progress=False)
     assert (tmp_path / "r" / "last.pt").exists()
-    monkeypatch.setattr(train_mod, "train_step", real_step)
     resumed = fit(FinetuneConfig(**kw), resume=True, progress=False)
     said = capsys.readouterr().out
     assert "resumed from" in said and "another config" not in said  # nothing changed: no note
@@ -133,22 +142,10 @@ def test_config_changes_names_each_changed_value_and_ignores_out():
 def test_ctrl_c_in_base_training_resumes_from_last_pt(base_model, synthetic_prepared, tmp_path, monkeypatch):
     """Base training saves last.pt every checkpoint_every (200 by default, as fine-tuning) and resumes
     from it to the same weights as an uninterrupted run."""
-    import dkan.engine.train as train_mod
-
     assert BaseTrainConfig().checkpoint_every > 0
-    real_step, calls = train_mod.train_step, []
-
-    def ctrl_c_at_step_4(*a, **k):
-        calls.append(1)
-        if len(calls) > 3:
-            raise KeyboardInterrupt
-        return real_step(*a, **k)
-
-    monkeypatch.setattr(train_mod, "train_step", ctrl_c_at_step_4)
-    with pytest.raises(KeyboardInterrupt):
+    with ctrl_c_at_step_4(monkeypatch), pytest.raises(KeyboardInterrupt):
         fit(base_cfg(synthetic_prepared, tmp_path / "b"), progress=False)
     assert load_checkpoint(tmp_path / "b" / "last.pt", "resume checkpoint", "")["meta"]["iteration"] == 2
-    monkeypatch.setattr(train_mod, "train_step", real_step)
     fit(base_cfg(synthetic_prepared, tmp_path / "b"), resume=True, progress=False)
     full = load_checkpoint(base_model[0])["model"]
     resumed = load_checkpoint(tmp_path / "b" / "model_final.pt")["model"]
