@@ -37,7 +37,7 @@ def test_the_cap_binds_and_says_so():
     c = choose_input_size(_stats(2048, 2048, 20, 60), cap=640)
     assert c.min_size == 640 and "the cap" in c.reason and "1638" in c.reason
     assert c.anchor_sizes[0] == 8  # resized p5 is 6 px; anchors never below 8
-    assert "boxes under it will mostly be missed" in c.reason
+    assert "smaller than that will mostly be missed (fix: a larger input, --set model.min_size=...)" in c.reason
     assert anchor_sizes_for(3, 2000) == [8, 16, 32, 64, 128]  # span too wide: the small end wins
 
 

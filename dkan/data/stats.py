@@ -125,9 +125,10 @@ def choose_input_size(stats: dict, cap: int = DEFAULT_CAP, min_box: float = MIN_
     lo, hi = box["p5"] * scale, box["p95"] * scale
     anchors = anchor_sizes_for(lo, hi)
     if lo < MIN_ANCHOR:
-        cover = f"start at {MIN_ANCHOR} px (boxes under it will mostly be missed: raise the cap) to cover"
+        cover = (f"start at {MIN_ANCHOR} px: resized boxes smaller than that will mostly be missed (fix: a larger "
+                 "input, --set model.min_size=...)")
     else:
-        cover = "cover" if anchors[-1] >= hi else "do not reach (small end kept)"
+        cover = "cover them" if anchors[-1] >= hi else "do not reach them (small end kept)"
     max_size = int(round(size * long_ / short))
-    reason = f"{why}; resized boxes p5-p95 {lo:.0f}-{hi:.0f} px; anchors {anchors} {cover} them"
+    reason = f"{why}; resized boxes p5-p95 {lo:.0f}-{hi:.0f} px; anchors {anchors} {cover}"
     return InputSizeChoice(size, max_size, anchors, reason)
