@@ -62,9 +62,10 @@ class TrialConsole(Callback):
     """Prints trial events of one study's search and, every ``every`` events or ``interval`` seconds,
     an overall line: studies done / total, trials done / running / stopped, elapsed, time left.
 
-    Time left is the mean finished trial's duration times the trials not yet finished (a running
-    trial counts half), divided by the trials that run at once; studies after this one are assumed
-    to cost the same (their test phases are not counted)."""
+    Time left is the mean finished trial's duration times the trials waiting, plus what is left of
+    that mean for each running trial (half of it where its start was not seen), divided by the
+    trials that run at once; studies after this one are assumed to cost the same (their test phases
+    are not counted)."""
 
     def __init__(self, key: str, n_seeds: int, objective: str, trials: int, study_index: int = 0,
                  n_studies: int = 1, concurrent: int = 1, every: int = 10, interval: float = 60.0):
@@ -107,19 +108,24 @@ class TrialConsole(Callback):
         line = (f"progress: study {self.study_index + 1}/{self.n_studies}, trials {done}/{self.total} done "
                 f"({self.stopped} stopped early, {self.failed} failed), {running} running; "
                 f"{_minutes(time.time() - self.t0)} elapsed")
-        left = self.time_left(done, running)
+        elapsed = [time.time() - self.trials[t.trial_id].started if t.trial_id in self.trials else None
+                   for t in trials if getattr(t, "status", "") == "RUNNING"]
+        left = self.time_left(done, running, elapsed)
         line += f", about {_minutes(left)} left in the searches" if left is not None else ", time left: after a trial"
         print(line, flush=True)
         return line
 
-    def time_left(self, done: int, running: int) -> float | None:
-        """Seconds left in this search and the searches after it, from the mean finished trial."""
+    def time_left(self, done: int, running: int, elapsed: list[float | None] | None = None) -> float | None:
+        """Seconds left in this search and the searches after it, from the mean finished trial;
+        ``elapsed``: how long each running trial has run (None: unknown)."""
         if not self.durations:
             return None
         mean = sum(self.durations) / len(self.durations)
-        waiting = max(0, self.total - done - running) + 0.5 * running
-        later = (self.n_studies - self.study_index - 1) * self.total
-        return mean * (waiting + later) / self.concurrent
+        elapsed = elapsed if elapsed is not None else [None] * running
+        in_flight = sum(0.5 * mean if e is None else max(0.0, mean - e) for e in elapsed)
+        waiting = max(0, self.total - done - running) * mean + in_flight
+        later = (self.n_studies - self.study_index - 1) * self.total * mean
+        return (waiting + later) / self.concurrent
 
     # ------------------------------------------------------------------ Tune's hooks
 
@@ -167,6 +173,11 @@ class TrialConsole(Callback):
         s = self._state(trial)
         self.failed += 1
         self.say(f"trial {s.number}: failed: {_trial_error(trial)}")
+        self._event(trials)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        s = self._state(trial)
+        self.say(f"trial {s.number}: lost ({_trial_error(trial)}); retrying, it goes on at its next unfinished seed")
         self._event(trials)
 
     def on_experiment_end(self, trials, **info):

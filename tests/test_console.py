@@ -93,6 +93,11 @@ def test_overall_line_counts_and_time_left(clock, capsys):
     assert line == ("progress: study 2/3, trials 2/4 done (1 stopped early, 0 failed), 1 running; 4.0 min elapsed, "
                     "about 5.5 min left in the searches")
     assert capsys.readouterr().out == line + "\n"
+    # a running trial whose start was seen: what is left of the mean shrinks as it runs
+    c.on_trial_start(0, trials, r)
+    clock.now += 90
+    later = c.overall(trials)  # (1 waiting + (120 - 90) s left of r) / 2 + 4 x 120 s / 2 = 315 s
+    assert later.endswith("5.5 min elapsed, about 5.2 min left in the searches"), later
 
 
 def test_overall_line_every_n_events_and_every_interval(clock, capsys):
@@ -145,3 +150,33 @@ def test_verbose_option_reaches_the_plan(synthetic_prepared, tmp_path):
     common = ["--data", str(synthetic_prepared), "--out", str(tmp_path / "o"), "--shots", "1", "--seeds", "1"]
     assert build_plan(parse_args([*common, "--verbose"])).verbose is True
     assert build_plan(parse_args(common)).verbose is False
+
+
+def test_base_training_progress_skips_a_killed_runs_stale_file(tmp_path, capsys):
+    """The 30 s progress line of base training reads progress.json: one left by an earlier, killed run
+    is not shown as this run's progress; the file this run writes is."""
+    import json
+    import os
+    import threading
+    import time
+
+    from dkan.profiles import base_config
+    from sweeps.jobs import SeedJob, _print_progress
+
+    cfg = base_config("cpu-quick")
+    cfg.out = str(tmp_path / "base")
+    job = SeedJob("base", 0, cfg, label="base/x")
+    job.out.mkdir()
+    stale = job.out / "progress.json"
+    stale.write_text(json.dumps({"iteration": 76, "iterations": 100, "loss": 0.8, "eta_s": 60}))
+    os.utime(stale, (time.time() - 600, time.time() - 600))
+    stop = threading.Event()
+    t = threading.Thread(target=_print_progress, args=([job], "base_x", stop, 0.05))
+    t.start()
+    time.sleep(0.3)
+    assert "iteration 76/100" not in capsys.readouterr().out
+    stale.write_text(json.dumps({"iteration": 3, "iterations": 100, "loss": 1.5, "eta_s": 120}))
+    time.sleep(0.3)
+    stop.set()
+    t.join()
+    assert "base_x: iteration 3/100, loss 1.500, about 2.0 min left" in capsys.readouterr().out
