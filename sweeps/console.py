@@ -182,3 +182,29 @@ class TrialConsole(Callback):
 
     def on_experiment_end(self, trials, **info):
         self.overall(trials)
+
+
+class TestPhaseConsole(Callback):
+    """Prints the test phase's progress: one line when it starts and one per job done (its Train
+    runs report ``jobs_done`` and ``last_job`` after each job)."""
+
+    def __init__(self, key: str, n_jobs: int, n_train: int, groups: int):
+        self.key, self.n_jobs, self.n_train, self.groups = key, n_jobs, n_train, groups
+        self.done: dict[str, int] = {}
+        self.t0 = time.time()
+
+    def setup(self, **info):
+        self.t0 = time.time()
+        print(f"[{self.key}] test phase: {self.n_jobs} jobs on test ({self.n_train} fine-tunes, "
+              f"{self.n_jobs - self.n_train} evaluations of checkpoints the search made or the base model) "
+              f"in {self.groups} group(s) at once", flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        n = int(result.get("jobs_done", 0))
+        if n <= self.done.get(trial.trial_id, 0):  # a restarted group repeats its last report
+            return
+        self.done[trial.trial_id] = n
+        total = sum(self.done.values())
+        print(f"[{self.key}] test: {result.get('last_job', '?')} done ({total}/{self.n_jobs}, "
+              f"{_minutes(time.time() - self.t0)})", flush=True)
+

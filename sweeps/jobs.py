@@ -9,6 +9,13 @@ sees ``seeds_done`` grow and can stop the trial between seeds.
 A job is done when its run folder holds ``metrics.json`` (``dkan.runfolder``): a restarted trial
 skips those, and a half-done job resumes from its ``last.pt``. Run folders must be on storage
 every node sees.
+
+Faults: a lost worker or node (its process killed, the node removed) is retried up to
+``max_failures`` times by Ray Train (``FailureConfig``); the new workers skip the finished jobs, so
+the run goes on at its next unfinished seed. A job that fails for a reason a retry cannot change
+(``DkanError``: a non-finite loss, bad data) writes ``failed.json`` with its error and the sweep's
+``session``: no retry of this sweep runs it again, the run raises ``SeedFailed`` with that error; a
+later sweep (``--resume``, a new session) tries it again.
 """
 
 from __future__ import annotations
@@ -22,8 +29,15 @@ from typing import Any
 
 from dkan import runfolder
 from dkan.config import BaseTrainConfig, FinetuneConfig
+from dkan.errors import DkanError
 from dkan.evaluation.aggregate import aggregate_seeds
 from dkan.names import HEADLINE, HPARAMS
+
+FAILED = "failed.json"  # a job's deterministic failure: {"session", "error"}
+
+
+class SeedFailed(DkanError, RuntimeError):
+    """A job failed for a reason a retry cannot change; its error was recorded in its run folder."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +117,19 @@ def _run_job(job: SeedJob, device: str, threads: int) -> dict[str, Any]:
     return broadcast_from_rank0(m)
 
 
+def recorded_failures(jobs: list[SeedJob], session: str) -> list[str]:
+    """The errors this sweep (``session``) recorded for ``jobs``; a record of an earlier sweep is
+    removed (that one is tried again)."""
+    found = []
+    for j in jobs:
+        rec = runfolder.read_json(j.out / FAILED)
+        if rec is not None and rec.get("session") == session:
+            found.append(f"{j.label or j.out.name}: {rec.get('error', 'error')}")
+        elif rec is not None:
+            (j.out / FAILED).unlink(missing_ok=True)
+    return found
+
+
 def _worker_loop(config: dict[str, Any]) -> None:
     """Runs on every Ray Train worker (torch.distributed is already set up by TorchTrainer)."""
     import ray.train
@@ -111,9 +138,17 @@ def _worker_loop(config: dict[str, Any]) -> None:
     done: list[tuple[SeedJob, dict[str, Any]]] = []
     reported = 0
     for job in config["jobs"]:
+        if (job.out / FAILED).exists():  # failed in an earlier attempt of this run: run_jobs raises its error
+            return
         m = runfolder.done_metrics(job.out)  # finished before a restart: counted, not run again
         if m is None:
-            done.append((job, _run_job(job, device, max(1, int(config["threads"])))))
+            try:
+                m = _run_job(job, device, max(1, int(config["threads"])))
+            except DkanError as e:  # the same on any retry: recorded, never run again by this sweep
+                error = f"{type(e).__name__}: {e}"
+                runfolder.write_json(job.out / FAILED, {"session": config["session"], "error": error})
+                raise
+            done.append((job, m))
             ray.train.report(progress_report(done, config["prefix"]))
             reported = len(done)
         else:
@@ -124,12 +159,16 @@ def _worker_loop(config: dict[str, Any]) -> None:
 
 def run_jobs(
     jobs: list[SeedJob], res: WorkerResources, name: str, storage: str, prefix: str | None = None,
-    in_trial: bool = False, watch: bool = False,
+    in_trial: bool = False, watch: bool = False, max_failures: int = 0, session: str = "",
 ) -> list[dict[str, Any]]:
     """One TorchTrainer run over ``jobs``; returns each job's metrics (read from its run folder).
 
     ``in_trial``: inside a Tune trial, every report reaches Tune. ``watch``: print the running
-    job's progress every 30 s (base training, run from the driver)."""
+    job's progress every 30 s (base training, run from the driver). ``max_failures``: lost workers
+    retried this many times; ``session``: the sweep's, for the failure records (module docstring)."""
+    failed = recorded_failures(jobs, session)
+    if failed:  # a retried trial: its failure was recorded by this sweep, do not start workers for it
+        raise SeedFailed("; ".join(failed))
     from ray.train import ControllerError, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -143,11 +182,14 @@ def run_jobs(
     use_gpu = res.gpus_per_worker > 0
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"jobs": jobs, "prefix": prefix, "threads": res.cpus_per_worker, "use_gpu": use_gpu},
+        train_loop_config={"jobs": jobs, "prefix": prefix, "threads": res.cpus_per_worker, "use_gpu": use_gpu,
+                           "session": session},
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=res.bundle()),
-        # worker-start time-outs are retried START_RETRIES times (Ray's default: forever), then named
+        # worker-start time-outs are retried START_RETRIES times (Ray's default: forever), then named;
+        # a lost worker or node max_failures times (the new workers go on at the next unfinished job)
         run_config=RunConfig(name=name, storage_path=storage, callbacks=callbacks,
-                             failure_config=FailureConfig(controller_failure_limit=START_RETRIES)),
+                             failure_config=FailureConfig(max_failures=max_failures,
+                                                          controller_failure_limit=START_RETRIES)),
     )
     stop = threading.Event()
     if watch:
@@ -155,9 +197,16 @@ def run_jobs(
     try:
         result = trainer.fit()
     except ControllerError as e:
-        raise WorkersDidNotStart(name, res, e.controller_failure, resource_holders()) from e
+        err = WorkersDidNotStart(name, res, e.controller_failure, resource_holders())
+        for j in jobs:  # bounded already (START_RETRIES): a retry of the trial by this sweep fails at once
+            if runfolder.done_metrics(j.out) is None:
+                runfolder.write_json(j.out / FAILED, {"session": session, "error": f"WorkersDidNotStart: {err}"})
+        raise err from e
     finally:
         stop.set()
+    failed = recorded_failures(jobs, session)
+    if failed:
+        raise SeedFailed("; ".join(failed))
     if result.error is not None:
         raise result.error
     metrics = [runfolder.done_metrics(j.out) for j in jobs]
@@ -168,7 +217,10 @@ def run_jobs(
 
 
 def _print_progress(jobs: list[SeedJob], name: str, stop: threading.Event, every: float = 30.0) -> None:
+    t0 = time.time()  # a progress file older than this run is a killed run's: not this one's progress
     while not stop.wait(every):
-        for p in filter(None, (runfolder.read_json(j.out / runfolder.PROGRESS) for j in jobs)):
+        files = [j.out / runfolder.PROGRESS for j in jobs]
+        fresh = [f for f in files if f.is_file() and f.stat().st_mtime >= t0]
+        for p in filter(None, map(runfolder.read_json, fresh)):
             left = f"about {p['eta_s'] / 60:.1f} min left"
             print(f"  {name}: iteration {p['iteration']}/{p['iterations']}, loss {p['loss']:.3f}, {left}", flush=True)

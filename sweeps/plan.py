@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class Budget:
     early_stop: bool = True  # False: every trial runs every seed (FIFO)
     scheduler: str = "asha"  # asha | paired (sweeps.schedulers) | fifo: how weak trials stop between seeds
     paired_alpha: float = 0.1  # paired: the one-sided level of the per-seed t test against the incumbent
+    max_failures: int = 2  # a trial (or base training) whose worker, driver or node was lost: retries
 
 
 # the embedded default (no --data): synthetic data, small enough for 2 cores in about 15 minutes.
@@ -107,6 +109,7 @@ class Plan:
     max_concurrent: int = 0  # 0 until complete_plan: as many as the cluster holds
     node_cpus: float = 1.0  # CPUs of the largest node (a base-training worker must fit on one)
     verbose: bool = False  # Tune's own trial tables besides sweeps.console's lines
+    session: str = ""  # this invocation's id (complete_plan): a failure it recorded is not retried by it
 
     @property
     def select_split(self) -> str:
@@ -181,7 +184,8 @@ class Plan:
             f"  selection   on {self.select_split}{paper}; then on test over all seeds: TFA, DKAN with the "
             "authors' defaults and tuned, the base model",
             f"  resources   {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU) per "
-            f"fine-tune; {self.max_concurrent} trial(s) at once",
+            f"fine-tune; {self.max_concurrent} trial(s) at once; a lost worker or node retried up to "
+            f"{b.max_failures} time(s), going on at the next unfinished seed",
             f"  budget      base {b.base_iterations or 'profile'} iterations; fine-tune "
             f"{b.finetune_iterations or 'profile'} iterations per seed",
             f"  tracking    {mask_uri(self.tracking_uri)}",
@@ -220,6 +224,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         early_stop=not args.no_early_stop and getattr(args, "scheduler", None) != "fifo",
         scheduler=getattr(args, "scheduler", None) or d.scheduler,
         paired_alpha=getattr(args, "paired_alpha", None) or d.paired_alpha,
+        max_failures=d.max_failures if getattr(args, "max_failures", None) is None else args.max_failures,
     )
     if budget.trials < 1:
         raise PlanError(f"--trials {budget.trials}: need at least one trial")
@@ -285,7 +290,8 @@ def complete_plan(plan: Plan, nodes: list[dict[str, float]], local: bool) -> Pla
         total = {k: sum(n.get(k, 0.0) for n in nodes) for k in ("CPU", "GPU")}
         fits = check_resources(plan.resources, total, nodes)
     return replace(
-        plan, max_concurrent=min(plan.max_concurrent or fits, fits), node_cpus=max(n.get("CPU", 0.0) for n in nodes)
+        plan, max_concurrent=min(plan.max_concurrent or fits, fits), node_cpus=max(n.get("CPU", 0.0) for n in nodes),
+        session=uuid.uuid4().hex[:12],
     )
 
 

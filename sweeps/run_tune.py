@@ -55,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--cpus-per-worker", type=float, default=1.0)
     a("--gpus-per-worker", type=float, default=0.0, help="may be fractional (e.g. 0.5: two workers share a GPU)")
     a("--max-concurrent", type=int, help="trials at once (default: as many as the cluster holds)")
+    a("--max-failures", type=int, help="retries of a trial or base training whose worker, driver or node was lost; "
+      "the retry goes on at the next unfinished seed (default 2; a non-finite loss or bad data is never retried)")
     a("--search-space", metavar="YAML", help="ranges overriding the default space")
     a("--points", metavar="YAML", help="a list of hyperparameter sets to evaluate first (after the authors' defaults)")
     a("--no-early-stop", action="store_true", help="run every trial on every seed (no ASHA)")
@@ -86,7 +88,7 @@ _MINIMUM = {
     "grace_seeds": (1, "ASHA must let every trial run at least one seed"),
     "reduction_factor": (2, "ASHA keeps 1/reduction-factor of the trials at each rung"),
     "max_concurrent": (1, "at least one trial must run at a time"), "workers": (1, "a fine-tune needs a worker"),
-    "num_cpus": (1, "the local Ray needs a CPU"),
+    "num_cpus": (1, "the local Ray needs a CPU"), "max_failures": (0, "0 turns retries off"),
 }
 
 

@@ -39,7 +39,8 @@ def search_trial(config: dict[str, Any], *, plan: Plan, study: Study) -> None:
     hparams = {k: float(config[k]) for k in HPARAMS}
     jobs = [finetune_job(study.template, "dkan", s, study.runs_dir / trial / f"seed{s}", plan.select_split, hparams)
             for s in plan.seeds]
-    run_jobs(jobs, plan.resources, trial, plan.train_storage, metric_prefix(plan.select_split), in_trial=True)
+    run_jobs(jobs, plan.resources, trial, plan.train_storage, metric_prefix(plan.select_split), in_trial=True,
+             max_failures=plan.budget.max_failures, session=plan.session)
 
 
 def run_search(plan: Plan, study: Study, parent_run: str, resume: bool) -> tune.ResultGrid:
@@ -62,6 +63,8 @@ def run_search(plan: Plan, study: Study, parent_run: str, resume: bool) -> tune.
                                         search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)),
             run_config=tune.RunConfig(name=f"{study.key}_search", storage_path=str(storage),
                                       callbacks=[logger, TrialConsole.for_study(plan, study)],
+                                      # a trial whose driver's node was lost starts again: at its next seed
+                                      failure_config=tune.FailureConfig(max_failures=b.max_failures),
                                       verbose=1 if plan.verbose else 0))  # Tune's tables only with --verbose
 
     return fit_tuner(storage / f"{study.key}_search", trainable, resume, make)

@@ -68,7 +68,8 @@ def _cached_or_trained_base(plan: Plan, split: ClassSplitSpec, d: Path) -> Path:
     cpus = min(plan.node_cpus, plan.resources.cpus_per_worker * max(1, plan.max_concurrent))
     job = SeedJob("base", 0, cfg, label=f"base/{split.name}")
     res = replace(plan.resources, cpus_per_worker=cpus)
-    [m] = run_jobs([job], res, f"base_{d.name}", plan.train_storage, watch=True)
+    [m] = run_jobs([job], res, f"base_{d.name}", plan.train_storage, watch=True,
+                   max_failures=plan.budget.max_failures, session=plan.session)
     print(f"base model ({split.name}): val AP_base {m['AP_base'] * 100:.1f} in {time.time() - t:.0f} s", flush=True)
     return d / runfolder.FINAL
 

@@ -14,6 +14,7 @@ from typing import Any
 from ray import tune
 
 from dkan import runfolder
+from sweeps.console import TestPhaseConsole
 from sweeps.jobs import SeedJob, finetune_job, run_jobs
 from sweeps.plan import DRIVER_CPU, Plan, Study
 from sweeps.search import fit_tuner
@@ -68,7 +69,8 @@ def pack(jobs: list[SeedJob], bins: int) -> list[list[SeedJob]]:
 def final_trial(config: dict[str, Any], *, plan: Plan, groups: list[list[SeedJob]]) -> None:
     """One share of the test phase: the packed group ``config["group"]``."""
     name = f"final_{tune.get_context().get_trial_id()}"
-    run_jobs(groups[config["group"]], plan.resources, name, plan.train_storage, in_trial=True)
+    run_jobs(groups[config["group"]], plan.resources, name, plan.train_storage, in_trial=True,
+             max_failures=plan.budget.max_failures, session=plan.session)
 
 
 def run_test_phase(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base_ckpt: Path,
@@ -79,10 +81,13 @@ def run_test_phase(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base
     groups = pack(jobs, plan.max_concurrent)
     path = plan.out / "ray_results" / f"{study.key}_test"
     trainable = tune.with_resources(tune.with_parameters(final_trial, plan=plan, groups=groups), {"cpu": DRIVER_CPU})
+    console = TestPhaseConsole(study.key, len(jobs), sum(1 for j in jobs if not j.reuse), len(groups))
     grid = fit_tuner(path, trainable, resume, lambda: tune.Tuner(
         trainable, param_space={"group": tune.grid_search(list(range(len(groups))))},
         tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent),
-        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1 if plan.verbose else 0)))
+        run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1 if plan.verbose else 0,
+                                  callbacks=[console],
+                                  failure_config=tune.FailureConfig(max_failures=plan.budget.max_failures))))
     for r in grid:
         if r.error:
             raise RuntimeError(f"test evaluation failed: {r.error}")

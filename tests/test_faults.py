@@ -328,3 +328,52 @@ def test_mlflow_outage_mid_search_warns_goes_on_and_is_completed_at_the_end(tmp_
     assert run.info.status == "FINISHED" and run.data.metrics["val_AP_all"] == 0.5
     assert run.data.tags["dkan.state"] == "completed"
     assert logger.tracker.find(**{TAG_KEY: "key", TAG_TRIAL: "t1"}) == run_id
+
+
+def _job_in(folder: Path, data_root: Path):
+    from dataclasses import replace
+
+    from dkan.profiles import finetune_config
+    from sweeps.jobs import SeedJob
+    from tests.conftest import tiny_model_config
+
+    cfg = finetune_config("cpu-quick")
+    cfg = replace(cfg, model=tiny_model_config(), out=str(folder), data=replace(cfg.data, root=str(data_root)))
+    return SeedJob("dkan", 1, cfg, label="dkan/1")
+
+
+def test_a_failure_this_sweep_recorded_is_raised_without_starting_workers(tmp_path, monkeypatch):
+    """A retried trial whose seed failed deterministically (recorded in failed.json by this sweep's session)
+    raises that error at once; a record from an earlier sweep is removed so a --resume tries again."""
+    import json
+
+    import ray.train.torch
+
+    from sweeps.jobs import FAILED, SeedFailed, recorded_failures, run_jobs
+
+    class NoTrainer:
+        def __init__(self, *a, **k):
+            raise AssertionError("workers were started for a job whose failure was recorded")
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", NoTrainer)
+    job = _job_in(tmp_path / "seed1", tmp_path)
+    job.out.mkdir()
+    (job.out / FAILED).write_text(json.dumps({"session": "s1", "error": "TrainingError: non-finite loss at it 7"}))
+    with pytest.raises(SeedFailed, match="dkan/1: TrainingError: non-finite loss at it 7"):
+        run_jobs([job], WorkerResources(), "t", str(tmp_path / "ray"), max_failures=2, session="s1")
+    assert recorded_failures([job], "s2") == [] and not (job.out / FAILED).exists()
+
+
+@pytest.mark.slow
+def test_a_deterministic_seed_failure_is_recorded_and_not_retried(local_ray, tmp_path):
+    """Bad data raises a DkanError in the worker: recorded in failed.json, the run raises SeedFailed naming
+    it (Train's retry of lost workers does not run the job again)."""
+    import json
+
+    from sweeps.jobs import FAILED, SeedFailed, run_jobs
+
+    job = _job_in(tmp_path / "seed1", tmp_path / "no-such-dataset")
+    with pytest.raises(SeedFailed, match="dkan/1: .*no-such-dataset") as e:
+        run_jobs([job], WorkerResources(1, 1.0), "bad", str(tmp_path / "ray"), max_failures=2, session="s1")
+    rec = json.loads((job.out / FAILED).read_text())
+    assert rec["session"] == "s1" and rec["error"] in str(e.value)

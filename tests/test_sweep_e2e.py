@@ -257,3 +257,72 @@ def test_own_dataset_with_a_user_given_split_sweeps_end_to_end(tmp_path):
     assert set(next(iter(per_class.values()))) == {"pit", "burr", "stain", "crack", "dent"}
     _, runs = mlflow_runs(tmp_path / "sweep", "tiles")
     assert any(r.info.run_name == "base-pit-burr-stain-novel-crack-dent, 2-shot" for r in runs)
+
+
+def _node_of_train_worker(timeout: float = 60.0) -> str:
+    """The node id of the alive Ray Train worker (read from the GCS's actor table)."""
+    from ray._private.state import actors
+
+    end = time.time() + timeout
+    while time.time() < end:
+        alive = [a for a in actors().values() if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE"]
+        if alive:
+            return alive[0]["Address"]["NodeID"]
+        time.sleep(0.2)
+    raise AssertionError("no Ray Train worker came up")
+
+
+def test_worker_node_removed_mid_sweep_is_retried_and_goes_on_at_the_next_seed(synthetic_prepared, tmp_path):
+    """Fault 1: the node running a trial's Train worker is removed after its first seed (a replacement
+    joins, as an autoscaler's would): the trial is retried and goes on at seed 2; seed 1 is not re-run.
+    (The shared prepared set has seeds 1-2.)"""
+    import threading
+
+    from ray.cluster_utils import Cluster
+
+    from sweeps.run_tune import main
+
+    # the head holds no CPU: a trial's driver (0.01 CPU) and its 1-CPU worker land on different nodes
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+    nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
+    out = tmp_path / "sweep"
+    seen: dict[str, object] = {}
+
+    def remove_the_worker_node_after_seed_1() -> None:
+        try:
+            end = time.time() + 600
+            while time.time() < end:
+                done = list((out / "runs").glob("*/*/seed1/metrics.json"))
+                if done:
+                    break
+                time.sleep(0.1)
+            else:
+                return
+            node_id = _node_of_train_worker()
+            [victim] = [n for n in nodes if n.node_id == node_id]
+            seen["seed1_mtime"] = done[0].stat().st_mtime_ns
+            seen["seed1"] = done[0]
+            seen["seeds_done_before"] = len(list(done[0].parent.parent.glob("seed*/metrics.json")))
+            cluster.remove_node(victim, allow_graceful=False)
+            seen["removed"] = node_id
+            cluster.add_node(num_cpus=1)  # the replacement
+        except Exception as e:  # noqa: BLE001 - reported by the assertions below
+            seen["error"] = repr(e)
+
+    watcher = threading.Thread(target=remove_the_worker_node_after_seed_1, daemon=True)
+    watcher.start()
+    try:
+        args = tiny_args(synthetic_prepared, out, tmp_path / "cache", "--address", cluster.address, "--trials", "1",
+                         "--seeds", "1-2", "--finetune-iterations", "10")
+        assert main(args) == 0
+    finally:
+        watcher.join(timeout=5)
+        cluster.shutdown()
+    assert "error" not in seen and "removed" in seen, seen
+    assert seen["seeds_done_before"] == 1  # the node went while the trial still had seed 2 to run
+    trial_dir = Path(seen["seed1"]).parent.parent
+    assert sorted(p.parent.name for p in trial_dir.glob("seed*/metrics.json")) == ["seed1", "seed2"]
+    assert Path(seen["seed1"]).stat().st_mtime_ns == seen["seed1_mtime"]  # seed 1 was not run again
+    _, runs = mlflow_runs(out)
+    [trial] = [r for r in runs if r.data.tags.get("dkan.run_kind") == "trial"]
+    assert trial.info.status == "FINISHED" and trial.data.tags["dkan.state"] == "completed", trial.data.tags
