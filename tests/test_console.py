@@ -180,3 +180,21 @@ def test_base_training_progress_skips_a_killed_runs_stale_file(tmp_path, capsys)
     stop.set()
     t.join()
     assert "base_x: iteration 3/100, loss 1.500, about 2.0 min left" in capsys.readouterr().out
+
+
+def test_test_phase_says_what_it_runs_and_each_job_done(clock, capsys):
+    c = console.TestPhaseConsole("k", n_jobs=4, n_train=2, groups=2)
+    c.setup()
+    g1, g2 = trial("g1"), trial("g2")
+    c.on_trial_result(0, [g1, g2], g1, {"jobs_done": 1, "last_job": "tfa/1"})
+    clock.now += 90
+    c.on_trial_result(0, [g1, g2], g2, {"jobs_done": 1, "last_job": "dkan/1"})
+    c.on_trial_result(0, [g1, g2], g2, {"jobs_done": 1, "last_job": "dkan/1"})  # a restarted group repeats it
+    c.on_trial_result(0, [g1, g2], g1, {"jobs_done": 2, "last_job": "base/0"})
+    assert capsys.readouterr().out.splitlines() == [
+        "[k] test phase: 4 jobs on test (2 fine-tunes, 2 evaluations of checkpoints the search made or the base "
+        "model) in 2 group(s) at once",
+        "[k] test: tfa/1 done (1/4, 0.0 min)",
+        "[k] test: dkan/1 done (2/4, 1.5 min)",
+        "[k] test: base/0 done (3/4, 1.5 min)",
+    ]
