@@ -20,6 +20,7 @@ from sweeps.run_tune import main
         ("--workers", "0", "--workers 0: must be at least 1"),
         ("--num-cpus", "0", "--num-cpus 0: must be at least 1"),
         ("--cpus-per-worker", "0", "--cpus-per-worker 0"),
+        ("--max-failures", "-1", "--max-failures -1: must be at least 0"),
     ],
 )
 def test_out_of_range_numbers_are_refused(option, value, said, tmp_path, capsys):

@@ -9,7 +9,7 @@ import pytest
 from dkan.config import FinetuneConfig
 from dkan.runfolder import done_metrics
 from sweeps.jobs import SeedJob, WorkerResources, progress_report
-from sweeps.plan import Budget, ClassSplitSpec, Plan, PlanError, build_plan, check_data, check_resources
+from sweeps.plan import Budget, ClassSplitSpec, Plan, PlanError, build_plan, check_data, check_resources, complete_plan
 from sweeps.run_tune import main, parse_args
 from sweeps.space import DEFAULT_SPACE
 from sweeps.tracking import TrackingError, check_tracking_uri
@@ -175,3 +175,14 @@ def test_dkan_sweep_has_exactly_the_options_of_run_tune(tmp_path):
     script = options([str(repo / "sweeps" / "run_tune.py")])  # run as a file from another folder: no sys.path edits
     assert "--shots" in script and "--resume" in script
     assert options(["-m", "dkan.cli", "sweep"]) == script
+
+
+def test_max_failures_zero_is_kept_and_the_plan_names_the_retries(synthetic_prepared, tmp_path):
+    common = ["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o"),
+              "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick"]
+    assert build_plan(parse_args(common)).budget.max_failures == 2
+    off = build_plan(parse_args([*common, "--max-failures", "0"]))
+    assert off.budget.max_failures == 0  # 0 means no retries, never "the default"
+    done = complete_plan(off, [{"CPU": 3.0}], local=True)
+    assert done.session and done.session != complete_plan(off, [{"CPU": 3.0}], local=True).session
+    assert "retried up to 0 time(s)" in done.describe()
