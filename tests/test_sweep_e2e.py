@@ -273,9 +273,9 @@ def _node_of_train_worker(timeout: float = 60.0) -> str:
 
 
 def test_worker_node_removed_mid_sweep_is_retried_and_goes_on_at_the_next_seed(synthetic_prepared, tmp_path):
-    """Fault 1: the node running a trial's Train worker is removed after its first seed (a replacement
-    joins, as an autoscaler's would): the trial is retried and goes on at seed 2; seed 1 is not re-run.
-    (The shared prepared set has seeds 1-2.)"""
+    """Fault 1: the node running a trial's Train worker is removed after its first seed (a spare node is
+    up, as an autoscaler's would be): the trial is retried and goes on at seed 2; seed 1 is not re-run.
+    (The shared prepared set has seeds 1-2; Ray's Cluster.add_node works only from the main thread.)"""
     import threading
 
     from ray.cluster_utils import Cluster
@@ -284,7 +284,7 @@ def test_worker_node_removed_mid_sweep_is_retried_and_goes_on_at_the_next_seed(s
 
     # the head holds no CPU: a trial's driver (0.01 CPU) and its 1-CPU worker land on different nodes
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
-    nodes = [cluster.add_node(num_cpus=1), cluster.add_node(num_cpus=1)]
+    nodes = [cluster.add_node(num_cpus=1) for _ in range(3)]
     out = tmp_path / "sweep"
     seen: dict[str, object] = {}
 
@@ -305,7 +305,6 @@ def test_worker_node_removed_mid_sweep_is_retried_and_goes_on_at_the_next_seed(s
             seen["seeds_done_before"] = len(list(done[0].parent.parent.glob("seed*/metrics.json")))
             cluster.remove_node(victim, allow_graceful=False)
             seen["removed"] = node_id
-            cluster.add_node(num_cpus=1)  # the replacement
         except Exception as e:  # noqa: BLE001 - reported by the assertions below
             seen["error"] = repr(e)
 
