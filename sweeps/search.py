@@ -19,9 +19,10 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
+from dkan.errors import DkanError
 from dkan.names import HPARAMS, metric_prefix
 from dkan.profiles import authors_defaults
-from sweeps.console import TrialConsole
+from sweeps.console import TrialConsole, error_line
 from sweeps.jobs import finetune_job, run_jobs
 from sweeps.plan import DRIVER_CPU, Plan, Study
 from sweeps.schedulers import make_scheduler
@@ -31,6 +32,10 @@ from sweeps.tracking import TrialLogger
 
 class SweepInterrupted(KeyboardInterrupt):
     pass
+
+
+class NoTrialSucceeded(DkanError, RuntimeError):
+    """Every trial of a study's search failed: the sweep stops with their first error, not a traceback."""
 
 
 def search_trial(config: dict[str, Any], *, plan: Plan, study: Study) -> None:
@@ -81,7 +86,11 @@ def pick_best(grid: tune.ResultGrid, metric: str, n_seeds: int) -> tune.Result:
             if r.error is None and r.metrics and metric in r.metrics and not math.isnan(r.metrics[metric])]
     full = [r for r in done if r.metrics.get("seeds_done") == n_seeds]
     if not done:
-        raise RuntimeError("no trial reported a result; see the errors above")
+        errors = [error_line(f"{type(r.error).__name__}: {r.error}") for r in grid if r.error is not None]
+        first = f"; the first error: {errors[0]}" if errors else ""
+        raise NoTrialSucceeded(
+            f"no trial reported a result ({len(errors)} of {len(grid)} failed{first}). Fix: read each trial's error "
+            "above (or its dkan.failure_reason tag in MLflow), fix the cause, then rerun with --resume")
     return max(full or done, key=lambda r: r.metrics[metric])
 
 

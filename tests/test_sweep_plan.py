@@ -186,3 +186,18 @@ def test_max_failures_zero_is_kept_and_the_plan_names_the_retries(synthetic_prep
     done = complete_plan(off, [{"CPU": 3.0}], local=True)
     assert done.session and done.session != complete_plan(off, [{"CPU": 3.0}], local=True).session
     assert "retried up to 0 time(s)" in done.describe()
+
+
+def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
+    from types import SimpleNamespace as R
+
+    from dkan.errors import DkanError
+    from sweeps.search import pick_best
+
+    ok = R(error=None, metrics={"val_AP_all": 0.3, "seeds_done": 2})
+    better_but_failed = R(error=RuntimeError("x"), metrics={"val_AP_all": 0.9, "seeds_done": 1})
+    assert pick_best([ok, better_but_failed], "val_AP_all", 2) is ok
+    lost = R(error=RuntimeError("Traceback ...\nActorDiedError: the node running it was removed"), metrics={})
+    with pytest.raises(DkanError, match=r"\(2 of 2 failed; the first error: ActorDiedError: the node running it was "
+                       r"removed\)\. Fix: .* --resume"):
+        pick_best([lost, better_but_failed], "val_AP_all", 2)
