@@ -110,20 +110,19 @@ class TrialConsole(Callback):
                 f"{_minutes(time.time() - self.t0)} elapsed")
         elapsed = [time.time() - self.trials[t.trial_id].started if t.trial_id in self.trials else None
                    for t in trials if getattr(t, "status", "") == "RUNNING"]
-        left = self.time_left(done, running, elapsed)
+        left = self.time_left(done, elapsed)
         line += f", about {_minutes(left)} left in the searches" if left is not None else ", time left: after a trial"
         print(line, flush=True)
         return line
 
-    def time_left(self, done: int, running: int, elapsed: list[float | None] | None = None) -> float | None:
+    def time_left(self, done: int, elapsed: list[float | None]) -> float | None:
         """Seconds left in this search and the searches after it, from the mean finished trial;
         ``elapsed``: how long each running trial has run (None: unknown)."""
         if not self.durations:
             return None
         mean = sum(self.durations) / len(self.durations)
-        elapsed = elapsed if elapsed is not None else [None] * running
         in_flight = sum(0.5 * mean if e is None else max(0.0, mean - e) for e in elapsed)
-        waiting = max(0, self.total - done - running) * mean + in_flight
+        waiting = max(0, self.total - done - len(elapsed)) * mean + in_flight
         later = (self.n_studies - self.study_index - 1) * self.total * mean
         return (waiting + later) / self.concurrent
 
@@ -207,4 +206,3 @@ class TestPhaseConsole(Callback):
         total = sum(self.done.values())
         print(f"[{self.key}] test: {result.get('last_job', '?')} done ({total}/{self.n_jobs}, "
               f"{_minutes(time.time() - self.t0)})", flush=True)
-

@@ -117,6 +117,17 @@ def _run_job(job: SeedJob, device: str, threads: int) -> dict[str, Any]:
     return broadcast_from_rank0(m)
 
 
+def record_failure(job: SeedJob, session: str, error: str) -> None:
+    runfolder.write_json(job.out / FAILED, {"session": session, "error": error})
+
+
+def raise_recorded_failures(jobs: list[SeedJob], session: str) -> None:
+    """``SeedFailed`` naming each failure this sweep recorded for ``jobs``, if any."""
+    failed = recorded_failures(jobs, session)
+    if failed:
+        raise SeedFailed("; ".join(failed))
+
+
 def recorded_failures(jobs: list[SeedJob], session: str) -> list[str]:
     """The errors this sweep (``session``) recorded for ``jobs``; a record of an earlier sweep is
     removed (that one is tried again)."""
@@ -145,8 +156,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
             try:
                 m = _run_job(job, device, max(1, int(config["threads"])))
             except DkanError as e:  # the same on any retry: recorded, never run again by this sweep
-                error = f"{type(e).__name__}: {e}"
-                runfolder.write_json(job.out / FAILED, {"session": config["session"], "error": error})
+                record_failure(job, config["session"], f"{type(e).__name__}: {e}")
                 raise
             done.append((job, m))
             ray.train.report(progress_report(done, config["prefix"]))
@@ -166,9 +176,7 @@ def run_jobs(
     ``in_trial``: inside a Tune trial, every report reaches Tune. ``watch``: print the running
     job's progress every 30 s (base training, run from the driver). ``max_failures``: lost workers
     retried this many times; ``session``: the sweep's, for the failure records (module docstring)."""
-    failed = recorded_failures(jobs, session)
-    if failed:  # a retried trial: its failure was recorded by this sweep, do not start workers for it
-        raise SeedFailed("; ".join(failed))
+    raise_recorded_failures(jobs, session)  # a retried trial whose failure this sweep recorded: no workers
     from ray.train import ControllerError, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -200,13 +208,11 @@ def run_jobs(
         err = WorkersDidNotStart(name, res, e.controller_failure, resource_holders())
         for j in jobs:  # bounded already (START_RETRIES): a retry of the trial by this sweep fails at once
             if runfolder.done_metrics(j.out) is None:
-                runfolder.write_json(j.out / FAILED, {"session": session, "error": f"WorkersDidNotStart: {err}"})
+                record_failure(j, session, f"WorkersDidNotStart: {err}")
         raise err from e
     finally:
         stop.set()
-    failed = recorded_failures(jobs, session)
-    if failed:
-        raise SeedFailed("; ".join(failed))
+    raise_recorded_failures(jobs, session)
     if result.error is not None:
         raise result.error
     metrics = [runfolder.done_metrics(j.out) for j in jobs]
