@@ -92,6 +92,9 @@ class DistillConfig:
     fka_tau: float = 5.0
     lka_weight: float = 0.01
     lka_tau: float = 5.0
+    # LKA's student logits: "scaled" (ours: the cosine head's logits, scale x cos, as it classifies) or "raw"
+    # (the authors' code: the cosines before the scale, against the teacher's FC logits; README "Differences")
+    lka_student: str = "scaled"
 
 
 @dataclass

@@ -14,6 +14,7 @@ PER_CLASS_PREFIX = "AP/"
 PROFILES = ("paper", "cpu-quick")
 # fine-tuning methods (distill.method): DKAN (distillation), TFA (last layer only), plain (DKAN without a teacher)
 METHODS = ("dkan", "tfa", "plain")
+LKA_STUDENT = ("scaled", "raw")  # distill.lka_student
 BOX_HEADS = ("cosine", "fc")
 EVAL_SPLITS = ("val", "test")
 # AP50 interpolations: COCO 101-point (keys "AP_all", "AP/<class>") and VOC07 11-point ("voc07/AP_all", ...)

@@ -5,7 +5,8 @@
     scripts/venv-run python scripts/bench_neu_det.py --data data/neu-det --shots 5 --seeds 1-5 \
         --methods dkan,tfa,plain,dkan+inplace
 
-A method ``X+inplace`` is method X with the TFA/authors' cosine head (``model.cosine_norm=inplace``).
+A method ``X+inplace`` is method X with the TFA/authors' cosine head (``model.cosine_norm=inplace``);
+``X+rawlka`` with the authors' LKA student logits (the raw cosines, ``distill.lka_student=raw``).
 Every run is resumable (a finished one is read back from its metrics.json; OUT/base is reused).
 Prints per row mean ± sample sd [95% CI] in COCO and VOC07 AP50, the paper's reference rows (VOC07),
 AP_B retention, and paired tests (Wilcoxon) of DKAN against the others; writes results.json / .md.
@@ -24,9 +25,12 @@ from dkan.config import apply_overrides
 from dkan.engine.train import fit
 from dkan.evaluation.aggregate import aggregate_seeds, to_json, to_markdown
 from dkan.evaluation.stats import describe, paired, retention_per_seed, verdict
-from dkan.names import HEADLINE, metric_key, parse_int_list
+from dkan.names import HEADLINE, METHODS, metric_key, parse_int_list
 from dkan.profiles import base_config, finetune_config
 from dkan.reference import reference_table_rows
+
+# X+variant: method X with one of the authors' choices where ours differ (README "Differences from the authors' code")
+VARIANTS = {"inplace": "model.cosine_norm=inplace", "rawlka": "distill.lka_student=raw"}
 
 
 def run(cfg, label: str) -> dict:
@@ -47,7 +51,7 @@ def finetune(a: argparse.Namespace, ckpt: Path, out: Path, spec: str, k: int, se
                   fewshot_seed=seed, eval_split="test",
                   out=str(out / f"{spec.replace('+', '_')}_{k}shot_seed{seed}"),
                   distill=replace(cfg.distill, method=method))
-    sets = [*a.set, *(["model.cosine_norm=inplace"] if variant == "inplace" else [])]
+    sets = [*a.set, *([VARIANTS[variant]] if variant else [])]
     return run(apply_overrides(cfg, sets), f"{spec} K={k} seed {seed}")
 
 
@@ -59,17 +63,25 @@ def main() -> None:
     p.add_argument("--split", type=int, default=1)
     p.add_argument("--shots", type=parse_int_list, default=[5])
     p.add_argument("--seeds", type=parse_int_list, default=[1, 2, 3, 4, 5])
-    p.add_argument("--methods", default="dkan,tfa,plain", help="comma list; X+inplace: X with the in-place cosine head")
+    p.add_argument(
+        "--methods",
+        default="dkan,tfa,plain",
+        help="comma list; X+inplace: X with the in-place cosine head; X+rawlka: X with raw-cosine LKA",
+    )
     p.add_argument("--base-set", action="append", default=[], metavar="KEY=VALUE", help="overrides for base training")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="overrides for every fine-tune")
     a = p.parse_args()
+    specs = a.methods.split(",")
+    for spec in specs:  # before any training
+        method, _, variant = spec.partition("+")
+        if method not in METHODS or (variant and variant not in VARIANTS):
+            p.error(f"--methods: {spec!r}. Fix: METHOD[+VARIANT], METHOD in {METHODS}, VARIANT in {tuple(VARIANTS)}")
     out, t0 = Path(a.out), time.time()
     base = base_config(a.profile)
     base = replace(base, data=replace(base.data, root=a.data, split=a.split), out=str(out / "base"), eval_split="test")
     base = apply_overrides(base, a.base_set)
     base_metrics = run(base, "base model")
     ckpt = out / "base" / runfolder.FINAL
-    specs = a.methods.split(",")
     per: dict[str, dict[int, dict]] = {}
     for k in a.shots:
         for seed in a.seeds:  # seed-major: every method has the same seeds done if the run is cut short

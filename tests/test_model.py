@@ -94,6 +94,29 @@ def test_teacher_gets_no_gradient_and_the_frozen_backbone_none():
     assert student.roi_heads.box_predictor.cls_score.weight.grad is not None
 
 
+def test_raw_lka_student_logits_are_the_cosines_before_the_scale(monkeypatch):
+    import dkan.distill.step as step
+
+    teacher, student = teacher_and_student()
+    seen = {}
+
+    def capture(s_logits, t_logits, tau):
+        seen.setdefault("student", []).append(s_logits.detach())
+        seen.setdefault("teacher", []).append(t_logits.detach())
+        return step_lka(s_logits, t_logits, tau)
+
+    step_lka = step.lka_loss
+    monkeypatch.setattr(step, "lka_loss", capture)
+    for mode in ("scaled", "raw"):
+        torch.manual_seed(1)  # the same RoIs for both
+        train_step(student, *batch(), teacher=teacher, n_base=2, distill=DistillConfig(lka_student=mode))
+    scaled, raw = seen["student"]
+    assert scaled.shape[1] == 2 and scaled.abs().max() > 1.5  # 20 x cos: beyond a cosine's range
+    assert raw.abs().max() <= 1.0 + 1e-5
+    assert torch.allclose(raw * student.roi_heads.box_predictor.scale, scaled, atol=1e-5)
+    assert torch.equal(seen["teacher"][0], seen["teacher"][1])  # the teacher's FC logits either way
+
+
 def test_unfrozen_backbone_falls_back_to_two_passes():
     teacher, student = teacher_and_student()
     for p in student.backbone.body.parameters():

@@ -12,6 +12,7 @@ from dkan.config import (
     BaseTrainConfig,
     ConfigError,
     DataConfig,
+    DistillConfig,
     FinetuneConfig,
     OptimConfig,
     apply_overrides,
@@ -32,8 +33,6 @@ def base_cfg(data, out, **kw) -> BaseTrainConfig:
 
 
 def ft_kwargs(data, base_ckpt, out, method):
-    from dkan.config import DistillConfig
-
     return dict(
         model=tiny_model_config(box_head="cosine"), data=DataConfig(root=str(data), split=1),
         optim=OptimConfig(lr=0.01, batch_size=2, iterations=3, warmup_iters=1), base_checkpoint=str(base_ckpt), shots=2,
@@ -191,6 +190,14 @@ def test_bad_base_checkpoints(base_model, synthetic_prepared, tmp_path):
     kw["model"] = tiny_model_config(box_head="cosine", fpn_channels=16)
     with pytest.raises(ConfigError, match="model.fpn_channels: 16 differs from the base model's 32"):
         fit(FinetuneConfig(**kw), progress=False)
+    kw = ft_kwargs(synthetic_prepared, base_model[0], tmp_path / "v", "dkan")
+    kw["distill"] = DistillConfig(lka_student="cosine")
+    with pytest.raises(ConfigError, match=r"distill.lka_student: 'cosine'. Fix: use one of \('scaled', 'raw'\)"):
+        fit(FinetuneConfig(**kw), progress=False)
+    kw["model"], kw["distill"] = tiny_model_config(box_head="fc"), DistillConfig(lka_student="raw")
+    with pytest.raises(ConfigError, match="lka_student=raw: the raw cosines need model.box_head=cosine"):
+        fit(FinetuneConfig(**kw), progress=False)
+    assert not (tmp_path / "v").exists()  # nothing half-written
 
 
 def test_config_yaml_roundtrip_unknown_keys_and_overrides(tmp_path):

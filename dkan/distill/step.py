@@ -111,7 +111,10 @@ def train_step(
             t_logits, _ = roi_logits(teacher, t_feats, proposals, images_t.image_sizes)
         levels = [k for k in feats if k != "pool"]  # P2-P5, not the pooled level
         losses["loss_fka"] = fka_loss([feats[k] for k in levels], [t_feats[k] for k in levels], distill.fka_tau)
-        losses["loss_lka"] = lka_loss(logits[:, 1 : n_base + 1], t_logits[:, 1 : n_base + 1], distill.lka_tau)
+        s_logits = logits[:, 1 : n_base + 1]
+        if distill.lka_student == "raw":  # the authors': the cosines before the head's scale
+            s_logits = s_logits / student.roi_heads.box_predictor.scale
+        losses["loss_lka"] = lka_loss(s_logits, t_logits[:, 1 : n_base + 1], distill.lka_tau)
     return losses
 
 

@@ -15,7 +15,7 @@ from dkan.data.splits import resolve_class_split, restrict_classes
 from dkan.distill.step import backbone_is_frozen, freeze
 from dkan.model.checkpoint import check_base_checkpoint, load_base_into, load_checkpoint
 from dkan.model.detector import build_detector
-from dkan.names import METHODS
+from dkan.names import LKA_STUDENT, METHODS
 
 
 @dataclass
@@ -106,6 +106,10 @@ def build_job(cfg: BaseTrainConfig | FinetuneConfig) -> Job:
         raise ConfigError("data.novel: fine-tuning needs novel classes; give a split number or base/novel lists")
     if cfg.distill.method not in METHODS:
         raise ConfigError(f"distill.method: {cfg.distill.method!r} is not one of {METHODS}")
+    if cfg.distill.lka_student not in LKA_STUDENT:
+        raise ConfigError(f"distill.lka_student: {cfg.distill.lka_student!r}. Fix: use one of {LKA_STUDENT}")
+    if cfg.distill.lka_student == "raw" and cfg.model.box_head != "cosine":
+        raise ConfigError("distill.lka_student=raw: the raw cosines need model.box_head=cosine. Fix: drop it")
     shots = data.fewshot(cfg.fewshot_seed, cfg.shots)
     train = restrict_classes(shots, split.all, drop_empty=False)
     gt = eval_ground_truth(data, cfg.eval_split, split.all, shots)
