@@ -197,12 +197,23 @@ def sentences(data: Mapping[str, Any]) -> list[str]:
             walk(data[key], key if key == "verdict" else "")
     search = data.get("search")
     if isinstance(search, Mapping) and "trials" in search:
-        out.append(f"search: {search['trials']} trials, {search.get('all_seeds', 0)} ran every seed, "
-                   f"{search.get('stopped_early', 0)} stopped early, {len(search.get('failed') or [])} failed")
-        for f in search.get("failed") or []:
-            err = (str(f.get("error") or "error").strip().splitlines() or ["error"])[-1][:300]
-            out.append(f"failed trial {f.get('hyperparameters')}: {err}")
+        out.extend(search_lines(search))
     return out
+
+
+def search_lines(search: Mapping[str, Any], n_seeds: int | None = None) -> list[str]:
+    """How a sweep's search went (its results' ``search`` block): the counts, then each failed trial
+    with its hyperparameters and the last line of its error."""
+    every = f"ran all {n_seeds} seeds" if n_seeds else "ran every seed"
+    failed = search.get("failed") or []
+    lines = [f"search: {search['trials']} trials: {search.get('all_seeds', 0)} {every}, "
+             f"{search.get('stopped_early', 0)} stopped early, {len(failed)} failed"]
+    for f in failed:
+        hp = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}"
+                       for k, v in (f.get("hyperparameters") or {}).items())
+        err = (str(f.get("error") or "error").strip().splitlines() or ["error"])[-1][:300]
+        lines.append(f"  - failed ({hp}) after {f.get('seeds_done', '?')} seed(s): {err}")
+    return lines
 
 
 def mlflow_ids(run: RunSummary) -> list[tuple[str, str, str]]:

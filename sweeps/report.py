@@ -19,6 +19,7 @@ from dkan.names import HEADLINE, PER_CLASS_PREFIX, metric_key
 from dkan.reference import METRIC as REFERENCE_METRIC
 from dkan.reference import protocol as reference_protocol
 from dkan.reference import reference_table_rows
+from dkan.report import search_lines
 from sweeps.jobs import finetune_job
 from sweeps.plan import Plan, Study
 from sweeps.tracking import mask_uri
@@ -68,13 +69,7 @@ def search_summary(outcomes: list[TrialOutcome], n_seeds: int) -> dict[str, Any]
 
 
 def search_line(summary: dict[str, Any], n_seeds: int) -> str:
-    line = (f"search: {summary['trials']} trials: {summary['all_seeds']} ran all {n_seeds} seeds, "
-            f"{summary['stopped_early']} stopped early, {len(summary['failed'])} failed")
-    for f in summary["failed"]:
-        hp = ", ".join(f"{k}={v:.4g}" for k, v in f["hyperparameters"].items())
-        first = (f["error"] or "").strip().splitlines()
-        line += f"\n  - failed ({hp}) after {f['seeds_done']} seed(s): {first[-1][:300] if first else 'error'}"
-    return line
+    return "\n".join(search_lines(summary, n_seeds))
 
 
 def is_synthetic(root: Path) -> bool:

@@ -165,8 +165,8 @@ def test_sentences_prefer_verdicts_and_name_failed_trials_and_voc07_reference_is
                        "failed": [{"hyperparameters": {"fka_weight": 9.0}, "error": "x\nTrainingError: loss is nan"}]}}
     lines = sentences(data)
     assert lines[0].startswith("no significant difference") and not any("p_value" in t for t in lines)
-    assert "search: 3 trials, 1 ran every seed, 1 stopped early, 1 failed" in lines
-    assert "failed trial {'fka_weight': 9.0}: TrainingError: loss is nan" in lines
+    assert "search: 3 trials: 1 ran every seed, 1 stopped early, 1 failed" in lines
+    assert "  - failed (fka_weight=9) after ? seed(s): TrainingError: loss is nan" in lines
     ref = {"TFA (paper)": {"voc07/AP_base": {"mean": 0.595}, "voc07/AP_novel": {"mean": 0.18},
                            "voc07/AP_all": {"mean": 0.387}}}
     run = type("R", (), {"studies": [Study("k", "neu-det", "split1", 5, {"table": {}, "reference": ref})]})()
