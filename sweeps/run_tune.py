@@ -24,7 +24,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a(
         "--data",
         help="prepared dataset (dkan prepare-data --out). "
-        "Default: the synthetic set, generated into the cache, with a 15-minute budget",
+        "Default: the synthetic set, generated into the cache, with a small budget (about 22 min on 2 CPU cores)",
     )
     a("--splits", type=parse_int_list, help="NEU-DET's class split presets 1-3, only for NEU-DET's classes "
       "(default: the splits recorded by prepare-data --class-splits, else 1)")
