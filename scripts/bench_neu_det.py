@@ -107,7 +107,8 @@ def main() -> None:
             for other in (r for r in per if r.endswith(f" {k}-shot") and r != ref and ref in per):
                 key = metric_key("AP_all", metric)
                 d = paired({s: m[key] for s, m in per[ref].items()}, {s: m[key] for s, m in per[other].items()})
-                tests[f"{ref} - {other}"] = {**d, "verdict": verdict(ref, other, d, f"AP_all ({metric})")}
+                keep = ref if "+" in other else None  # a variant must beat the default to replace it
+                tests[f"{ref} - {other}"] = {**d, "verdict": verdict(ref, other, d, f"AP_all ({metric})", keep=keep)}
         report[f"paired_{metric}"] = tests
         md += [f"- {t['verdict']}" for t in tests.values()]
         md.append("AP_B retention: " + ", ".join(f"{r} {v * 100:.0f}%" for r, v in report[f"retention_{metric}"].items()
