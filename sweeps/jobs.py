@@ -103,18 +103,24 @@ def _run_job(job: SeedJob, device: str, threads: int) -> dict[str, Any]:
     import ray.train
 
     from dkan.engine.distributed import broadcast_from_rank0
-    from dkan.engine.evaluate_checkpoint import evaluate_checkpoint
     from dkan.engine.train import fit
 
     if not job.reuse:  # threads recorded in the run's config.yaml: a re-run matches bit for bit
         return fit(replace(job.cfg, threads=threads, device=device), progress=False, resume=True)
-    m = None
-    if ray.train.get_context().get_world_rank() == 0:
-        t = time.time()
-        m = evaluate_checkpoint(Path(job.reuse), split=job.cfg.eval_split, device=device)
-        m.update(source="reused", checkpoint=job.reuse, fit_seconds=round(time.time() - t, 2))
-        runfolder.write_json(job.out / runfolder.METRICS, m)
+    m = evaluate_reused(job, device) if ray.train.get_context().get_world_rank() == 0 else None
     return broadcast_from_rank0(m)
+
+
+def evaluate_reused(job: SeedJob, device: str) -> dict[str, Any]:
+    """Score ``job.reuse`` on the sweep's data (not the data root the checkpoint recorded: a
+    ``--base-checkpoint`` may come from another folder or machine); metrics.json in ``job.out``."""
+    from dkan.engine.evaluate_checkpoint import evaluate_checkpoint
+
+    t = time.time()
+    m = evaluate_checkpoint(Path(job.reuse), split=job.cfg.eval_split, data_root=job.cfg.data.root, device=device)
+    m.update(source="reused", checkpoint=job.reuse, fit_seconds=round(time.time() - t, 2))
+    runfolder.write_json(job.out / runfolder.METRICS, m)
+    return m
 
 
 def record_failure(job: SeedJob, session: str, error: str) -> None:

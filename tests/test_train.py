@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import contextmanager
+from dataclasses import replace
 
 import pytest
 import torch
@@ -213,3 +214,16 @@ def test_config_yaml_roundtrip_unknown_keys_and_overrides(tmp_path):
     assert c2.optim.lr == 0.005 and c2.distill.method == "tfa" and c2.model.anchor_sizes[0] == 8
     with pytest.raises(ConfigError, match="unknown key 'optim.lrr'"):
         apply_overrides(cfg, ["optim.lrr=1"])
+
+
+def test_a_reused_checkpoint_is_scored_on_the_sweeps_data_not_the_root_it_recorded(base_model, synthetic_prepared,
+                                                                                    tmp_path):
+    from sweeps.jobs import SeedJob, evaluate_reused
+
+    ckpt = load_checkpoint(base_model[0])
+    ckpt["meta"]["config"]["data"]["root"] = "data/elsewhere"  # trained in another folder (a --base-checkpoint)
+    torch.save(ckpt, tmp_path / "moved.pt")
+    cfg = replace(base_cfg(synthetic_prepared, tmp_path / "out"), eval_split="test")
+    m = evaluate_reused(SeedJob("base", 0, cfg, reuse=str(tmp_path / "moved.pt")), "cpu")
+    assert m["source"] == "reused" and m["eval_split"] == "test" and 0.0 <= m["AP_base"] <= 1.0
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["AP_base"] == m["AP_base"]
