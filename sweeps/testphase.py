@@ -14,7 +14,8 @@ from typing import Any
 from ray import tune
 
 from dkan import runfolder
-from sweeps.console import TestPhaseConsole
+from dkan.errors import DkanError
+from sweeps.console import TestPhaseConsole, error_line
 from sweeps.jobs import SeedJob, finetune_job, run_jobs
 from sweeps.plan import DRIVER_CPU, Plan, Study
 from sweeps.search import fit_tuner
@@ -73,6 +74,19 @@ def final_trial(config: dict[str, Any], *, plan: Plan, groups: list[list[SeedJob
              max_failures=plan.budget.max_failures, session=plan.session)
 
 
+class TestPhaseFailed(DkanError, RuntimeError):
+    """A test-phase group failed: the sweep stops with its error, not a traceback; finished jobs are kept."""
+
+
+def raise_failed_groups(key: str, grid) -> None:
+    """``TestPhaseFailed`` with the count and the first error when any group (a Tune result) failed."""
+    errors = [error_line(f"{type(r.error).__name__}: {r.error}") for r in grid if r.error is not None]
+    if errors:
+        raise TestPhaseFailed(
+            f"test phase of {key}: {len(errors)} of {len(grid)} group(s) failed; the first error: {errors[0]}. "
+            "Fix: fix the cause, then rerun with --resume (finished test jobs are kept, only the rest run)")
+
+
 def run_test_phase(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base_ckpt: Path,
                    resume: bool) -> dict[str, dict[int, dict[str, float]]]:
     """{row: {seed: AP metrics}} on test; rows ``tfa``, ``dkan_defaults``, ``dkan`` (tuned), ``base``."""
@@ -88,9 +102,7 @@ def run_test_phase(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base
         run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1 if plan.verbose else 0,
                                   callbacks=[console],
                                   failure_config=tune.FailureConfig(max_failures=plan.budget.max_failures))))
-    for r in grid:
-        if r.error:
-            raise RuntimeError(f"test evaluation failed: {r.error}")
+    raise_failed_groups(study.key, grid)
     out: dict[str, dict[int, dict[str, float]]] = {}
     for row, row_jobs in rows.items():
         for job in row_jobs:

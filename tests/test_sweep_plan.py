@@ -201,3 +201,20 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
     with pytest.raises(DkanError, match=r"\(2 of 2 failed; the first error: ActorDiedError: the node running it was "
                        r"removed\)\. Fix: .* --resume"):
         pick_best([lost, better_but_failed], "val_AP_all", 2)
+
+
+def test_a_failed_test_phase_group_is_a_clear_error_naming_the_fix():
+    from types import SimpleNamespace
+
+    from dkan.errors import DkanError
+    from sweeps.testphase import raise_failed_groups
+
+    ok = SimpleNamespace(error=None)
+    bad = SimpleNamespace(error=RuntimeError(
+        "ray::ImplicitFunc.train()\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+        "sweeps.jobs.SeedFailed: base/0: DataError: data/x: not a prepared dataset"))
+    raise_failed_groups("neu-det_split1_5shot", [ok, ok])  # nothing failed: nothing raised
+    with pytest.raises(DkanError, match=r"test phase of neu-det_split1_5shot: 1 of 2 group\(s\) failed; the first "
+                       r"error: sweeps.jobs.SeedFailed: base/0: DataError: data/x: not a prepared dataset\. "
+                       r"Fix: .*--resume"):
+        raise_failed_groups("neu-det_split1_5shot", [ok, bad])
