@@ -80,13 +80,18 @@ def study_seed(search_seed: int, key: str) -> int:
     return int(hashlib.sha256(f"{search_seed}|{key}".encode()).hexdigest()[:8], 16)
 
 
+def result_errors(grid) -> list[str]:
+    """The error line of each failed result of a Tune run (a ResultGrid or any results with ``.error``)."""
+    return [error_line(f"{type(r.error).__name__}: {r.error}") for r in grid if r.error is not None]
+
+
 def pick_best(grid: tune.ResultGrid, metric: str, n_seeds: int) -> tune.Result:
     """The best trial among those that ran every seed (ASHA-stopped trials saw fewer)."""
     done = [r for r in grid  # a trial that raised is never picked, whatever it reported before
             if r.error is None and r.metrics and metric in r.metrics and not math.isnan(r.metrics[metric])]
     full = [r for r in done if r.metrics.get("seeds_done") == n_seeds]
     if not done:
-        errors = [error_line(f"{type(r.error).__name__}: {r.error}") for r in grid if r.error is not None]
+        errors = result_errors(grid)
         first = f"; the first error: {errors[0]}" if errors else ""
         raise NoTrialSucceeded(
             f"no trial reported a result ({len(errors)} of {len(grid)} failed{first}). Fix: read each trial's error "

@@ -15,10 +15,10 @@ from ray import tune
 
 from dkan import runfolder
 from dkan.errors import DkanError
-from sweeps.console import TestPhaseConsole, error_line
+from sweeps.console import TestPhaseConsole
 from sweeps.jobs import SeedJob, finetune_job, run_jobs
 from sweeps.plan import DRIVER_CPU, Plan, Study
-from sweeps.search import fit_tuner
+from sweeps.search import fit_tuner, result_errors
 
 REUSE_COST, TRAIN_COST = 1.0, 3.0  # evaluating a reused checkpoint costs about a third of a fine-tune
 
@@ -80,7 +80,7 @@ class TestPhaseFailed(DkanError, RuntimeError):
 
 def raise_failed_groups(key: str, grid) -> None:
     """``TestPhaseFailed`` with the count and the first error when any group (a Tune result) failed."""
-    errors = [error_line(f"{type(r.error).__name__}: {r.error}") for r in grid if r.error is not None]
+    errors = result_errors(grid)
     if errors:
         raise TestPhaseFailed(
             f"test phase of {key}: {len(errors)} of {len(grid)} group(s) failed; the first error: {errors[0]}. "
