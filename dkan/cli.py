@@ -34,103 +34,15 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
-# flag -> config key, for the common settings (everything else: --set key=value)
-COMMON_FLAGS = {
-    "data": "data.root",
-    "split": "data.split",
-    "out": "out",
-    "seed": "seed",
-    "iterations": "optim.iterations",
-    "backbone_weights": "model.weights",
-    "device": "device",
-    "eval_split": "eval_split",
-}
-FINETUNE_FLAGS = {
-    "base_checkpoint": "base_checkpoint",
-    "shots": "shots",
-    "fewshot_seed": "fewshot_seed",
-    "method": "distill.method",
-    "head": "model.box_head",
-}
-
-
-def _job_config(kind: str, args: argparse.Namespace):
-    """profile defaults <- --config YAML (merged) <- flags <- --set."""
-    import json
-
-    import torch
-
-    from dkan.config import BaseTrainConfig, FinetuneConfig, apply_overrides, from_dict, read_yaml, to_dict
-    from dkan.profiles import base_config, choose_profile, finetune_config
-
-    cls = BaseTrainConfig if kind == "base" else FinetuneConfig
-    if args.config is None:
-        profile = choose_profile(args.profile)  # prints a notice when chosen by hardware
-    else:  # the file decides; the profile only fills keys it leaves out
-        profile = args.profile or ("paper" if torch.cuda.is_available() else "cpu-quick")
-    # fine-tuning starts from the authors' distillation settings of the NEU-DET split (split 1's otherwise)
-    cfg = base_config(profile) if kind == "base" else finetune_config(profile, getattr(args, "split", None) or 1)
-    if args.config:
-        given = _bundle_paths(read_yaml(args.config), Path(args.config))
-        cfg = from_dict(cls, _merge(to_dict(cfg), given), args.config)  # unknown keys are errors
-    flags = COMMON_FLAGS | (FINETUNE_FLAGS if kind == "finetune" else {})
-    # JSON is valid YAML and quotes strings, so a value like "123" stays a string where one is expected
-    sets = [
-        f"{key}={json.dumps(getattr(args, name))}"
-        for name, key in flags.items()
-        if getattr(args, name, None) is not None
-    ]
-    sets += _class_split_sets(args)
-    return apply_overrides(cfg, sets + list(args.set or []))
-
-
-def _bundle_paths(data: dict, path: Path) -> dict:
-    """An exported bundle's config (``provenance.bundle``) names its files relative to its own folder:
-    data.root, base_checkpoint and out are resolved there (a copied bundle runs from anywhere)."""
-    if not isinstance(data, dict) or not (data.get("provenance") or {}).get("bundle"):
-        return data
-    here = path.absolute().parent
-
-    def resolve(v):
-        return str(here / v) if isinstance(v, str) and v and not Path(v).is_absolute() else v
-
-    data = {**data, **{k: resolve(data[k]) for k in ("base_checkpoint", "out") if k in data}}
-    if isinstance(data.get("data"), dict) and "root" in data["data"]:
-        data["data"] = {**data["data"], "root": resolve(data["data"]["root"])}
-    return data
-
-
-def _class_split_sets(args: argparse.Namespace) -> list[str]:
-    """--base/--novel -> data.split=null, data.base, data.novel (novel: the other classes when left out)."""
-    import json
-
-    from dkan.data.splits import parse_class_list
-
-    if getattr(args, "base", None) is None:
-        if getattr(args, "novel", None) is not None:
-            raise DkanError("--novel: needs --base too. Fix: pass --base a,b,c (--novel left out: the rest)")
-        return []
-    if getattr(args, "split", None) is not None:
-        raise DkanError("--split/--base: give one of them. Fix: drop --split (numbered splits are NEU-DET presets)")
-    base, novel = parse_class_list(args.base), parse_class_list(args.novel)
-    return ["data.split=null", f"data.base={json.dumps(base)}", f"data.novel={json.dumps(novel)}"]
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(base[k], v) if isinstance(v, dict) and isinstance(base.get(k), dict) else v
-    return out
-
-
 def _train(kind: str):
     def run(args: argparse.Namespace) -> int:
         import yaml
 
+        from dkan.compose import job_config
         from dkan.config import to_dict
         from dkan.engine.train import fit
 
-        cfg = _job_config(kind, args)
+        cfg = job_config(kind, args)
         if args.print_config:
             sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
             return 0
@@ -171,10 +83,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _check_eval_class_split(args: argparse.Namespace) -> None:
     """evaluate --base/--novel: the checkpoint's classes decide; a different split given is an error."""
-    if not _class_split_sets(args):
-        return
-    from pathlib import Path
+    from dkan.compose import class_split_sets
 
+    if not class_split_sets(args):
+        return
     from dkan.data.splits import parse_class_list
     from dkan.model.checkpoint import load_checkpoint
 
@@ -202,7 +114,8 @@ def _add_job_flags(p: argparse.ArgumentParser, kind: str) -> None:
     _add_class_split_flags(p)
     p.add_argument("--out", help="output folder")
     p.add_argument("--seed", type=int, help="training seed")
-    p.add_argument("--iterations", type=int, help="training iterations")
+    p.add_argument("--iterations", type=int, help="training iterations; the learning-rate steps and warm-up move "
+                   "with them (the profile's schedule, shortened or lengthened)")
     p.add_argument(
         "--backbone-weights",
         metavar="PATH_OR_ENUM",
@@ -430,7 +343,7 @@ def _add_report(sub) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from dkan.report import run_cli
+    from sweeps.outputs.report import run_cli  # a sweep's run folder: the sweep layer renders it
 
     return run_cli(args)
 

@@ -25,11 +25,6 @@ PROTOCOLS = ("val", "paper")  # select on val, or on test as the paper did
 HPARAMS = ("fka_weight", "lka_weight", "fka_tau", "lka_tau")
 
 
-def metric_prefix(split: str) -> str:
-    """``val_`` / ``test_``: the prefix of a sweep metric measured on that split."""
-    return f"{split}_"
-
-
 def metric_key(name: str, metric: str = "coco") -> str:
     """The metrics-dict key of ``name`` (``AP_all``, ``AP/<class>``) under ``metric``: coco keys carry no prefix."""
     if metric not in METRICS:

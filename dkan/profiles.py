@@ -7,6 +7,7 @@ Sources of the ``paper`` values, all in the authors' repository Chan-Sun/DKAN (c
   [data]   configs/_base_/datasets/fine_tune_based/*.py    resize, flip, batch size
   [model]  configs/distill/tfa_st.py                       backbone, anchors, RPN, RoI sampling
   [distill] configs/distill/split_{1,2,3}/dkan_*shot_fine_tuning.py   loss weights and temperatures
+            (``dkan.config.authors_defaults``)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from dkan.config import (
     FinetuneConfig,
     ModelConfig,
     OptimConfig,
+    authors_defaults,
 )
 from dkan.names import PROFILES
 
@@ -42,18 +44,6 @@ def choose_profile(name: str | None) -> str:
 # [model] pretrained='open-mmlab://detectron2/resnet101_caffe' (Caffe-style MSRA ResNet-101); torchvision's
 # ImageNet ResNet-101 is the closest weights torchvision ships
 PAPER_WEIGHTS = "ResNet101_Weights.IMAGENET1K_V1"
-
-
-def authors_defaults(split: int | None) -> dict[str, float]:
-    """The authors' DKAN loss settings for a NEU-DET split (DistillConfig fields); any other data: split 1's.
-
-    [distill] split 1: FKA weight=1, tau=5; LKA (ICKLDivergence) loss_weight=0.01, tau=5.
-    Splits 2 and 3: FKA weight=5, tau=1.0; LKA keeps loss_weight=0.01 and its own tau=5 (written
-    out in the LKA entry, not the shared ``tau`` variable).
-    """
-    if split in (2, 3):
-        return {"fka_weight": 5.0, "fka_tau": 1.0, "lka_weight": 0.01, "lka_tau": 5.0}
-    return {"fka_weight": 1.0, "fka_tau": 5.0, "lka_weight": 0.01, "lka_tau": 5.0}
 
 
 def model_config(profile: str, box_head: str) -> ModelConfig:

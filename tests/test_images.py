@@ -9,7 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from dkan.data.dataset import DetectionDataset, build_transforms, decode_image
+from dkan.data.dataset import DetectionDataset, build_transforms
+from dkan.data.images import decode_image
 from dkan.data.prepare import PrepareConfig, prepare_data
 from dkan.data.prepared import PreparedData
 from dkan.data.splits import restrict_classes

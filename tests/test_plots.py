@@ -10,16 +10,8 @@ from PIL import Image
 
 from dkan.data.coco import ImageRecord
 from dkan.evaluation.coco_ap import ap50_per_class
-from dkan.plots import (
-    draw_boxes,
-    plot_detections_vs_gt,
-    plot_hparam_scatter,
-    plot_optuna,
-    plot_pr_curves,
-    plot_seed_spread,
-    pr_curves,
-    samples_from_records,
-)
+from dkan.plots import draw_boxes, plot_detections_vs_gt, plot_pr_curves, pr_curves, samples_from_records
+from sweeps.outputs.plots import plot_hparam_scatter, plot_optuna, plot_seed_spread
 
 CATS = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}, {"id": 3, "name": "c"}]
 

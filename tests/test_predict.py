@@ -11,23 +11,23 @@ import yaml
 from conftest import tiny_model_config
 from PIL import Image
 
+from dkan.bundle import BundleError
 from dkan.cli import main
 from dkan.config import BaseTrainConfig, DataConfig, to_dict
+from dkan.data.images import collect_images, read_image
 from dkan.data.splits import NEU_DET_SPLITS
 from dkan.evaluation.coco_ap import ap50_per_class
-from dkan.model.checkpoint import save_checkpoint
-from dkan.model.detector import build_detector
-from dkan.predict import (
-    PredictError,
-    collect_images,
+from dkan.inference import (
+    ModelError,
     evaluation_detections,
     load_bundle_model,
     load_checkpoint_model,
     load_model,
     load_model_uri,
-    predict_images,
-    read_image,
 )
+from dkan.model.checkpoint import save_checkpoint
+from dkan.model.detector import build_detector
+from dkan.predict import predict_images
 
 CLASSES = NEU_DET_SPLITS[1].base
 
@@ -185,7 +185,7 @@ def test_bundle_with_relative_model_file_survives_a_copy(checkpoint, images, tmp
     moved.parent.mkdir()
     bundle.rename(moved)
     (moved / "model_seed2.pt").write_bytes(checkpoint.read_bytes())
-    with pytest.raises(PredictError, match="expected one model file.*provenance.model_file"):
+    with pytest.raises(BundleError, match="expected one model file.*provenance.model_file"):
         load_bundle_model(moved)
     cfg["provenance"]["model_file"] = "model_seed2.pt"
     (moved / "best.yaml").write_text(yaml.safe_dump(cfg))
@@ -199,14 +199,14 @@ def test_model_uri_reads_the_checkpoint_among_downloaded_files(checkpoint, tmp_p
     (tmp_path / "mlmodel" / "MLmodel").write_text("flavors: {}\n")
     loaded = load_model_uri((tmp_path / "mlmodel").as_uri())
     assert loaded.classes == CLASSES
-    with pytest.raises(PredictError, match="no fit checkpoint"):
+    with pytest.raises(ModelError, match="no fit checkpoint"):
         (tmp_path / "ckpt_less").mkdir()
         (tmp_path / "ckpt_less" / "MLmodel").write_text("flavors: {}\n")
         load_model_uri((tmp_path / "ckpt_less").as_uri())
 
 
 def test_wrong_inputs_are_clear_errors(checkpoint, tmp_path):
-    with pytest.raises(PredictError, match="exactly one of"):
+    with pytest.raises(ModelError, match="exactly one of"):
         load_model(checkpoint=checkpoint, bundle=tmp_path)
     with pytest.raises(Exception, match="not found"):
         load_checkpoint_model(tmp_path / "none.pt")

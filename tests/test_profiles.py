@@ -7,9 +7,9 @@ import urllib.error
 import pytest
 import torch
 
-from dkan.config import ConfigError, DistillConfig, ModelConfig, OptimConfig
+from dkan.config import ConfigError, DistillConfig, ModelConfig, OptimConfig, authors_defaults
 from dkan.model.detector import build_detector
-from dkan.profiles import PAPER_WEIGHTS, authors_defaults, base_config, finetune_config
+from dkan.profiles import PAPER_WEIGHTS, base_config, finetune_config
 from dkan.reference import protocol, reference_rows, reference_table_rows
 
 
@@ -63,6 +63,27 @@ def test_cpu_quick_keeps_its_values():
         200,
         64,
     )
+
+
+def test_a_rescaled_schedule_keeps_its_shape_and_base_train_iterations_moves_the_steps(capsys):
+    import yaml
+
+    from dkan.cli import main
+
+    quick = base_config("cpu-quick").optim  # 600 iterations, steps 450 and 550, warm-up 100
+    r = quick.rescaled(100)
+    assert (r.iterations, r.lr_steps, r.warmup_iters) == (100, [75, 92], 10)  # warm-up: at most a tenth
+    assert finetune_config("cpu-quick").optim.rescaled(10).lr_steps == [8]
+    paper = base_config("paper").optim.rescaled(240)  # 24 epochs, steps at epochs 16 and 22
+    assert (paper.epochs, paper.iterations, paper.lr_steps, paper.warmup_iters) == (0.0, 240, [160, 220], 24)
+    with pytest.raises(ConfigError, match="at least 1"):
+        quick.rescaled(0)
+    assert main(["base-train", "--profile", "cpu-quick", "--iterations", "300", "--print-config"]) == 0
+    optim = yaml.safe_load(capsys.readouterr().out)["optim"]
+    assert (optim["iterations"], optim["lr_steps"], optim["warmup_iters"]) == (300, [225, 275], 30)
+    assert main(["finetune", "--profile", "cpu-quick", "--iterations", "50", "--set", "optim.lr_steps=[10]",
+                 "--print-config"]) == 0  # --set comes after the rescale
+    assert yaml.safe_load(capsys.readouterr().out)["optim"]["lr_steps"] == [10]
 
 
 def test_unavailable_pretrained_weights_stop_with_both_ways_and_none(monkeypatch):

@@ -98,8 +98,8 @@ def test_load_class_splits_yaml(tmp_path):
 
 
 def test_cli_base_novel_map_to_the_config(tmp_path):
-    from dkan.cli import _job_config as job_config
     from dkan.cli import build_parser, main
+    from dkan.compose import job_config
 
     args = build_parser().parse_args(["base-train", "--profile", "cpu-quick", "--base", "pit, burr", "--novel", "dent"])
     cfg = job_config("base", args)

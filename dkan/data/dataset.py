@@ -1,29 +1,21 @@
 """torch Dataset over image records, with torchvision's box-aware v2 transforms.
 
 Labels are 1..N in the order of ``class_names`` (0 is background, torchvision's convention).
-Images decode once and stay in memory (all of NEU-DET is ~86 MB), so few-shot sets need no
-DataLoader workers.
-
-Images as they come (``decode_image``): 8-bit grayscale stays one channel in memory (uint8) and
-is repeated to three only per item; RGB/RGBA/palette become uint8 RGB; 16-bit PNG/TIFF ("I;16*")
-become float32 divided by 65535, the dtype's range, so a 12-bit sensor's image stays dark rather
-than being stretched or, as ``convert("RGB")`` does, saturated to white; 32-bit integer images
-("I") are read as 16-bit when their values fit (PIL opens some 16-bit files so), else divided by
-2**32 - 1; float images ("F") are taken as [0, 1] and clipped. Any size and aspect ratio is kept.
-Images without boxes are valid items (empty targets): the detector learns them as background.
+Images decode once (``dkan.data.images.decode_image``) and stay in memory (all of NEU-DET is
+~86 MB), so few-shot sets need no DataLoader workers. Images without boxes are valid items (empty
+targets): the detector learns them as background.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from dkan.data.coco import ImageRecord
+from dkan.data.images import decode_image, three_channels
 from dkan.errors import DataError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -93,7 +85,7 @@ class DetectionDataset(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor, dict]:
         r = self.records[i]
         img = self.image(i)
-        img = tv_tensors.Image(img.expand(3, -1, -1) if img.shape[0] == 1 else img)  # backbones expect 3 channels
+        img = tv_tensors.Image(three_channels(img))
         boxes = tv_tensors.BoundingBoxes(
             torch.tensor(r.boxes, dtype=torch.float32).reshape(-1, 4),
             format="XYXY",
@@ -106,29 +98,6 @@ class DetectionDataset(torch.utils.data.Dataset):
         }
         img, target = self.transforms(img, target)
         return img, target
-
-
-def decode_image(path) -> torch.Tensor:
-    """CxHxW, C = 1 (grayscale) or 3: uint8 for 8-bit files, float32 in [0, 1] for deeper ones."""
-    with Image.open(path) as im:
-        mode = im.mode
-        if mode in ("L", "1", "LA", "La"):
-            arr = np.array(im.convert("L"))
-        elif mode.startswith("I;16") or mode in ("I", "F"):
-            arr = _deep_to_unit(np.array(im), mode)
-        else:  # RGB, RGBA, P, CMYK, YCbCr, 16-bit RGB (PIL reads it as 8-bit RGB)
-            arr = np.array(im.convert("RGB"))
-    t = torch.from_numpy(np.ascontiguousarray(arr))
-    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
-
-
-def _deep_to_unit(arr: np.ndarray, mode: str) -> np.ndarray:
-    """16/32-bit integer or float pixels -> float32 in [0, 1], scaled by the dtype's range."""
-    if mode == "F":
-        return np.clip(arr.astype(np.float32), 0.0, 1.0)
-    arr = arr.astype(np.float64)
-    full = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) <= 65535 else 4294967295.0
-    return (np.clip(arr, 0, None) / full).astype(np.float32)
 
 
 def collate(batch: list) -> tuple[tuple, tuple]:

@@ -61,6 +61,16 @@ class PreparedData:
         return {n: ClassSplit(tuple(s["base"]), tuple(s["novel"])) for n, s in named.items()}
 
 
+def is_synthetic(root: Path) -> bool:
+    """Whether the prepared data set at ``root`` was generated (``prepare-data --synthetic``); False when
+    ``root`` holds no readable dataset.yaml."""
+    try:
+        meta = yaml.safe_load((Path(root) / MANIFEST).read_text()) or {}
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and bool((meta.get("config") or {}).get("synthetic"))
+
+
 def without_images_of(coco: CocoDict, other: CocoDict) -> CocoDict:
     """``coco`` less the images in ``other`` (val less a seed's few-shot training images)."""
     drop = {im["id"] for im in other["images"]}

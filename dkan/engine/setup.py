@@ -1,4 +1,4 @@
-"""Turn a config into a ready job: data, class order, student and (for DKAN) the frozen teacher."""
+"""Turn a config into a ready training setup: data, class order, student and (for DKAN) the frozen teacher."""
 
 from __future__ import annotations
 
@@ -19,7 +19,9 @@ from dkan.names import LKA_STUDENT, METHODS
 
 
 @dataclass
-class Job:
+class TrainingSetup:
+    """What ``fit`` trains and evaluates, built from one config (``build_setup``)."""
+
     stage: str  # base | finetune
     method: str  # base | dkan | tfa | plain
     student: FasterRCNN
@@ -90,7 +92,7 @@ def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_job(cfg: BaseTrainConfig | FinetuneConfig) -> Job:
+def build_setup(cfg: BaseTrainConfig | FinetuneConfig) -> TrainingSetup:
     device = resolve_device(cfg.device)
     data = PreparedData.load(Path(cfg.data.root))
     split = resolve_class_split(list(data.classes), cfg.data.split, cfg.data.base, cfg.data.novel)
@@ -101,7 +103,8 @@ def build_job(cfg: BaseTrainConfig | FinetuneConfig) -> Job:
         gt = eval_ground_truth(data, cfg.eval_split, split.base)
         student = build_detector(cfg.model, len(split.base)).to(device)
         set_train_mode(student)
-        return Job("base", "base", student, None, device, split.base, (), data.records(train), data.records(gt), gt)
+        return TrainingSetup("base", "base", student, None, device, split.base, (), data.records(train),
+                             data.records(gt), gt)
     if not split.novel:
         raise ConfigError("data.novel: fine-tuning needs novel classes; give a split number or base/novel lists")
     if cfg.distill.method not in METHODS:
@@ -120,7 +123,7 @@ def build_job(cfg: BaseTrainConfig | FinetuneConfig) -> Job:
     student.to(device)
     set_train_mode(student)
     teacher = teacher.to(device) if cfg.distill.method == "dkan" else None
-    return Job(
+    return TrainingSetup(
         "finetune",
         cfg.distill.method,
         student,

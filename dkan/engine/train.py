@@ -1,8 +1,14 @@
-"""``fit(cfg, report=None)``: base training or K-shot fine-tuning (DKAN or TFA), one loop.
+"""``fit(cfg)``: base training or K-shot fine-tuning (DKAN, TFA or plain), one loop in three phases.
 
-Writes into ``cfg.out``: config.yaml, last.pt (resumable), model_final.pt (the student only,
-never the teacher), metrics.json. ``report`` (the sweep passes Ray's) receives the final
-metrics dict; nothing here imports Ray, Optuna or MLflow.
+1. ``_start``: seeds, the training setup (``dkan.engine.setup``: data, student, teacher), the optimizer,
+   the resume point and the frozen-feature cache; config.yaml written.
+2. ``_train``: the iterations (a distillation step each, ``dkan.distill.step.train_step``), with
+   history.jsonl, progress.json for watchers and last.pt every ``checkpoint_every`` (resumable).
+3. ``_finish``: model_final.pt (the student only, never the teacher), the evaluation on
+   ``cfg.eval_split``, then metrics.json, written last: it marks the run done (``dkan.runfolder``).
+
+``report`` (optional) receives the final metrics dict; the sweep's worker loop reports to Ray itself
+after each job. Nothing here imports Ray, Optuna or MLflow.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from dkan.distill.cache import FeatureCache, MiB, budget_mb, eval_cache, image_k
 from dkan.distill.step import backbone_is_frozen, train_step, weighted_total
 from dkan.engine.distributed import average_gradients, broadcast_from_rank0, broadcast_module, rank_and_world, shard
 from dkan.engine.evaluate import evaluate
-from dkan.engine.setup import Job, build_job
+from dkan.engine.setup import TrainingSetup, build_setup
 from dkan.errors import DkanError
 from dkan.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
@@ -50,6 +56,23 @@ class Schedule:
         return cls(optim.iterations, list(optim.lr_steps))
 
 
+@dataclass
+class _Run:
+    """What the three phases of ``fit`` share."""
+
+    setup: TrainingSetup
+    out: Path
+    lead: bool  # rank 0: writes files and evaluates
+    world: int
+    train_set: DetectionDataset
+    sched: Schedule
+    params: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    start: int  # the first iteration to run (> 0 when resumed)
+    cache: FeatureCache | None
+    cache_bytes: int
+
+
 def fit(
     cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, resume: bool = False, progress: bool = True
 ) -> dict[str, Any]:
@@ -59,97 +82,118 @@ def fit(
     gradients; rank 0 alone writes files and evaluates, and every rank returns its metrics.
     """
     t_start = time.time()
+    run = _start(cfg, resume)
+    train_seconds = _train(run, cfg, progress)
+    metrics = _finish(run, cfg, train_seconds, t_start)
+    if report:
+        report(metrics)
+    return metrics
+
+
+def fit_once(cfg: BaseTrainConfig | FinetuneConfig, **kwargs: Any) -> dict[str, Any]:
+    """The metrics of the finished run in ``cfg.out`` (``dkan.runfolder.done_metrics``), else ``fit`` it
+    (resuming from its ``last.pt``): the one way to "run it unless it is done"."""
+    done = runfolder.done_metrics(cfg.out)
+    return done if done is not None else fit(cfg, resume=True, **kwargs)
+
+
+def _start(cfg: BaseTrainConfig | FinetuneConfig, resume: bool) -> _Run:
+    """Phase 1: everything the loop needs, from the config (and ``last.pt`` when resuming)."""
     rank, world = rank_and_world()
     lead = rank == 0
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     _seed_everything(cfg.seed)
-    job = build_job(cfg)
-    broadcast_module(job.student)
+    setup = build_setup(cfg)
+    broadcast_module(setup.student)
     out = Path(cfg.out)
     if lead:
         out.mkdir(parents=True, exist_ok=True)
         runfolder.write_yaml(out / runfolder.CONFIG, to_dict(cfg))
     train_set = DetectionDataset(
-        job.train_records, job.classes, build_transforms(train=True, hflip=cfg.data.hflip, vflip=cfg.data.vflip)
+        setup.train_records, setup.classes, build_transforms(train=True, hflip=cfg.data.hflip, vflip=cfg.data.vflip)
     )
-    sched = Schedule.of(cfg.optim, len(train_set))
-    params = [p for p in job.student.parameters() if p.requires_grad]
+    params = [p for p in setup.student.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
-    lr_at = _lr_lambda(cfg.optim, sched)
-    start = _resume(out / runfolder.LAST, job, cfg, opt) if resume else 0
-    cache_bytes = budget_mb(getattr(cfg, "cache_mb", 0), job.device) * MiB  # base training: nothing is frozen
-    cache = FeatureCache(cache_bytes) if cache_bytes and job.stage == "finetune" else None
-    t0 = last_note = time.time()
-    history_every = max(1, sched.iterations // 200)  # at most ~200 points of loss curve
+    start = _resume(out / runfolder.LAST, setup, cfg, opt) if resume else 0
+    cache_bytes = budget_mb(getattr(cfg, "cache_mb", 0), setup.device) * MiB  # base training: nothing is frozen
+    cache = FeatureCache(cache_bytes) if cache_bytes and setup.stage == "finetune" else None
     if lead and start == 0:
         (out / runfolder.HISTORY).unlink(missing_ok=True)
+    return _Run(setup, out, lead, world, train_set, Schedule.of(cfg.optim, len(train_set)), params, opt, start,
+                cache, cache_bytes)
+
+
+def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool) -> float:
+    """Phase 2: iterations ``run.start`` to the end; returns the seconds they took."""
+    setup, sched, opt, out, lead = run.setup, run.sched, run.opt, run.out, run.lead
+    lr_at = _lr_lambda(cfg.optim, sched)
+    distill = getattr(cfg, "distill", None)
+    t0 = last_note = time.time()
+    history_every = max(1, sched.iterations // 200)  # at most ~200 points of loss curve
     bar = tqdm(
-        range(start, sched.iterations), initial=start, total=sched.iterations, desc=f"{job.stage} {job.method}",
-        disable=not (progress and lead), mininterval=2.0,
+        range(run.start, sched.iterations), initial=run.start, total=sched.iterations,
+        desc=f"{setup.stage} {setup.method}", disable=not (progress and lead), mininterval=2.0,
     )
     for it in bar:
         for g in opt.param_groups:
             g["lr"] = cfg.optim.lr * lr_at(it)
-        batch = shard(_batch_indices(cfg.seed, it, cfg.optim.batch_size, len(train_set)))
-        images, targets = collate([train_set[i] for i in batch])
-        keys = [image_key(im) for im in images] if cache is not None else None  # names each image's view for the cache
+        batch = shard(_batch_indices(cfg.seed, it, cfg.optim.batch_size, len(run.train_set)))
+        images, targets = collate([run.train_set[i] for i in batch])
+        keys = [image_key(im) for im in images] if run.cache is not None else None  # each image's view, for the cache
         losses = train_step(
-            job.student, [im.to(job.device) for im in images], [_to(t, job.device) for t in targets], job.teacher,
-            job.n_base, getattr(cfg, "distill", None), cache=cache, keys=keys,
+            setup.student, [im.to(setup.device) for im in images], [_to(t, setup.device) for t in targets],
+            setup.teacher, setup.n_base, distill, cache=run.cache, keys=keys,
         )
-        _check_finite(losses, it, [job.train_records[i].path for i in batch])
+        _check_finite(losses, it, [setup.train_records[i].path for i in batch])
         opt.zero_grad(set_to_none=True)
-        weighted_total(losses, getattr(cfg, "distill", None)).backward()
-        average_gradients(params)
+        weighted_total(losses, distill).backward()
+        average_gradients(run.params)
         if cfg.optim.clip_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.optim.clip_grad_norm)
+            torch.nn.utils.clip_grad_norm_(run.params, cfg.optim.clip_grad_norm)
         opt.step()
+        loss = sum(v.item() for v in losses.values())
         bar.set_postfix({k.removeprefix("loss_"): f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
-        if lead and ((it + 1) % history_every == 0 or it + 1 == sched.iterations):
-            row = {"iteration": it + 1, "loss": sum(v.item() for v in losses.values()), "lr": opt.param_groups[0]["lr"]}
+        if not lead:
+            continue
+        if (it + 1) % history_every == 0 or it + 1 == sched.iterations:
+            row = {"iteration": it + 1, "loss": loss, "lr": opt.param_groups[0]["lr"]}
             runfolder.append_jsonl(out / runfolder.HISTORY, row | {k: v.item() for k, v in losses.items()})
-        if lead and time.time() - last_note > 10:  # for watchers without a terminal (the sweep's driver)
+        if time.time() - last_note > 10:  # for watchers without a terminal (the sweep's driver)
             last_note = time.time()
-            _note_progress(
-                out, it + 1, sched.iterations, (last_note - t0) / (it + 1 - start),
-                sum(v.item() for v in losses.values()),
-            )
-        if lead and cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
-            save_checkpoint(out / runfolder.LAST, _state(job, cfg, opt, it + 1))
-    train_seconds = time.time() - t0
+            _note_progress(out, it + 1, sched.iterations, (last_note - t0) / (it + 1 - run.start), loss)
+        if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
+            save_checkpoint(out / runfolder.LAST, _state(setup, cfg, opt, it + 1))
+    return time.time() - t0
+
+
+def _finish(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, train_seconds: float, t_start: float) -> dict[str, Any]:
+    """Phase 3 (rank 0): model_final.pt, the evaluation, metrics.json last; every rank gets the metrics."""
     metrics = None
-    if lead:
-        final = {"model": job.student.state_dict(), "meta": _meta(job, cfg, sched.iterations)}
+    if run.lead:
+        setup, out, cache = run.setup, run.out, run.cache
+        final = {"model": setup.student.state_dict(), "meta": _meta(setup, cfg, run.sched.iterations)}
         save_checkpoint(out / runfolder.FINAL, final)
         for stale in (runfolder.LAST, runfolder.PROGRESS):
             (out / stale).unlink(missing_ok=True)
         # the val body features of a frozen body are shared by the seeds this process runs
-        frozen_body = cache is not None and backbone_is_frozen(job.student)
-        val_cache = eval_cache(job.student.backbone.body, cache_bytes) if frozen_body else None
-        metrics = evaluate(job.student, job.eval_records, job.eval_gt, job.base, job.novel, job.device, cache=val_cache)
-        if (
-            cache is not None
-        ):  # the eval cache's counts depend on the seeds run before: in cache.json, not in the metrics
+        frozen_body = cache is not None and backbone_is_frozen(setup.student)
+        val_cache = eval_cache(setup.student.backbone.body, run.cache_bytes) if frozen_body else None
+        metrics = evaluate(setup.student, setup.eval_records, setup.eval_gt, setup.base, setup.novel, setup.device,
+                           cache=val_cache)
+        if cache is not None:  # the eval cache's counts depend on the seeds run before: in cache.json, not the metrics
             metrics.update(cache.stats.as_metrics())
             process = val_cache.stats.as_metrics("eval_cache") if val_cache else None  # this process's totals
-            stats = {"train": cache.stats.as_metrics(), "eval_process_total": process}
-            runfolder.write_json(out / runfolder.CACHE, stats)
+            runfolder.write_json(out / runfolder.CACHE, {"train": cache.stats.as_metrics(),
+                                                         "eval_process_total": process})
         metrics.update(
-            {
-                "iterations": sched.iterations,
-                "train_seconds": round(train_seconds, 2),
-                "s_per_iter": round(train_seconds / max(1, sched.iterations - start), 4),
-                "eval_split": cfg.eval_split,
-            }
+            iterations=run.sched.iterations, train_seconds=round(train_seconds, 2),
+            s_per_iter=round(train_seconds / max(1, run.sched.iterations - run.start), 4), eval_split=cfg.eval_split,
         )
         metrics["fit_seconds"] = round(time.time() - t_start, 2)  # all of fit: setup, training, evaluation
-        metrics["world_size"] = world
+        metrics["world_size"] = run.world
         runfolder.write_json(out / runfolder.METRICS, metrics)  # last: marks the run done
-    metrics = broadcast_from_rank0(metrics)
-    if report:
-        report(metrics)
-    return metrics
+    return broadcast_from_rank0(metrics)
 
 
 def _note_progress(out: Path, it: int, total: int, s_per_it: float, loss: float) -> None:
@@ -202,18 +246,18 @@ def _to(t: dict, device: torch.device) -> dict:
     return {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in t.items()}
 
 
-def _meta(job: Job, cfg: Any, iteration: int) -> dict[str, Any]:
+def _meta(setup: TrainingSetup, cfg: Any, iteration: int) -> dict[str, Any]:
     return {
-        "stage": job.stage,
-        "classes": list(job.classes),
-        "base": list(job.base),
-        "novel": list(job.novel),
+        "stage": setup.stage,
+        "classes": list(setup.classes),
+        "base": list(setup.base),
+        "novel": list(setup.novel),
         "config": to_dict(cfg),
         "iteration": iteration,
     }
 
 
-def _state(job: Job, cfg: Any, opt: torch.optim.Optimizer, iteration: int) -> dict[str, Any]:
+def _state(setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer, iteration: int) -> dict[str, Any]:
     """The resume payload: tensors and plain types only, so ``weights_only=True`` loads it."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -228,21 +272,21 @@ def _state(job: Job, cfg: Any, opt: torch.optim.Optimizer, iteration: int) -> di
             "cached_gaussian": float(cached),
         },
     }
-    meta = _meta(job, cfg, iteration)
-    return {"model": job.student.state_dict(), "optimizer": opt.state_dict(), "meta": meta, "rng": rng}
+    meta = _meta(setup, cfg, iteration)
+    return {"model": setup.student.state_dict(), "optimizer": opt.state_dict(), "meta": meta, "rng": rng}
 
 
-def _resume(path: Path, job: Job, cfg: Any, opt: torch.optim.Optimizer) -> int:
+def _resume(path: Path, setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer) -> int:
     if not path.is_file():
         return 0
     ckpt = load_checkpoint(path, "resume checkpoint", "delete it to start over")
-    if ckpt["meta"]["classes"] != list(job.classes):
+    if ckpt["meta"]["classes"] != list(setup.classes):
         raise TrainingError(
-            f"{path}: resume checkpoint is for classes {ckpt['meta']['classes']}, not {list(job.classes)}. "
+            f"{path}: resume checkpoint is for classes {ckpt['meta']['classes']}, not {list(setup.classes)}. "
             "Fix: use another --out or delete it"
         )
     try:
-        job.student.load_state_dict(ckpt["model"])
+        setup.student.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         py, npy = ckpt["rng"]["python"], ckpt["rng"]["numpy"]
         torch.set_rng_state(ckpt["rng"]["torch"])

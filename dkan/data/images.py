@@ -1,0 +1,84 @@
+"""Reading images, the one way training, evaluation, prediction and the figures all use.
+
+Images as they come (``decode_image``): 8-bit grayscale stays one channel (uint8) and is repeated to
+three only as a model input; RGB/RGBA/palette become uint8 RGB; 16-bit PNG/TIFF ("I;16*") become
+float32 divided by 65535, the dtype's range, so a 12-bit sensor's image stays dark rather than being
+stretched or, as ``convert("RGB")`` does, saturated to white; 32-bit integer images ("I") are read
+as 16-bit when their values fit (PIL opens some 16-bit files so), else divided by 2**32 - 1; float
+images ("F") are taken as [0, 1] and clipped. Any size and aspect ratio is kept.
+
+``read_image`` gives exactly the evaluation-time model input of the training dataset (float32
+3xHxW in [0, 1]); ``collect_images`` turns files, folders and ``.txt`` lists into image paths.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+# what reading an image can raise: missing/unreadable/truncated files (OSError), bad modes, bombs
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+TO_FLOAT = v2.ToDtype(torch.float32, scale=True)  # uint8 / 255; float images stay as they are
+
+
+def decode_image(path: str | Path) -> torch.Tensor:
+    """CxHxW, C = 1 (grayscale) or 3: uint8 for 8-bit files, float32 in [0, 1] for deeper ones."""
+    with Image.open(path) as im:
+        mode = im.mode
+        if mode in ("L", "1", "LA", "La"):
+            arr = np.array(im.convert("L"))
+        elif mode.startswith("I;16") or mode in ("I", "F"):
+            arr = _deep_to_unit(np.array(im), mode)
+        else:  # RGB, RGBA, P, CMYK, YCbCr, 16-bit RGB (PIL reads it as 8-bit RGB)
+            arr = np.array(im.convert("RGB"))
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1).contiguous()
+
+
+def _deep_to_unit(arr: np.ndarray, mode: str) -> np.ndarray:
+    """16/32-bit integer or float pixels -> float32 in [0, 1], scaled by the dtype's range."""
+    if mode == "F":
+        return np.clip(arr.astype(np.float32), 0.0, 1.0)
+    arr = arr.astype(np.float64)
+    full = 65535.0 if mode.startswith("I;16") or arr.max(initial=0) <= 65535 else 4294967295.0
+    return (np.clip(arr, 0, None) / full).astype(np.float32)
+
+
+def three_channels(img: torch.Tensor) -> torch.Tensor:
+    """A decoded image with the three channels backbones expect (grayscale repeated, not copied)."""
+    return img.expand(3, -1, -1) if img.shape[0] == 1 else img
+
+
+def read_image(path: str | Path) -> torch.Tensor:
+    """float32 3xHxW in [0, 1]: the model input the training dataset gives at evaluation time."""
+    return TO_FLOAT(three_channels(decode_image(path))).contiguous()
+
+
+def display_image(img: torch.Tensor) -> np.ndarray:
+    """A model input (float 3xHxW in [0, 1]) -> HxWx3 uint8 for drawing."""
+    return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+
+
+def collect_images(inputs: Sequence[str | Path]) -> list[Path]:
+    """Files as given; folders -> their image files (recursively, sorted); a ``.txt`` -> one path per
+    line (relative to the list's folder; blank lines and ``#`` comments skipped). Missing paths are
+    kept, so they are reported as unreadable alongside the others."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        elif p.suffix.lower() == ".txt" and p.is_file():
+            for line in p.read_text().splitlines():
+                line = line.strip()
+                if line and not line.startswith("#"):
+                    out.append(Path(line) if Path(line).is_absolute() else p.parent / line)
+        else:
+            out.append(p)
+    return out
