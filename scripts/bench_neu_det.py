@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dkan import runfolder
 from dkan.config import apply_overrides
-from dkan.engine.train import fit
+from dkan.engine.train import fit_once
 from dkan.evaluation.aggregate import aggregate_seeds, to_json, to_markdown
 from dkan.evaluation.stats import describe, paired, retention_per_seed, verdict
 from dkan.names import HEADLINE, METHODS, metric_key, parse_int_list
@@ -34,12 +34,9 @@ VARIANTS = {"inplace": "model.cosine_norm=inplace", "rawlka": "distill.lka_stude
 
 
 def run(cfg, label: str) -> dict:
-    """fit(cfg), or its results when a previous run finished (metrics.json and model_final.pt)."""
-    done = runfolder.done_metrics(cfg.out)
-    if done is not None and (Path(cfg.out) / runfolder.FINAL).exists():
-        return done
+    """fit(cfg), or its results when a previous run finished."""
     t = time.time()
-    m = fit(cfg, resume=True)
+    m = fit_once(cfg)
     print(f"{label}: {time.time() - t:.0f} s", flush=True)
     return m
 

@@ -38,7 +38,7 @@ def seed_job(a: argparse.Namespace, cache_mb: int, out: Path) -> dict:
     cfg.base_checkpoint, cfg.shots, cfg.fewshot_seed = a.base_checkpoint, a.shots, a.fewshot_seed
     cfg.out, cfg.cache_mb, cfg.threads, cfg.device, cfg.checkpoint_every = str(out), cache_mb, a.threads, "cpu", 0
     if a.iterations:
-        cfg.optim.iterations, cfg.optim.lr_steps = a.iterations, [int(0.8 * a.iterations)]
+        cfg.optim = cfg.optim.rescaled(a.iterations)
     t = time.perf_counter()
     m = fit(cfg, progress=False)
     wall = time.perf_counter() - t
@@ -68,7 +68,7 @@ def ensure_base(a: argparse.Namespace) -> None:
 
     cfg = base_config("cpu-quick")
     cfg.data = DataConfig(root=a.data, split=1)
-    cfg.optim.iterations, cfg.optim.lr_steps, cfg.optim.warmup_iters = a.base_iterations, [], 10
+    cfg.optim = cfg.optim.rescaled(a.base_iterations)
     cfg.out, cfg.threads, cfg.device, cfg.checkpoint_every = a.base_out, a.threads, "cpu", 0
     print(f"{a.base_checkpoint} not found: training a {a.base_iterations}-iteration base model into {a.base_out}")
     fit(cfg, progress=False)

@@ -17,7 +17,7 @@ once by ``scripts/record_trials.py``) nothing is trained: each scheduler (ASHA, 
 ``sweeps.schedulers``, FIFO) runs through Ray Tune's real Tuner on a trainable that reports the
 recorded seeds one after another, exactly as a sweep trial does. Reported per scheduler: seed
 fine-tunes executed, the ratio to all seeds, and the selected config (the best that ran every seed,
-as ``sweeps.search.pick_best``) against the all-seeds choice, by full-seed mean.
+as ``sweeps.selection.pick_best``) against the all-seeds choice, by full-seed mean.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from sweeps.space import DEFAULT_SPACE, sample_points
 from sweeps.sweep import ensure_base
 
 
-def search(plan, split: int, shots: int, base: Path, name: str):
+def search(plan, split, shots: int, base: Path, name: str):
     from sweeps.search import run_search
     from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
 
@@ -145,8 +145,8 @@ def main() -> None:
                 str(out / label.replace(" ", "_")), *extra,
             ]
             plan = replace(build_plan(parse_args(args)), max_concurrent=os.cpu_count() or 1)
-            base = ensure_base(plan, 1)
-            grid, wall = search(plan, 1, plan.shots[0], base, f"bench_{label.replace(' ', '_')}")
+            base = ensure_base(plan, plan.splits[0])
+            grid, wall = search(plan, plan.splits[0], plan.shots[0], base, f"bench_{label.replace(' ', '_')}")
             runs[label] = {
                 "grid": per_config(grid),
                 "wall_s": wall,
@@ -188,8 +188,8 @@ def main() -> None:
                 str(iters),
             ]
             plan = replace(build_plan(parse_args(args)), max_concurrent=1)
-            base = ensure_base(plan, 1)
-            grid, wall = search(plan, 1, plan.shots[0], base, "bench_overhead")
+            base = ensure_base(plan, plan.splits[0])
+            grid, wall = search(plan, plan.splits[0], plan.shots[0], base, "bench_overhead")
             m = next(iter(grid)).metrics
             compute = float(m["fit_seconds_total"])  # every seed's fit(): set-up, training, evaluation
             report["overhead"] = {

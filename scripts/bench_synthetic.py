@@ -36,10 +36,8 @@ def main() -> None:
     cfg = base_config("cpu-quick")
     cfg.data = DataConfig(root=args.data, split=None, base=classes, novel=[])
     cfg.out, cfg.eval_split = str(Path(args.out) / "run"), "test"
-    it = args.iterations
-    cfg = apply_overrides(
-        cfg, [f"optim.iterations={it}", f"optim.lr_steps=[{int(it * 0.75)}, {int(it * 0.92)}]", *args.set]
-    )
+    cfg.optim = cfg.optim.rescaled(args.iterations)
+    cfg = apply_overrides(cfg, args.set)
     m = fit(cfg)
     print("\n| class | AP50 (test) |\n|---|---|")
     for c in classes:
@@ -51,7 +49,7 @@ def main() -> None:
     )
     result = {
         "metrics": m,
-        "iterations": it,
+        "iterations": args.iterations,
         "batch_size": cfg.optim.batch_size,
         "profile": "cpu-quick",
         "threads": torch.get_num_threads(),

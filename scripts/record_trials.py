@@ -30,20 +30,17 @@ from sweeps.space import DEFAULT_SPACE, sample_points
 
 
 def _run(job: SeedJob) -> dict:
-    from dkan.engine.train import fit
+    from dkan.engine.train import fit_once
 
-    m = runfolder.done_metrics(job.out)
-    return m if m is not None else fit(replace(job.cfg, threads=1, device="cpu"), progress=False, resume=True)
+    return fit_once(replace(job.cfg, threads=1, device="cpu"), progress=False)
 
 
 def _base(plan, split) -> Path:
     """The split's base model from the sweep's cache, else trained here (same config as the sweep's)."""
-    from dkan.engine.train import fit
+    from dkan.engine.train import fit_once
 
     d = plan.base_cache_dir(split)
-    if runfolder.done_metrics(d) is None or not (d / runfolder.FINAL).is_file():
-        print(f"base model: training -> {d}", flush=True)
-        fit(replace(plan.base_template(split), out=str(d), threads=1, device="cpu"), progress=False, resume=True)
+    fit_once(replace(plan.base_template(split), out=str(d), threads=1, device="cpu"), progress=False)
     return d / runfolder.FINAL
 
 
@@ -73,7 +70,8 @@ def main() -> None:
     study = plan.study(split, plan.shots[0], _base(plan, split))
     points = sample_points(a.trials, a.points_seed)
     names = [f"trial{i:02d}" for i in range(len(points))]
-    jobs = [(n, s, finetune_job(study.template, "dkan", s, study.runs_dir / n / f"seed{s}", plan.select_split, pt))
+    jobs = [(n, s, finetune_job(study.template, "dkan", s, plan.layout.trial_seed(study.key, n, s),
+                                plan.select_split, pt))
             for s in plan.seeds for n, pt in zip(names, points)]  # seed-major: a cut-off run keeps every trial
     per_seed: dict[str, dict[str, float]] = {n: {} for n in names}
     t0 = time.time()

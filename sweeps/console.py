@@ -21,6 +21,7 @@ from typing import Any
 from ray.tune import Callback
 
 from dkan.names import HPARAMS
+from sweeps.progress import JobsReport, TrialReport
 
 
 @dataclass
@@ -80,7 +81,7 @@ class TrialConsole(Callback):
     @classmethod
     def for_study(cls, plan: Any, study: Any, **kw: Any) -> TrialConsole:
         """The console of ``study`` in ``plan`` (a ``sweeps.plan.Plan``): its place among the studies."""
-        keys = [(s.name, k) for s in plan.splits for k in plan.shots]
+        keys = [(s.name, k) for s, k in plan.studies()]
         index = keys.index((study.split.name, study.shots)) if (study.split.name, study.shots) in keys else 0
         return cls(study.key, len(plan.seeds), plan.objective, plan.budget.trials, index, len(keys),
                    plan.max_concurrent or 1, **kw)
@@ -145,14 +146,13 @@ class TrialConsole(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
         s = self._state(trial)
-        done = int(result.get("seeds_done", 0))
-        if done <= s.seeds_done:  # a restarted trial repeats its last report: said already
+        report = TrialReport.from_result(result)
+        if report is None or report.seeds_done <= s.seeds_done:  # a restarted trial repeats its last report
             return
-        s.seeds_done, s.mean = done, float(result.get(self.objective, math.nan))
-        seed = result.get("last_seed")
-        ap = result.get(f"seed{seed}_AP_all", math.nan)
-        self.say(f"trial {s.number}: seed {seed} done ({done}/{self.n_seeds} seeds), AP_all {ap * 100:.1f}; "
-                 f"mean {self.objective} {s.mean * 100:.1f}")
+        s.seeds_done, s.mean = report.seeds_done, report.objective
+        seed = report.last_seed
+        self.say(f"trial {s.number}: seed {seed} done ({s.seeds_done}/{self.n_seeds} seeds), AP_all "
+                 f"{report.seed_ap[seed] * 100:.1f}; mean {self.objective} {s.mean * 100:.1f}")
         self._event(trials)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
@@ -185,7 +185,7 @@ class TrialConsole(Callback):
 
 class TestPhaseConsole(Callback):
     """Prints the test phase's progress: one line when it starts and one per job done (its Train
-    runs report ``jobs_done`` and ``last_job`` after each job)."""
+    runs report a ``sweeps.progress.JobsReport`` after each job)."""
 
     def __init__(self, key: str, n_jobs: int, n_train: int, groups: int):
         self.key, self.n_jobs, self.n_train, self.groups = key, n_jobs, n_train, groups
@@ -199,10 +199,10 @@ class TestPhaseConsole(Callback):
               f"in {self.groups} group(s) at once", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        n = int(result.get("jobs_done", 0))
-        if n <= self.done.get(trial.trial_id, 0):  # a restarted group repeats its last report
+        report = JobsReport.from_result(result)
+        if report is None or report.jobs_done <= self.done.get(trial.trial_id, 0):  # a restarted group repeats it
             return
-        self.done[trial.trial_id] = n
+        self.done[trial.trial_id] = report.jobs_done
         total = sum(self.done.values())
-        print(f"[{self.key}] test: {result.get('last_job', '?')} done ({total}/{self.n_jobs}, "
+        print(f"[{self.key}] test: {report.last_job} done ({total}/{self.n_jobs}, "
               f"{_minutes(time.time() - self.t0)})", flush=True)

@@ -3,8 +3,8 @@
 A ``SeedJob`` is one ``fit`` (a seed's fine-tune, or base training) or the evaluation of a
 checkpoint the search already made (``reuse``). ``run_jobs`` starts one ``TorchTrainer`` run (its
 workers start once) and the workers run the jobs one after another, reporting after each through
-``ray.train.report``; inside a Tune trial ``TuneReportCallback`` passes the reports on, so ASHA
-sees ``seeds_done`` grow and can stop the trial between seeds.
+``ray.train.report`` (a ``sweeps.progress`` report); inside a Tune trial ``TuneReportCallback``
+passes the reports on, so ASHA sees ``seeds_done`` grow and can stop the trial between seeds.
 
 A job is done when its run folder holds ``metrics.json`` (``dkan.runfolder``): a restarted trial
 skips those, and a half-done job resumes from its ``last.pt``. Run folders must be on storage
@@ -20,7 +20,6 @@ later sweep (``--resume``, a new session) tries it again.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -30,10 +29,15 @@ from typing import Any
 from dkan import runfolder
 from dkan.config import BaseTrainConfig, FinetuneConfig
 from dkan.errors import DkanError
-from dkan.evaluation.aggregate import aggregate_seeds
-from dkan.names import HEADLINE, HPARAMS
+from dkan.names import HPARAMS
+from sweeps.progress import JobsReport, TrialReport
 
 FAILED = "failed.json"  # a job's deterministic failure: {"session", "error"}
+
+# CPU share of a Tune trial's own process: it only drives its Ray Train run (whose workers hold
+# the real CPUs) but Tune refuses 0. It must be counted: two 1-CPU fine-tunes plus two drivers do
+# not fit in 2 CPUs, and the second Train run then waits on a 60 s worker-start timeout.
+DRIVER_CPU = 0.01
 
 
 class SeedFailed(DkanError, RuntimeError):
@@ -48,6 +52,10 @@ class WorkerResources:
 
     def bundle(self) -> dict[str, float]:
         return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
+
+    def trial_cost(self) -> tuple[float, float]:
+        """(CPUs, GPUs) a trial holds while it runs: its workers and its driver."""
+        return self.workers * self.cpus_per_worker + DRIVER_CPU, self.workers * self.gpus_per_worker
 
 
 @dataclass(frozen=True)
@@ -76,18 +84,13 @@ def finetune_job(
     return SeedJob(method, seed, cfg, reuse, f"{method}/{seed}")
 
 
-def progress_report(done: list[tuple[SeedJob, dict[str, Any]]], prefix: str | None) -> dict[str, Any]:
-    """What a run reports after a job. With ``prefix`` (a search trial, all jobs one method): the
-    running mean over the seeds done of the headline APs (NaN seeds left out), ``seeds_done`` and
-    each seed's AP_all. Without (the test phase's mixed methods, base training): counts only."""
-    out: dict[str, Any] = {"fit_seconds_total": sum(m.get("fit_seconds", 0.0) for _, m in done)}
-    if prefix is None:
-        return {**out, "jobs_done": len(done), "last_job": done[-1][0].label}
-    agg = aggregate_seeds({j.seed: m for j, m in done})
-    out.update({f"{prefix}{k}": agg[k]["mean"] if k in agg else math.nan for k in HEADLINE})
-    out.update({"seeds_done": len(done), "last_seed": done[-1][0].seed})
-    out.update({f"seed{j.seed}_AP_all": m.get("AP_all", math.nan) for j, m in done})
-    return out
+def progress_report(done: list[tuple[SeedJob, dict[str, Any]]], split: str | None) -> TrialReport | JobsReport:
+    """The report after the jobs ``done``: a search trial's (``split``: the selection split; every job a
+    seed of one method) or, without ``split``, counts only (the test phase's mixed jobs, base training)."""
+    seconds = sum(m.get("fit_seconds", 0.0) for _, m in done)
+    if split is None:
+        return JobsReport(len(done), done[-1][0].label, seconds)
+    return TrialReport.of_seeds(split, [(j.seed, m) for j, m in done], seconds)
 
 
 def setup_worker(threads: float, use_gpu: bool) -> str:
@@ -165,21 +168,22 @@ def _worker_loop(config: dict[str, Any]) -> None:
                 record_failure(job, config["session"], f"{type(e).__name__}: {e}")
                 raise
             done.append((job, m))
-            ray.train.report(progress_report(done, config["prefix"]))
+            ray.train.report(progress_report(done, config["split"]).to_metrics())
             reported = len(done)
         else:
             done.append((job, m))
     if reported < len(done):  # the last jobs were done before: say so once
-        ray.train.report(progress_report(done, config["prefix"]))
+        ray.train.report(progress_report(done, config["split"]).to_metrics())
 
 
 def run_jobs(
-    jobs: list[SeedJob], res: WorkerResources, name: str, storage: str, prefix: str | None = None,
+    jobs: list[SeedJob], res: WorkerResources, name: str, storage: str, split: str | None = None,
     in_trial: bool = False, watch: bool = False, max_failures: int = 0, session: str = "",
 ) -> list[dict[str, Any]]:
     """One TorchTrainer run over ``jobs``; returns each job's metrics (read from its run folder).
 
-    ``in_trial``: inside a Tune trial, every report reaches Tune. ``watch``: print the running
+    ``split``: a search trial's selection split (its reports are ``TrialReport``s); ``in_trial``:
+    inside a Tune trial, every report reaches Tune. ``watch``: print the running
     job's progress every 30 s (base training, run from the driver). ``max_failures``: lost workers
     retried this many times; ``session``: the sweep's, for the failure records (module docstring)."""
     raise_recorded_failures(jobs, session)  # a retried trial whose failure this sweep recorded: no workers
@@ -196,7 +200,7 @@ def run_jobs(
     use_gpu = res.gpus_per_worker > 0
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"jobs": jobs, "prefix": prefix, "threads": res.cpus_per_worker, "use_gpu": use_gpu,
+        train_loop_config={"jobs": jobs, "split": split, "threads": res.cpus_per_worker, "use_gpu": use_gpu,
                            "session": session},
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=res.bundle()),
         # worker-start time-outs are retried START_RETRIES times (Ray's default: forever), then named;

@@ -20,10 +20,13 @@ from dkan.data.fewshot import fewshot_path
 from dkan.data.prepared import PreparedData
 from dkan.data.splits import NEU_DET_SPLITS, load_class_splits, parse_class_list, resolve_class_split, split_name
 from dkan.errors import DkanError
-from dkan.names import HPARAMS, metric_prefix
+from dkan.names import HPARAMS
 from dkan.profiles import base_config, choose_profile, finetune_config
-from sweeps.jobs import WorkerResources
+from sweeps.jobs import DRIVER_CPU, WorkerResources
+from sweeps.layout import CacheLayout, RunLayout, study_key
+from sweeps.progress import metric_name
 from sweeps.space import Range, describe, load_space
+from sweeps.tracking import check_tracking_uri, mask_uri, sqlite_uri
 
 
 class PlanError(DkanError, ValueError):
@@ -52,11 +55,6 @@ QUICK = Budget(trials=2, base_iterations=100, finetune_iterations=10, grace_seed
 QUICK_SEEDS = [1, 2, 3]
 ALL_SEEDS = list(range(1, 11))
 
-# CPU share of a Tune trial's own process: it only drives its Ray Train run (whose workers hold
-# the real CPUs) but Tune refuses 0. It must be counted: two 1-CPU fine-tunes plus two drivers do
-# not fit in 2 CPUs, and the second Train run then waits on a 60 s worker-start timeout.
-DRIVER_CPU = 0.01
-
 
 @dataclass(frozen=True)
 class ClassSplitSpec:
@@ -74,14 +72,13 @@ class ClassSplitSpec:
 
 
 @dataclass(frozen=True)
-class Study:
-    """One (split, K) of a sweep: its name, fine-tune template and run folders."""
+class StudySpec:
+    """One (split, K) of a sweep: its name and the fine-tune config every seed job starts from."""
 
     split: ClassSplitSpec
     shots: int
-    key: str  # <dataset>_<split name>_<K>shot: names Tune experiments, result files, exports
+    key: str  # <dataset>_<split name>_<K>shot (sweeps.layout.study_key): Tune experiments, result files, exports
     template: FinetuneConfig
-    runs_dir: Path
 
 
 @dataclass(frozen=True)
@@ -118,16 +115,20 @@ class Plan:
     @property
     def objective(self) -> str:
         """What the search maximises: the mean over seeds of (COCO) AP_all on the selection split."""
-        return f"{metric_prefix(self.select_split)}AP_all"
+        return metric_name(self.select_split)
 
     @property
-    def train_storage(self) -> str:
-        return str(self.out / "ray_results" / "train")
+    def layout(self) -> RunLayout:
+        return RunLayout(self.out)
+
+    @property
+    def cache(self) -> CacheLayout:
+        return CacheLayout(self.cache_dir)
 
     def base_template(self, split: ClassSplitSpec) -> BaseTrainConfig:
         cfg = base_config(self.profile)
         it = self.budget.base_iterations
-        optim = replace(cfg.optim, iterations=it, lr_steps=[int(it * 0.75), int(it * 0.92)]) if it else cfg.optim
+        optim = cfg.optim.rescaled(it) if it else cfg.optim
         data = replace(cfg.data, root=str(self.data_root), **split.data_fields())
         cfg = replace(cfg, data=data, optim=optim, model=self._sized(cfg.model))
         return apply_overrides(cfg, list(self.base_overrides))
@@ -138,17 +139,20 @@ class Plan:
             return model
         return replace(model, min_size=s["min_size"], max_size=s["max_size"], anchor_sizes=list(s["anchor_sizes"]))
 
-    def study(self, split: ClassSplitSpec, shots: int, base_ckpt: Path) -> Study:
+    def study(self, split: ClassSplitSpec, shots: int, base_ckpt: Path) -> StudySpec:
         cfg = finetune_config(self.profile, split.number or 1)  # the authors' distillation settings of the split
         it = self.budget.finetune_iterations
         if it:
-            warmup = max(1, min(10, it // 10))
-            cfg.optim = replace(cfg.optim, iterations=it, lr_steps=[int(it * 0.8)], warmup_iters=warmup)
+            cfg.optim = cfg.optim.rescaled(it)
         data = replace(cfg.data, root=str(self.data_root), **split.data_fields())
         cfg = replace(cfg, data=data, shots=shots, base_checkpoint=str(base_ckpt), checkpoint_every=50,
                       model=self._sized(cfg.model))
-        key = f"{self.dataset}_{split.name}_{shots}shot"
-        return Study(split, shots, key, apply_overrides(cfg, list(self.finetune_overrides)), self.out / "runs" / key)
+        key = study_key(self.dataset, split.name, shots)
+        return StudySpec(split, shots, key, apply_overrides(cfg, list(self.finetune_overrides)))
+
+    def studies(self) -> list[tuple[ClassSplitSpec, int]]:
+        """Every (split, K) of the sweep, in the order they run."""
+        return [(s, k) for s in self.splits for k in self.shots]
 
     def base_cache_dir(self, split: ClassSplitSpec) -> Path:
         """Base models are cached by a hash of their config and of the data they train on."""
@@ -157,11 +161,9 @@ class Plan:
         h = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode())
         for name in ("dataset.yaml", "annotations/train.json", "annotations/val.json"):
             h.update((self.data_root / name).read_bytes())
-        return self.cache_dir / "base" / f"{self.dataset}_{split.name}_{h.hexdigest()[:16]}"
+        return self.cache.base_model(self.dataset, split.name, h.hexdigest()[:16])
 
     def describe(self) -> str:
-        from sweeps.tracking import mask_uri
-
         b, r = self.budget, self.resources
         worst = b.trials * len(self.seeds) * len(self.splits) * len(self.shots)
         stop = (f"ASHA on seeds_done (grace {b.grace_seeds} seeds, reduction {b.reduction_factor}); at most {worst} "
@@ -189,7 +191,7 @@ class Plan:
             f"  budget      base {b.base_iterations or 'profile'} iterations; fine-tune "
             f"{b.finetune_iterations or 'profile'} iterations per seed",
             f"  tracking    {mask_uri(self.tracking_uri)}",
-            f"  outputs     {self.out} (best configs in {self.out / 'best_configs'})",
+            f"  outputs     {self.out} (best configs in {self.layout.bundles_dir})",
         ])
 
 
@@ -200,12 +202,11 @@ def default_cache_dir() -> Path:
 def build_plan(args: argparse.Namespace) -> Plan:
     """Everything checked before any work; the synthetic set is prepared here when needed."""
     from dkan.data.prepare import PrepareConfig, prepare_data
-    from sweeps.tracking import check_tracking_uri, default_tracking_uri
 
     cache = Path(args.cache_dir or default_cache_dir()).absolute()
     embedded = args.data is None
     if embedded:
-        data_root = cache / "data" / "synthetic"
+        data_root = CacheLayout(cache).synthetic_data
         res = prepare_data(PrepareConfig(out=str(data_root), synthetic=True), overwrite=True)  # our cache: refresh it
         print(f"synthetic data: {res.status} ({data_root})")
     else:
@@ -230,7 +231,7 @@ def build_plan(args: argparse.Namespace) -> Plan:
         raise PlanError(f"--trials {budget.trials}: need at least one trial")
     space = load_space(Path(args.search_space) if args.search_space else None)
     out = Path(args.out).absolute()
-    uri = args.tracking_uri or default_tracking_uri(out)
+    uri = args.tracking_uri or sqlite_uri(RunLayout(out).mlflow_db)
     check_tracking_uri(uri)
     if args.base_checkpoint and not Path(args.base_checkpoint).is_file():
         raise PlanError(

@@ -8,8 +8,8 @@ idea of Optuna's ``WilcoxonPruner``; Ray Tune has no paired scheduler). ASHA ins
 trial's running mean with other trials' at the same rung, so a trial that reaches a rung first
 always continues.
 
-A trial reports, after each seed, ``seeds_done`` and ``seed<S>_AP_all`` for every seed done
-(``sweeps.jobs.progress_report``); the scheduler needs nothing else.
+A trial reports, after each seed, a ``sweeps.progress.TrialReport``: each seed's AP_all so far; the
+scheduler needs nothing else.
 
 ``replay`` runs a scheduler through Ray Tune's real Tuner on a recording of every trial's per-seed
 results (``scripts/record_trials.py``), so schedulers compare exactly and cheaply
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,19 +29,16 @@ from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-SEED_KEY = re.compile(r"^seed(\d+)_AP_all$")
+from sweeps.progress import SEEDS_DONE, TrialReport
+
 TESTS = ("t", "wilcoxon")
 SCHEDULERS = ("asha", "paired", "fifo")
 
 
-def seed_values(result: dict[str, Any]) -> dict[int, float]:
-    """Each seed's AP_all in a trial's report (NaN seeds left out: they pair with nothing)."""
-    out = {}
-    for k, v in result.items():
-        m = SEED_KEY.match(k)
-        if m and isinstance(v, (int, float)) and math.isfinite(v):
-            out[int(m.group(1))] = float(v)
-    return out
+def seed_values(result: dict[str, Any] | None) -> dict[int, float]:
+    """Each seed's AP_all in a trial's result (NaN seeds left out: they pair with nothing)."""
+    report = TrialReport.from_result(result)
+    return report.finite_seed_ap() if report else {}
 
 
 def paired_worse(x: Sequence[float], best: Sequence[float], alpha: float, test: str = "t") -> bool:
@@ -162,14 +158,12 @@ class Recording:
 
 
 def replay_trial(config: dict[str, Any], *, recording: Recording, seconds_per_seed: float) -> None:
-    """A sweep trial's reports (``sweeps.jobs.progress_report``), read from the recording."""
-    done: dict[int, float] = {}
+    """A sweep trial's reports (``sweeps.progress.TrialReport`` on val), read from the recording."""
+    done: list[tuple[int, dict[str, float]]] = []
     for s in recording.seeds:
         time.sleep(seconds_per_seed)  # a seed's fine-tune: trials interleave as in a sweep
-        done[s] = recording.trials[config["trial"]][s]
-        ok = [v for v in done.values() if math.isfinite(v)]
-        tune.report({"val_AP_all": sum(ok) / len(ok) if ok else math.nan, "seeds_done": len(done), "last_seed": s,
-                     **{f"seed{k}_AP_all": v for k, v in done.items()}})
+        done.append((s, {"AP_all": recording.trials[config["trial"]][s]}))
+        tune.report(TrialReport.of_seeds("val", done).to_metrics())
 
 
 def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alpha: float = 0.1) -> TrialScheduler:
@@ -178,7 +172,7 @@ def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alph
     if kind not in SCHEDULERS:
         raise ValueError(f"scheduler {kind!r}: choose one of {SCHEDULERS}")
     if kind == "asha":
-        return ASHAScheduler(time_attr="seeds_done", max_t=n_seeds, grace_period=min(grace, n_seeds),
+        return ASHAScheduler(time_attr=SEEDS_DONE, max_t=n_seeds, grace_period=min(grace, n_seeds),
                              reduction_factor=reduction)
     if kind == "paired":
         return PairedSeedScheduler(n_seeds=n_seeds, grace_seeds=grace, alpha=alpha)
@@ -188,7 +182,7 @@ def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alph
 def replay(rec: Recording, scheduler, max_concurrent: int, storage: Path, name: str,
            seconds_per_seed: float = 0.3) -> dict[str, Any]:
     """One scheduler over the recording through Ray Tune's Tuner: fine-tunes run, the config selected
-    (the best that ran every seed, as ``sweeps.search.pick_best``) and the all-seeds choice."""
+    (the best that ran every seed, as ``sweeps.selection.pick_best``) and the all-seeds choice."""
     trainable = tune.with_resources(
         tune.with_parameters(replay_trial, recording=rec, seconds_per_seed=seconds_per_seed), {"cpu": 0.01})
     # reuse_actors: one worker process per concurrent slot, not per trial (start-up dwarfs a replayed seed)
@@ -199,9 +193,10 @@ def replay(rec: Recording, scheduler, max_concurrent: int, storage: Path, name: 
                                     max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
     ).fit()
-    seeds = {r.config["trial"]: int(r.metrics.get("seeds_done", 0)) for r in grid if r.metrics}
-    full = [r for r in grid if r.metrics and r.metrics.get("seeds_done") == len(rec.seeds)]
-    pick = max(full or [r for r in grid if r.metrics], key=lambda r: r.metrics["val_AP_all"]).config["trial"]
+    reports = {r.config["trial"]: TrialReport.from_result(r.metrics) for r in grid if r.metrics}
+    seeds = {t: rep.seeds_done for t, rep in reports.items() if rep}
+    full = [t for t, n in seeds.items() if n == len(rec.seeds)]
+    pick = max(full or list(seeds), key=lambda t: reports[t].objective)
     best = rec.all_seeds_choice()
     return {
         "finetunes": sum(seeds.values()), "all_seeds_finetunes": len(rec.trials) * len(rec.seeds),

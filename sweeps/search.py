@@ -2,14 +2,14 @@
 seeds (one Ray Train run, a ``fit`` per seed), ASHA stopping weak trials between seeds.
 
 The trace of one seed: ``run_search`` (the Tuner) -> ``search_trial`` (a Tune trial) ->
-``sweeps.jobs.run_jobs`` (its Train run) -> ``dkan.engine.train.fit`` (the seed) -> the report
-back through ``TuneReportCallback`` -> ``sweeps.tracking.TrialLogger`` (MLflow).
+``sweeps.jobs.run_jobs`` (its Train run) -> ``dkan.engine.train.fit`` (the seed) -> a
+``sweeps.progress.TrialReport`` back through ``TuneReportCallback`` -> the scheduler, the console
+and ``sweeps.trial_logger.TrialLogger`` (MLflow). ``sweeps.selection`` reads the finished grid.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
 import signal
 import threading
 from pathlib import Path
@@ -19,37 +19,32 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from dkan.errors import DkanError
-from dkan.names import HPARAMS, metric_prefix
-from dkan.profiles import authors_defaults
+from dkan.config import authors_defaults
 from sweeps.console import TrialConsole, error_line
-from sweeps.jobs import finetune_job, run_jobs
-from sweeps.plan import DRIVER_CPU, Plan, Study
+from sweeps.jobs import DRIVER_CPU, finetune_job, run_jobs
+from sweeps.plan import Plan, StudySpec
 from sweeps.schedulers import make_scheduler
-from sweeps.space import first_points, to_optuna
-from sweeps.tracking import TrialLogger
+from sweeps.space import first_points, point_of, to_optuna
+from sweeps.trial_logger import TrialLogger
 
 
 class SweepInterrupted(KeyboardInterrupt):
     pass
 
 
-class NoTrialSucceeded(DkanError, RuntimeError):
-    """Every trial of a study's search failed: the sweep stops with their first error, not a traceback."""
-
-
-def search_trial(config: dict[str, Any], *, plan: Plan, study: Study) -> None:
+def search_trial(config: dict[str, Any], *, plan: Plan, study: StudySpec) -> None:
     """One hyperparameter set over the plan's seeds, scored on the selection split."""
     trial = tune.get_context().get_trial_id()
-    hparams = {k: float(config[k]) for k in HPARAMS}
-    jobs = [finetune_job(study.template, "dkan", s, study.runs_dir / trial / f"seed{s}", plan.select_split, hparams)
-            for s in plan.seeds]
-    run_jobs(jobs, plan.resources, trial, plan.train_storage, metric_prefix(plan.select_split), in_trial=True,
+    hparams = point_of(config)
+    jobs = [finetune_job(study.template, "dkan", s, plan.layout.trial_seed(study.key, trial, s), plan.select_split,
+                         hparams) for s in plan.seeds]
+    run_jobs(jobs, plan.resources, trial, plan.layout.train_storage, plan.select_split, in_trial=True,
              max_failures=plan.budget.max_failures, session=plan.session)
 
 
-def run_search(plan: Plan, study: Study, parent_run: str, resume: bool) -> tune.ResultGrid:
-    storage = plan.out / "ray_results"
+def run_search(plan: Plan, study: StudySpec, parent_run: str, resume: bool) -> tune.ResultGrid:
+    """The study's search run to its end (or restored from its saved state and finished)."""
+    path = plan.layout.search_state(study.key)
     trainable = tune.with_resources(tune.with_parameters(search_trial, plan=plan, study=study), {"cpu": DRIVER_CPU})
 
     def make() -> tune.Tuner:
@@ -66,13 +61,13 @@ def run_search(plan: Plan, study: Study, parent_run: str, resume: bool) -> tune.
             trainable,
             tune_config=tune.TuneConfig(metric=plan.objective, mode="max", scheduler=scheduler, num_samples=b.trials,
                                         search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)),
-            run_config=tune.RunConfig(name=f"{study.key}_search", storage_path=str(storage),
+            run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent),
                                       callbacks=[logger, TrialConsole.for_study(plan, study)],
                                       # a trial whose driver's node was lost starts again: at its next seed
                                       failure_config=tune.FailureConfig(max_failures=b.max_failures),
                                       verbose=1 if plan.verbose else 0))  # Tune's tables only with --verbose
 
-    return fit_tuner(storage / f"{study.key}_search", trainable, resume, make)
+    return fit_tuner(path, trainable, resume, make)
 
 
 def study_seed(search_seed: int, key: str) -> int:
@@ -83,20 +78,6 @@ def study_seed(search_seed: int, key: str) -> int:
 def result_errors(grid) -> list[str]:
     """The error line of each failed result of a Tune run (a ResultGrid or any results with ``.error``)."""
     return [error_line(f"{type(r.error).__name__}: {r.error}") for r in grid if r.error is not None]
-
-
-def pick_best(grid: tune.ResultGrid, metric: str, n_seeds: int) -> tune.Result:
-    """The best trial among those that ran every seed (ASHA-stopped trials saw fewer)."""
-    done = [r for r in grid  # a trial that raised is never picked, whatever it reported before
-            if r.error is None and r.metrics and metric in r.metrics and not math.isnan(r.metrics[metric])]
-    full = [r for r in done if r.metrics.get("seeds_done") == n_seeds]
-    if not done:
-        errors = result_errors(grid)
-        first = f"; the first error: {errors[0]}" if errors else ""
-        raise NoTrialSucceeded(
-            f"no trial reported a result ({len(errors)} of {len(grid)} failed{first}). Fix: read each trial's error "
-            "above (or its dkan.failure_reason tag in MLflow), fix the cause, then rerun with --resume")
-    return max(full or done, key=lambda r: r.metrics[metric])
 
 
 def _on_sigint(sig, frame):  # a second Ctrl+C, after Tune has handed the signal back

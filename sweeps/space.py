@@ -13,11 +13,14 @@ The authors' values (1, 0.01, 5, 5) are always evaluated first.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from dkan.config import read_yaml
+from dkan.config import authors_defaults, read_yaml
 from dkan.errors import DkanError
+from dkan.names import HPARAMS
 
 
 class SearchSpaceError(DkanError, ValueError):
@@ -37,7 +40,6 @@ DEFAULT_SPACE: dict[str, Range] = {
     "fka_tau": Range(1.0, 10.0),
     "lka_tau": Range(1.0, 10.0),
 }
-AUTHORS_DEFAULTS: dict[str, float] = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}
 
 
 def load_space(path: Path | None) -> dict[str, Range]:
@@ -73,10 +75,15 @@ def _range(path: Path, name: str, spec: object) -> Range:
     return r
 
 
+def point_of(config: Mapping[str, Any]) -> dict[str, float]:
+    """The hyperparameters of a Tune trial's config (or any mapping holding them): the one conversion."""
+    return {k: float(config[k]) for k in HPARAMS if k in config}
+
+
 def first_points(space: dict[str, Range], defaults: dict[str, float] | None = None) -> list[dict[str, float]]:
-    """The authors' defaults (``defaults``: a split's own, e.g. ``dkan.profiles.authors_defaults``),
-    clipped into the space (so Optuna accepts them)."""
-    d = defaults or AUTHORS_DEFAULTS
+    """The authors' defaults (``defaults``: a split's own, ``dkan.config.authors_defaults``; split 1's when
+    not given), clipped into the space (so Optuna accepts them)."""
+    d = defaults or authors_defaults()
     return [{k: min(max(d[k], r.low), r.high) for k, r in space.items()}]
 
 

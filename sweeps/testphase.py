@@ -1,13 +1,13 @@
 """The test phase of one study, on test over every seed: TFA, DKAN with the authors' defaults and with
-the tuned values, and the base model (for AP_B retention).
+the tuned values, and the base model (for AP_B retention). It only confirms what the selection chose.
 
-Their (method, seed) jobs are packed into as many trials as run at once, each one Ray Train run.
-A seed the search already fine-tuned with the selected config is evaluated, not trained again.
+Their (method, seed) jobs are packed into as many Tune trials as run at once, each one Ray Train run.
+A seed the search already fine-tuned with a candidate's values is evaluated, not trained again.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,42 +16,35 @@ from ray import tune
 from dkan import runfolder
 from dkan.errors import DkanError
 from sweeps.console import TestPhaseConsole
-from sweeps.jobs import SeedJob, finetune_job, run_jobs
-from sweeps.plan import DRIVER_CPU, Plan, Study
+from sweeps.jobs import DRIVER_CPU, SeedJob, finetune_job, run_jobs
+from sweeps.plan import Plan, StudySpec
 from sweeps.search import fit_tuner, result_errors
+from sweeps.selection import Candidate, Selection
 
+PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: AP metrics on test}}
 REUSE_COST, TRAIN_COST = 1.0, 3.0  # evaluating a reused checkpoint costs about a third of a fine-tune
 
 
-@dataclass(frozen=True)
-class Trial:
-    """A hyperparameter set and the search trial that ran it (None: no trial did)."""
-
-    hparams: dict[str, float]
-    trial_id: str | None = None
-
-
-def final_dir(runs_dir: Path, method: str, seed: int) -> Path:
-    return Path(runs_dir) / f"final_{method}" / f"seed{seed}"
-
-
-def final_jobs(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base_ckpt: Path) -> dict[str, list[SeedJob]]:
+def row_jobs(plan: Plan, study: StudySpec, selection: Selection, base_ckpt: Path) -> dict[str, list[SeedJob]]:
     """The test rows' jobs, every seed: TFA, DKAN with the authors' defaults and with the tuned values
     (reusing the checkpoints their search trials left), and the base model (evaluated once)."""
-    def dkan(trial: Trial, row: str) -> list[SeedJob]:
+    layout = plan.layout
+
+    def dkan(candidate: Candidate, row: str) -> list[SeedJob]:
         jobs = []
         for s in plan.seeds:
-            ckpt = study.runs_dir / (trial.trial_id or "-") / f"seed{s}" / runfolder.FINAL
+            ckpt = layout.trial_seed(study.key, candidate.trial_id, s) / runfolder.FINAL
             reuse = str(ckpt) if ckpt.is_file() else None  # a seed the trial did not finish is fine-tuned here
-            out = final_dir(study.runs_dir, row, s)
-            jobs.append(finetune_job(study.template, "dkan", s, out, "test", trial.hparams, reuse))
+            jobs.append(finetune_job(study.template, "dkan", s, layout.test_seed(study.key, row, s), "test",
+                                     candidate.hparams, reuse))
         return jobs
 
-    tfa = [finetune_job(study.template, "tfa", s, final_dir(study.runs_dir, "tfa", s), "test") for s in plan.seeds]
-    rows = {"tfa": tfa, "dkan": dkan(tuned, "dkan")}
-    rows["dkan_defaults"] = rows["dkan"] if defaults.hparams == tuned.hparams else dkan(defaults, "dkan_defaults")
-    base_out = str(final_dir(study.runs_dir, "base", 0))
-    base_cfg = replace(plan.base_template(study.split), out=base_out, eval_split="test")
+    tfa = [finetune_job(study.template, "tfa", s, layout.test_seed(study.key, "tfa", s), "test") for s in plan.seeds]
+    rows = {"tfa": tfa, "dkan": dkan(selection.tuned, "dkan")}
+    same = selection.defaults.hparams == selection.tuned.hparams
+    rows["dkan_defaults"] = rows["dkan"] if same else dkan(selection.defaults, "dkan_defaults")
+    base_cfg = replace(plan.base_template(study.split), out=str(layout.test_seed(study.key, "base", 0)),
+                       eval_split="test")
     rows["base"] = [SeedJob("base", 0, base_cfg, reuse=str(base_ckpt), label="base/0")]
     return rows
 
@@ -67,10 +60,10 @@ def pack(jobs: list[SeedJob], bins: int) -> list[list[SeedJob]]:
     return [sorted(g, key=lambda j: (j.method, j.seed)) for g in groups if g]
 
 
-def final_trial(config: dict[str, Any], *, plan: Plan, groups: list[list[SeedJob]]) -> None:
-    """One share of the test phase: the packed group ``config["group"]``."""
-    name = f"final_{tune.get_context().get_trial_id()}"
-    run_jobs(groups[config["group"]], plan.resources, name, plan.train_storage, in_trial=True,
+def run_group(config: dict[str, Any], *, plan: Plan, groups: list[list[SeedJob]]) -> None:
+    """One share of the test phase (a Tune trial): the packed group ``config["group"]``."""
+    name = f"test_{tune.get_context().get_trial_id()}"
+    run_jobs(groups[config["group"]], plan.resources, name, plan.layout.train_storage, in_trial=True,
              max_failures=plan.budget.max_failures, session=plan.session)
 
 
@@ -87,14 +80,13 @@ def raise_failed_groups(key: str, grid) -> None:
             "Fix: fix the cause, then rerun with --resume (finished test jobs are kept, only the rest run)")
 
 
-def run_test_phase(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base_ckpt: Path,
-                   resume: bool) -> dict[str, dict[int, dict[str, float]]]:
+def run_test_phase(plan: Plan, study: StudySpec, selection: Selection, base_ckpt: Path, resume: bool) -> PerRow:
     """{row: {seed: AP metrics}} on test; rows ``tfa``, ``dkan_defaults``, ``dkan`` (tuned), ``base``."""
-    rows = final_jobs(plan, study, tuned, defaults, base_ckpt)
+    rows = row_jobs(plan, study, selection, base_ckpt)
     jobs = list({j.out: j for js in rows.values() for j in js}.values())  # a row may share another's jobs
     groups = pack(jobs, plan.max_concurrent)
-    path = plan.out / "ray_results" / f"{study.key}_test"
-    trainable = tune.with_resources(tune.with_parameters(final_trial, plan=plan, groups=groups), {"cpu": DRIVER_CPU})
+    path = plan.layout.test_state(study.key)
+    trainable = tune.with_resources(tune.with_parameters(run_group, plan=plan, groups=groups), {"cpu": DRIVER_CPU})
     console = TestPhaseConsole(study.key, len(jobs), sum(1 for j in jobs if not j.reuse), len(groups))
     grid = fit_tuner(path, trainable, resume, lambda: tune.Tuner(
         trainable, param_space={"group": tune.grid_search(list(range(len(groups))))},
@@ -103,9 +95,9 @@ def run_test_phase(plan: Plan, study: Study, tuned: Trial, defaults: Trial, base
                                   callbacks=[console],
                                   failure_config=tune.FailureConfig(max_failures=plan.budget.max_failures))))
     raise_failed_groups(study.key, grid)
-    out: dict[str, dict[int, dict[str, float]]] = {}
-    for row, row_jobs in rows.items():
-        for job in row_jobs:
+    out: PerRow = {}
+    for row, jobs_of_row in rows.items():
+        for job in jobs_of_row:
             m = runfolder.done_metrics(job.out)
             if m is None:
                 raise RuntimeError(f"test evaluation of {job.label} left no results in {job.out}")

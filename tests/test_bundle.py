@@ -18,21 +18,21 @@ KEY = "prepared_split1_2shot"
 
 
 def test_bundle_paths_are_relative_to_the_yaml(tmp_path):
-    from dkan.cli import _bundle_paths
+    from dkan.bundle import resolve_paths
 
     cfg = {"provenance": {"bundle": 1}, "base_checkpoint": "base_model.pt", "out": "reproduce",
            "data": {"root": "/abs/data"}}
-    got = _bundle_paths(cfg, tmp_path / "b" / "config.yaml")
+    got = resolve_paths(cfg, tmp_path / "b" / "config.yaml")
     assert got["base_checkpoint"] == str(tmp_path / "b" / "base_model.pt")
     assert got["out"] == str(tmp_path / "b" / "reproduce") and got["data"]["root"] == "/abs/data"
     plain = {"base_checkpoint": "runs/base/model_final.pt", "out": "runs/x"}  # not a bundle: relative to the cwd
-    assert _bundle_paths(plain, tmp_path / "config.yaml") == plain
+    assert resolve_paths(plain, tmp_path / "config.yaml") == plain
 
 
 def test_pyfunc_input_forms():
     import pandas as pd
 
-    from sweeps.pyfunc_model import as_images
+    from sweeps.outputs.pyfunc_model import as_images
 
     assert as_images(pd.DataFrame({"image": ["a.jpg", "b.png"]})) == [("a.jpg", "a.jpg"), ("b.png", "b.png")]
     assert as_images(["c.jpg"]) == [("c.jpg", "c.jpg")]

@@ -11,6 +11,7 @@ import sweeps.console as console
 from sweeps.console import TrialConsole, error_line
 from sweeps.jobs import WorkerResources
 from sweeps.plan import Budget, ClassSplitSpec, Plan
+from sweeps.progress import JobsReport, TrialReport
 from sweeps.space import DEFAULT_SPACE
 
 HP = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}
@@ -38,7 +39,11 @@ def trial(tid: str, status: str = "RUNNING", **kw) -> SimpleNamespace:
 
 
 def result(seed: int, done: int, ap: float, mean: float) -> dict:
-    return {"seeds_done": done, "last_seed": seed, f"seed{seed}_AP_all": ap, "val_AP_all": mean}
+    """A trial's report after ``done`` seeds, the last ``seed`` at ``ap``, the running mean ``mean``."""
+    earlier = {s: {"AP_all": mean} for s in range(1, done)}  # the mean is given, not recomputed
+    r = TrialReport("val", {**{s: m["AP_all"] for s, m in earlier.items()}, seed: ap},
+                    {"AP_base": mean, "AP_novel": mean, "AP_all": mean}, seed)
+    return r.to_metrics()
 
 
 def test_one_line_per_trial_event(clock, capsys):
@@ -186,11 +191,14 @@ def test_test_phase_says_what_it_runs_and_each_job_done(clock, capsys):
     c = console.TestPhaseConsole("k", n_jobs=4, n_train=2, groups=2)
     c.setup()
     g1, g2 = trial("g1"), trial("g2")
-    c.on_trial_result(0, [g1, g2], g1, {"jobs_done": 1, "last_job": "tfa/1"})
+    def done(n: int, label: str) -> dict:
+        return JobsReport(n, label).to_metrics()
+
+    c.on_trial_result(0, [g1, g2], g1, done(1, "tfa/1"))
     clock.now += 90
-    c.on_trial_result(0, [g1, g2], g2, {"jobs_done": 1, "last_job": "dkan/1"})
-    c.on_trial_result(0, [g1, g2], g2, {"jobs_done": 1, "last_job": "dkan/1"})  # a restarted group repeats it
-    c.on_trial_result(0, [g1, g2], g1, {"jobs_done": 2, "last_job": "base/0"})
+    c.on_trial_result(0, [g1, g2], g2, done(1, "dkan/1"))
+    c.on_trial_result(0, [g1, g2], g2, done(1, "dkan/1"))  # a restarted group repeats it
+    c.on_trial_result(0, [g1, g2], g1, done(2, "base/0"))
     assert capsys.readouterr().out.splitlines() == [
         "[k] test phase: 4 jobs on test (2 fine-tunes, 2 evaluations of checkpoints the search made or the base "
         "model) in 2 group(s) at once",

@@ -12,7 +12,8 @@ import pytest
 
 from sweeps.jobs import WorkerResources
 from sweeps.localray import WorkersDidNotStart
-from sweeps.tracking import Tracker, TrackingError, TrialLogger, filter_value, mask_uri, real_uri
+from sweeps.tracking import Tracker, TrackingError, filter_value, mask_uri, real_uri
+from sweeps.trial_logger import TrialLogger
 
 
 @pytest.mark.parametrize(
@@ -295,7 +296,9 @@ def test_mlflow_outage_mid_search_warns_goes_on_and_is_completed_at_the_end(tmp_
     the final state, so the run is not left RUNNING."""
     from types import SimpleNamespace
 
-    from sweeps.tracking import TAG_KEY, TAG_TRIAL, log_trials
+    from sweeps.outputs.mlflow_log import log_trials
+    from sweeps.progress import TrialReport
+    from sweeps.tracking import TAG_KEY, TAG_TRIAL
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     logger = TrialLogger(uri, "exp", None, "key", 2)
@@ -311,7 +314,7 @@ def test_mlflow_outage_mid_search_warns_goes_on_and_is_completed_at_the_end(tmp_
 
     real_client = logger.tracker.client
     monkeypatch.setattr(logger.tracker, "client", Down())
-    result = {"seeds_done": 2, "last_seed": 2, "val_AP_all": 0.5, "seed2_AP_all": 0.4}
+    result = TrialReport.of_seeds("val", [(1, {"AP_all": 0.6}), (2, {"AP_all": 0.4})]).to_metrics()
     logger.on_trial_result(0, [], trial, result)
     logger.on_trial_complete(0, [], trial)
     out = capsys.readouterr().out
@@ -322,7 +325,7 @@ def test_mlflow_outage_mid_search_warns_goes_on_and_is_completed_at_the_end(tmp_
     assert "reachable again" in capsys.readouterr().out
 
     done = {"trial_id": "t1", "config": {"seed": 1}, "wall_s": 3.0, "state": "completed", "seeds_done": 2,
-            "final": {"val_AP_all": 0.5}}
+            "last_metrics": {"val_AP_all": 0.5}}
     log_trials(logger.tracker, "key", [done], None, "", synthetic_prepared, "v", (1, 0))
     run = real_client.get_run(run_id)
     assert run.info.status == "FINISHED" and run.data.metrics["val_AP_all"] == 0.5

@@ -1,4 +1,5 @@
-"""sweeps.figures: a study's PNGs from its test checkpoint, test rows and search trials; failures only warn."""
+"""sweeps.outputs.figures: a study's PNGs from its test checkpoint, test rows and search trials; failures only
+warn."""
 
 from __future__ import annotations
 
@@ -16,21 +17,34 @@ from dkan.config import BaseTrainConfig, DataConfig, FinetuneConfig, to_dict
 from dkan.data.splits import NEU_DET_SPLITS
 from dkan.model.checkpoint import save_checkpoint
 from dkan.model.detector import build_detector
-from sweeps.figures import FigureWarning, optuna_study, selected_checkpoint, study_figures, trial_rows
 from sweeps.jobs import WorkerResources
-from sweeps.plan import Budget, ClassSplitSpec, Plan, Study
+from sweeps.layout import model_in
+from sweeps.outcome import Findings, Shipped, StudyOutcome
+from sweeps.outputs.figures import FigureWarning, optuna_study, trial_rows, write_figures
+from sweeps.plan import Budget, ClassSplitSpec, Plan, StudySpec
+from sweeps.progress import TrialReport
+from sweeps.selection import Candidate, Selection, summarize
 from sweeps.space import DEFAULT_SPACE
 
 CLASSES = NEU_DET_SPLITS[1].base
 KEY = "prepared_split1_1shot"
 
 
-def _plan(data: Path, out: Path, seeds=(1, 2)) -> tuple[Plan, Study]:
-    plan = Plan(data_root=data, dataset="prepared", splits=(ClassSplitSpec("split1", 1),), shots=(1,), seeds=seeds,
+def _plan(data: Path, out: Path, seeds=(1, 2)) -> Plan:
+    return Plan(data_root=data, dataset="prepared", splits=(ClassSplitSpec("split1", 1),), shots=(1,), seeds=seeds,
                 profile="cpu-quick", budget=Budget(trials=3), space=dict(DEFAULT_SPACE), resources=WorkerResources(),
                 out=out, tracking_uri=f"sqlite:///{out / 'mlflow.db'}", protocol="val", base_checkpoint=None,
                 cache_dir=out / "cache")
-    return plan, Study(plan.splits[0], 1, KEY, FinetuneConfig(), out / "runs" / KEY)
+
+
+def _outcome(plan: Plan, grid: list, tuned: str = "t0") -> StudyOutcome:
+    """A study's outcome with the figures' inputs: the test rows and the search's trials."""
+    trials = tuple(summarize(grid))
+    best = next(t for t in trials if t.trial_id == tuned)
+    selection = Selection(Candidate(best.hparams, tuned), Candidate(best.hparams, tuned), best, trials, len(plan.seeds))
+    study = StudySpec(plan.splits[0], 1, KEY, FinetuneConfig())
+    return StudyOutcome(study, "run", plan.out / "base.pt", selection, _per_row(), Findings({}, {}, [], {}, {}),
+                        Shipped(1, plan.out / "model.pt"))
 
 
 def _checkpoint(path: Path, data: Path) -> Path:
@@ -49,8 +63,10 @@ def _grid() -> list[SimpleNamespace]:
     """A Tune ResultGrid's shape: the selected trial, one ASHA stopped, one failed, one more completed."""
     def result(tid, fka, ap, seeds, error=None):
         config = {"fka_weight": fka, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 2.0 + fka}
-        metrics = {"trial_id": tid, "val_AP_all": ap, "seeds_done": seeds} if ap is not None else {}
-        return SimpleNamespace(config=config, error=error, metrics=metrics)
+        if ap is None:
+            return SimpleNamespace(config=config, error=error, metrics={})
+        report = TrialReport.of_seeds("val", [(s, {"AP_all": ap}) for s in range(1, seeds + 1)])
+        return SimpleNamespace(config=config, error=error, metrics={"trial_id": tid, **report.to_metrics()})
     return [result("t0", 1.0, 0.30, 2), result("t1", 0.1, 0.10, 1), result("t2", 3.0, None, 0, RuntimeError("x")),
             result("t3", 5.0, 0.20, 2)]
 
@@ -67,9 +83,9 @@ def _png_size(path: Path) -> tuple[int, int]:
 
 
 def test_study_figures_draws_every_figure_from_the_selected_checkpoint(synthetic_prepared, tmp_path):
-    plan, study = _plan(synthetic_prepared, tmp_path / "out")
-    _checkpoint(study.runs_dir / "final_dkan" / "seed1" / "model_final.pt", synthetic_prepared)
-    made = study_figures(plan, study, _per_row(), _grid(), "t0")
+    plan = _plan(synthetic_prepared, tmp_path / "out")
+    _checkpoint(plan.layout.test_seed(KEY, "dkan", 1) / "model_final.pt", synthetic_prepared)
+    made = write_figures(plan, plan.layout, _outcome(plan, _grid()))
     names = {"pr_curves", "detections", "seed_spread", "hparams", "optuna_importance", "optuna_history"}
     assert set(made) == names
     for name, path in made.items():
@@ -80,27 +96,28 @@ def test_study_figures_draws_every_figure_from_the_selected_checkpoint(synthetic
 
 
 def test_reused_search_checkpoint_is_found_through_metrics_json(synthetic_prepared, tmp_path):
-    plan, study = _plan(synthetic_prepared, tmp_path / "out")
-    trial_ckpt = study.runs_dir / "t0" / "seed1" / "model_final.pt"
+    layout = _plan(synthetic_prepared, tmp_path / "out").layout
+    trial_ckpt = layout.trial_seed(KEY, "t0", 1) / "model_final.pt"
     trial_ckpt.parent.mkdir(parents=True)
     trial_ckpt.write_bytes(b"")
-    final = study.runs_dir / "final_dkan" / "seed1"
-    final.mkdir(parents=True)
-    (final / "metrics.json").write_text(json.dumps({"AP_all": 0.1, "source": "reused", "checkpoint": str(trial_ckpt)}))
-    assert selected_checkpoint(study, 1) == trial_ckpt
-    assert selected_checkpoint(study, 2) is None
+    test = layout.test_seed(KEY, "dkan", 1)
+    test.mkdir(parents=True)
+    (test / "metrics.json").write_text(json.dumps({"AP_all": 0.1, "source": "reused", "checkpoint": str(trial_ckpt)}))
+    assert model_in(test) == trial_ckpt
+    assert model_in(layout.test_seed(KEY, "dkan", 2)) is None
+    assert model_in(trial_ckpt.parent) == trial_ckpt  # a fine-tune's own model
 
 
 def test_a_figure_that_fails_warns_and_the_others_are_drawn(synthetic_prepared, tmp_path):
-    plan, study = _plan(synthetic_prepared, tmp_path / "out")  # no checkpoint at all: no PR curves, no drawings
+    plan = _plan(synthetic_prepared, tmp_path / "out")  # no checkpoint at all: no PR curves, no drawings
     with pytest.warns(FigureWarning, match="pr_curves not drawn: FileNotFoundError: no test checkpoint"):
-        made = study_figures(plan, study, _per_row(), _grid()[2:3] + _grid()[:1], "t0")
+        made = write_figures(plan, plan.layout, _outcome(plan, _grid()[2:3] + _grid()[:1]))
     assert set(made) == {"seed_spread", "hparams"}  # one trial with a value: no Optuna figures either
     assert not (tmp_path / "out" / "plots" / KEY / "pr_curves.png").exists()
 
 
 def test_optuna_study_rebuilt_from_the_grid_and_trial_states():
-    rows = trial_rows(_grid(), "val_AP_all", 2, "t0")
+    rows = trial_rows(summarize(_grid()), "val_AP_all", 2, "t0")
     assert [r["state"] for r in rows] == ["selected", "stopped early", "failed", "completed"]
     assert math.isnan(rows[2]["val_AP_all"])
     study = optuna_study(rows, DEFAULT_SPACE, "val_AP_all")

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from dkan.cli import main
-from dkan.report import ReportError, load_run, main_table, write_report
+from sweeps.outputs.report import ReportError, load_run, main_table, write_report
 
 PNG = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
 
@@ -145,19 +145,27 @@ def test_script_and_cli_write_the_report(run_dir):
 
 
 def test_search_summary_names_the_failed_trials_and_counts_the_rest():
-    from sweeps.report import TrialOutcome, search_line, search_summary
+    from sweeps.outputs.results import search_lines
+    from sweeps.progress import TrialReport
+    from sweeps.selection import Candidate, Selection, TrialSummary
 
-    outs = [TrialOutcome({"fka_weight": 1.0}, 3), TrialOutcome({"fka_weight": 0.5}, 1),
-            TrialOutcome({"fka_weight": 9.0}, 1, "RayTaskError: ...\nTrainingError: iteration 2: loss term fka is nan")]
-    s = search_summary(outs, 3)
+    def ran(n: int) -> TrialReport:
+        return TrialReport.of_seeds("val", [(s, {"AP_all": 0.1}) for s in range(1, n + 1)])
+
+    outs = [TrialSummary("a", {"fka_weight": 1.0}, ran(3), None), TrialSummary("b", {"fka_weight": 0.5}, ran(1), None),
+            TrialSummary("c", {"fka_weight": 9.0}, ran(1),
+                         "RayTaskError: ...\nTrainingError: iteration 2: loss term fka is nan")]
+    sel = Selection(Candidate({}), Candidate({}), outs[0], tuple(outs), 3)
+    s = sel.search_summary()
     assert (s["trials"], s["all_seeds"], s["stopped_early"], len(s["failed"])) == (3, 1, 1, 1)
-    line = search_line(s, 3)
+    assert sel.finetunes == 5
+    line = "\n".join(search_lines(s, 3))
     assert line.startswith("search: 3 trials: 1 ran all 3 seeds, 1 stopped early, 1 failed")
     assert "failed (fka_weight=9) after 1 seed(s): TrainingError: iteration 2: loss term fka is nan" in line
 
 
 def test_sentences_prefer_verdicts_and_name_failed_trials_and_voc07_reference_is_labelled():
-    from dkan.report import Study, sentences
+    from sweeps.outputs.report import StudyResults, sentences
 
     data = {"verdict": ["no significant difference over 3 seeds (...): keep TFA"],
             "stats": {"dkan_vs_tfa": {"p_value": 0.25, "mean_diff": 0.01}},
@@ -169,13 +177,13 @@ def test_sentences_prefer_verdicts_and_name_failed_trials_and_voc07_reference_is
     assert "  - failed (fka_weight=9) after ? seed(s): TrainingError: loss is nan" in lines
     ref = {"TFA (paper)": {"voc07/AP_base": {"mean": 0.595}, "voc07/AP_novel": {"mean": 0.18},
                            "voc07/AP_all": {"mean": 0.387}}}
-    run = type("R", (), {"studies": [Study("k", "neu-det", "split1", 5, {"table": {}, "reference": ref})]})()
+    run = type("R", (), {"studies": [StudyResults("k", "neu-det", "split1", 5, {"table": {}, "reference": ref})]})()
     _, rows = main_table(run)
     assert rows == [["neu-det", "split1", "5", "TFA (paper) (reference) [VOC07 AP50]", "59.5", "18.0", "38.7", ""]]
 
 
 def test_the_paper_rows_are_not_put_beside_synthetic_data(synthetic_prepared, tmp_path):
-    from sweeps.report import is_synthetic
+    from dkan.data.prepared import is_synthetic
 
     assert is_synthetic(synthetic_prepared)
     assert not is_synthetic(tmp_path)  # no dataset.yaml: treated as real data

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from sweeps.progress import TrialReport
 from sweeps.schedulers import PairedSeedScheduler, Recording, make_scheduler, paired_worse, replay, seed_values
 
 FIXTURE = Path(__file__).parent / "fixtures" / "trial_recording.json"
@@ -28,14 +29,21 @@ def test_wilcoxon_cannot_reach_small_levels_on_few_seeds():
     assert paired_worse(worse, best, alpha=0.1, test="wilcoxon")  # p = 1/16
 
 
+def _result(aps: list[float]) -> dict:
+    """A trial's report after len(aps) seeds, as Tune hands it to a scheduler (flattened)."""
+    from ray.tune.utils import flatten_dict
+
+    return flatten_dict(TrialReport.of_seeds("val", [(s, {"AP_all": v}) for s, v in enumerate(aps, 1)]).to_metrics())
+
+
 def test_seed_values_reads_each_seed_and_leaves_out_nan():
-    r = {"val_AP_all": 0.2, "seeds_done": 3, "seed1_AP_all": 0.1, "seed2_AP_all": float("nan"), "seed3_AP_all": 0.3}
-    assert seed_values(r) == {1: 0.1, 3: 0.3}
+    r = _result([0.1, float("nan"), 0.3])
+    assert seed_values(r) == {1: 0.1, 3: 0.3} and r["seeds_done"] == 3 and r["val_AP_all"] == pytest.approx(0.2)
+    assert seed_values({"jobs_done": 1}) == {}
 
 
 def _report(sched: PairedSeedScheduler, trial: str, aps: list[float]) -> str:
-    result = {"seeds_done": len(aps), **{f"seed{s}_AP_all": v for s, v in enumerate(aps, 1)}}
-    return sched.on_trial_result(None, SimpleNamespace(trial_id=trial), result)
+    return sched.on_trial_result(None, SimpleNamespace(trial_id=trial), _result(aps))
 
 
 def test_never_stops_before_grace_and_stops_a_bad_trial_at_grace():

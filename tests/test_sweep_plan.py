@@ -138,11 +138,19 @@ def test_seed_results_on_disk_and_running_report(tmp_path):
         (SeedJob("dkan", 1, cfg), done),
         (SeedJob("dkan", 2, cfg), {"AP_all": 0.3, "AP_base": 0.2, "AP_novel": 0.4, "fit_seconds": 5.0}),
     ]
-    r = progress_report(per_seed, "val_")
-    assert r["seeds_done"] == 2 and r["last_seed"] == 2 and r["fit_seconds_total"] == 8.0
-    assert r["val_AP_all"] == pytest.approx(0.4) and r["val_AP_base"] == pytest.approx(0.4)
-    assert r["val_AP_novel"] == pytest.approx(0.4)  # the NaN seed is left out of the mean
-    assert r["seed1_AP_all"] == 0.5 and r["seed2_AP_all"] == 0.3
+    from ray.tune.utils import flatten_dict
+
+    from sweeps.progress import JobsReport, TrialReport
+
+    r = progress_report(per_seed, "val")
+    assert (r.seeds_done, r.last_seed, r.fit_seconds_total, r.seed_ap) == (2, 2, 8.0, {1: 0.5, 2: 0.3})
+    assert r.objective == pytest.approx(0.4) and r.means["AP_base"] == pytest.approx(0.4)
+    assert r.means["AP_novel"] == pytest.approx(0.4)  # the NaN seed is left out of the mean
+    sent = r.to_metrics()  # what crosses Ray: Tune's own keys and names, read back typed (also when flattened)
+    assert sent["seeds_done"] == 2 and sent["val_AP_all"] == pytest.approx(0.4)
+    assert TrialReport.from_result(sent) == TrialReport.from_result(flatten_dict(sent)) == r
+    mixed = progress_report(per_seed, None)  # the test phase's jobs: counts only
+    assert mixed == JobsReport(2, "", 8.0) and TrialReport.from_result(mixed.to_metrics()) is None
 
 
 def test_test_phase_jobs_are_packed_into_balanced_trials():
@@ -192,15 +200,23 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
     from types import SimpleNamespace as R
 
     from dkan.errors import DkanError
-    from sweeps.search import pick_best
+    from sweeps.progress import TrialReport
+    from sweeps.selection import pick_best, summarize
 
-    ok = R(error=None, metrics={"val_AP_all": 0.3, "seeds_done": 2})
-    better_but_failed = R(error=RuntimeError("x"), metrics={"val_AP_all": 0.9, "seeds_done": 1})
-    assert pick_best([ok, better_but_failed], "val_AP_all", 2) is ok
-    lost = R(error=RuntimeError("Traceback ...\nActorDiedError: the node running it was removed"), metrics={})
+    def seeds(*aps):
+        return {"trial_id": f"t{aps}", **TrialReport.of_seeds("val", [(s, {"AP_all": a}) for s, a in
+                                                                       enumerate(aps, 1)]).to_metrics()}
+
+    ok = R(error=None, metrics=seeds(0.3, 0.3), config={"fka_weight": 1.0})
+    better_but_failed = R(error=RuntimeError("x"), metrics=seeds(0.9), config={"fka_weight": 2.0})
+    partial = R(error=None, metrics=seeds(0.8), config={"fka_weight": 3.0})  # stopped early: not picked over ok
+    trials = summarize([ok, better_but_failed, partial])
+    assert pick_best(trials, 2) == trials[0] and trials[0].hparams == {"fka_weight": 1.0}
+    lost = R(error=RuntimeError("Traceback ...\nActorDiedError: the node running it was removed"), metrics={},
+             config={})
     with pytest.raises(DkanError, match=r"\(2 of 2 failed; the first error: ActorDiedError: the node running it was "
                        r"removed\)\. Fix: .* --resume"):
-        pick_best([lost, better_but_failed], "val_AP_all", 2)
+        pick_best(summarize([lost, better_but_failed]), 2)
 
 
 def test_a_failed_test_phase_group_is_a_clear_error_naming_the_fix():

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from sweeps.space import AUTHORS_DEFAULTS, DEFAULT_SPACE, Range, SearchSpaceError, first_points, load_space, to_optuna
+from dkan.config import authors_defaults
+from sweeps.space import DEFAULT_SPACE, Range, SearchSpaceError, first_points, load_space, to_optuna
 
 
 def test_default_space_matches_the_issue_and_starts_at_the_authors_values():
@@ -10,7 +11,7 @@ def test_default_space_matches_the_issue_and_starts_at_the_authors_values():
         0.001, 1.0, True
     )
     assert DEFAULT_SPACE["fka_tau"] == Range(1.0, 10.0) and DEFAULT_SPACE["lka_tau"] == Range(1.0, 10.0)
-    assert first_points(DEFAULT_SPACE) == [AUTHORS_DEFAULTS]
+    assert first_points(DEFAULT_SPACE) == [authors_defaults(1)]
     dist = to_optuna(DEFAULT_SPACE)
     assert dist["fka_weight"].log and dist["lka_tau"].low == 1.0
 

@@ -79,7 +79,7 @@ def test_dataset_input_names_the_prepared_data_and_its_manifest_digest(store, sy
 
 
 def test_base_run_has_config_metrics_and_loss_curve(store, synthetic_prepared, tmp_path):
-    from sweeps.tracking import log_base_run
+    from sweeps.outputs.mlflow_log import log_base_run
 
     out, tracker = store
     folder = tmp_path / "base"
@@ -97,7 +97,7 @@ def test_base_run_has_config_metrics_and_loss_curve(store, synthetic_prepared, t
 
 
 def test_trial_names_read_like_their_hyperparameters():
-    from sweeps.tracking import trial_name
+    from sweeps.trial_logger import trial_name
 
     hp = {"fka_weight": 0.4412, "lka_weight": 0.01436, "fka_tau": 2.0}
     assert trial_name(3, hp) == "trial 3: fka 0.44 / lka 0.014"
@@ -105,7 +105,7 @@ def test_trial_names_read_like_their_hyperparameters():
 
 
 def test_registered_names_are_sanitised():
-    from sweeps.models import registered_name
+    from sweeps.outputs.registry import registered_name
 
     assert registered_name("NEU-DET", "split1", "5shot") == "NEU-DET-split1-5shot"
     assert registered_name("my data", "base-a/b", "base") == "my-data-base-a-b-base"

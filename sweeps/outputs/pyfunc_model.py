@@ -45,12 +45,13 @@ class DetectorModel(PythonModel):
     """A dkan checkpoint (artifact ``checkpoint``: a model_final.pt) as an MLflow model."""
 
     def load_context(self, context) -> None:
-        from dkan.predict import load_checkpoint_model
+        from dkan.inference import load_checkpoint_model
 
         self.loaded = load_checkpoint_model(context.artifacts["checkpoint"], os.environ.get("DKAN_DEVICE", "cpu"))
 
     def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from dkan.predict import detect, read_image
+        from dkan.data.images import read_image
+        from dkan.inference import detect
 
         model, classes = self.loaded.model, self.loaded.classes
         model.roi_heads.score_thresh = float((params or {}).get("score_thresh", 0.05))

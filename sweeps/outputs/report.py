@@ -1,9 +1,10 @@
-"""One report of a sweep's run folder: ``RUN_DIR/report.html`` (self-contained) and ``report.md``.
+"""One report of a sweep's run folder: ``RUN_DIR/report.html`` (self-contained) and ``report.md``
+(`dkan report RUN_DIR`; the sweep writes it at its end).
 
 Reads ``results/*.json`` (each ``{"table": {row: {metric: {mean, std, n}}}, "per_seed": ...,
 "best_hyperparameters": ...}``; optional ``reference`` rows and ``stats`` / ``verdict``),
 ``best_configs/`` (YAMLs or bundle folders, with their ``provenance``) and the PNGs under
-``plots/``. A study's plots are those whose path holds its key (``plots/<key>/...``).
+``plots/`` (paths: ``sweeps.layout.RunLayout``). A study's plots are those under ``plots/<key>/``.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dkan import runfolder
+from dkan.bundle import find_bundles
 from dkan.errors import DkanError
 from dkan.names import HEADLINE, PER_CLASS_PREFIX
+from sweeps.layout import RunLayout
+from sweeps.outputs.results import search_lines
 
 STUDY_KEY = re.compile(r"^(?P<dataset>.+?)_(?P<split>[^_]+)_(?P<shots>\d+)shot$")  # older files: no "study" entry
 
@@ -31,7 +34,9 @@ class ReportError(DkanError, ValueError):
 
 
 @dataclass
-class Study:
+class StudyResults:
+    """One study's results file, as the report reads it."""
+
     key: str
     dataset: str
     split: str | int | None  # the class split's name (split1, or a user's)
@@ -53,7 +58,7 @@ class Bundle:
 @dataclass
 class RunSummary:
     run_dir: Path
-    studies: list[Study]
+    studies: list[StudyResults]
     bundles: list[Bundle] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
 
@@ -61,12 +66,13 @@ class RunSummary:
 def load_run(run_dir: Path) -> RunSummary:
     """Everything the report shows; a clear error when there are no results to show."""
     run_dir = Path(run_dir)
+    layout = RunLayout(run_dir)
     if not run_dir.is_dir():
         raise ReportError(
             f"{run_dir}: not a folder. Fix: pass the --out folder of a sweep (python sweeps/run_tune.py --out DIR)"
         )
     studies = []
-    for path in sorted((run_dir / "results").glob("*.json")):
+    for path in sorted(layout.results_dir.glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
@@ -77,34 +83,25 @@ def load_run(run_dir: Path) -> RunSummary:
             dataset = named.get("dataset") or (m["dataset"] if m else path.stem)
             split = named.get("split") or (m["split"] if m else None)
             shots = named.get("shots") or (int(m["shots"]) if m else None)
-            studies.append(Study(path.stem, dataset, split, shots, data))
+            studies.append(StudyResults(path.stem, dataset, split, shots, data))
     if not studies:
         raise ReportError(
-            f"{run_dir / 'results'}: no study results (*.json with a 'table'). Fix: pass the --out folder "
+            f"{layout.results_dir}: no study results (*.json with a 'table'). Fix: pass the --out folder "
             "of a sweep that finished at least one (split, K) study"
         )
     studies.sort(
         key=lambda s: (s.dataset, str(s.split or ""), s.shots if s.shots is not None else -1, s.key)
     )
-    plots = sorted((run_dir / "plots").rglob("*.png")) if (run_dir / "plots").is_dir() else []
-    return RunSummary(run_dir, studies, _bundles(run_dir), plots)
+    plots = sorted(layout.plots_dir.rglob("*.png")) if layout.plots_dir.is_dir() else []
+    return RunSummary(run_dir, studies, _bundles(layout), plots)
 
 
-def _bundles(run_dir: Path) -> list[Bundle]:
-    out = []
-    for path in sorted((run_dir / "best_configs").rglob("*.y*ml")) if (run_dir / "best_configs").is_dir() else []:
-        try:
-            cfg = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
-            cfg = {}
-        files = sorted(
-            str(p.relative_to(run_dir))
-            for p in path.parent.iterdir()
-            if p.suffix in (".pt", ".pth") or p.name == "MLmodel"
-        )
-        if isinstance(cfg, dict) and ("provenance" in cfg or "base_checkpoint" in cfg):  # not an MLmodel's conda.yaml
-            out.append(Bundle(path, cfg.get("provenance") or {}, files))
-    return out
+def _bundles(layout: RunLayout) -> list[Bundle]:
+    def files(folder: Path) -> list[str]:  # model / checkpoint files beside a bundle's config
+        return sorted(str(p.relative_to(layout.root)) for p in folder.iterdir()
+                      if p.suffix in (".pt", ".pth") or p.name == "MLmodel")
+
+    return [Bundle(path, prov, files(path.parent)) for path, prov in find_bundles(layout.bundles_dir)]
 
 
 # ---------------------------------------------------------------- tables
@@ -201,21 +198,6 @@ def sentences(data: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def search_lines(search: Mapping[str, Any], n_seeds: int | None = None) -> list[str]:
-    """How a sweep's search went (its results' ``search`` block): the counts, then each failed trial
-    with its hyperparameters and the last line of its error."""
-    every = f"ran all {n_seeds} seeds" if n_seeds else "ran every seed"
-    failed = search.get("failed") or []
-    lines = [f"search: {search['trials']} trials: {search.get('all_seeds', 0)} {every}, "
-             f"{search.get('stopped_early', 0)} stopped early, {len(failed)} failed"]
-    for f in failed:
-        hp = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}"
-                       for k, v in (f.get("hyperparameters") or {}).items())
-        err = (str(f.get("error") or "error").strip().splitlines() or ["error"])[-1][:300]
-        lines.append(f"  - failed ({hp}) after {f.get('seeds_done', '?')} seed(s): {err}")
-    return lines
-
-
 def mlflow_ids(run: RunSummary) -> list[tuple[str, str, str]]:
     """(where, key, run id) for every ``*run_id`` in bundle provenance and results."""
     found = []
@@ -248,7 +230,7 @@ def _study_plots(run: RunSummary) -> list[tuple[str, list[Path]]]:
     return groups + ([("other plots", rest)] if rest else [])
 
 
-def _hparams(s: Study) -> str:
+def _hparams(s: StudyResults) -> str:
     hp = s.data.get("best_hyperparameters") or {}
     text = ", ".join(f"{k}={v:.4g}" if isinstance(v, (int, float)) else f"{k}={v}" for k, v in hp.items())
     n = s.data.get("seed_finetunes_in_search")
@@ -358,14 +340,14 @@ def render_html(run: RunSummary) -> str:
 
 def seed_spread_plots(run: RunSummary) -> list[Path]:
     """Draw ``plots/<key>/seed_spread_AP_all.png`` for each study that has no plots yet."""
-    from dkan.plots import plot_seed_spread
+    from sweeps.outputs.plots import plot_seed_spread
 
     made = []
     for key, plots in _study_plots(run):
         study = next((s for s in run.studies if s.key == key), None)
         if study is None or plots or not study.data.get("per_seed"):
             continue
-        path = run.run_dir / "plots" / key / "seed_spread_AP_all.png"
+        path = RunLayout(run.run_dir).plots(key) / "seed_spread_AP_all.png"
         plot_seed_spread(study.data["per_seed"], "AP_all", f"{key}: AP_all over seeds (test)", path)
         made.append(path)
     return made
@@ -376,12 +358,23 @@ def write_report(run_dir: Path, make_plots: bool = True) -> tuple[Path, Path]:
     run = load_run(Path(run_dir))
     if make_plots and seed_spread_plots(run):
         run = load_run(run.run_dir)
-    out_html, out_md = run.run_dir / "report.html", run.run_dir / "report.md"
-    for path, text in ((out_html, render_html(run)), (out_md, render_markdown(run))):
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
-    return out_html, out_md
+    layout = RunLayout(run.run_dir)
+    runfolder.write_text_atomic(layout.report_html, render_html(run))
+    runfolder.write_text_atomic(layout.report_md, render_markdown(run))
+    return layout.report_html, layout.report_md
+
+
+def write_sweep_report(out: Path) -> Path | None:
+    """``write_report`` at the end of a sweep; a failure only warns (the results are written already)."""
+    import warnings
+
+    try:
+        html_path, _ = write_report(Path(out))
+    except Exception as e:  # noqa: BLE001 - the sweep's results are written already; the report can be redone
+        warnings.warn(f"report not written: {type(e).__name__}: {e}. Fix: run `dkan report {out}`", stacklevel=2)
+        return None
+    print(f"report: {html_path}", flush=True)
+    return html_path
 
 
 def run_cli(args: Any) -> int:

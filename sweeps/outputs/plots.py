@@ -1,0 +1,117 @@
+"""A sweep's own figures: AP over seeds per test row, hyperparameters against the objective, Optuna's
+views of a search. (A detector's figures, PR curves and drawings: ``dkan.plots``.)
+
+Each ``plot_*`` function returns a matplotlib ``Figure`` and, given ``path``, saves it as PNG; only the
+Optuna plots go through pyplot (Optuna draws there) and are detached from it before being returned.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from dkan.names import HPARAMS
+from dkan.plots import PALETTE, save_figure
+
+
+def _value(m: Any, metric: str) -> float:
+    v = m.get(metric) if isinstance(m, Mapping) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v) else math.nan
+
+
+def plot_seed_spread(
+    rows: Mapping[str, Mapping[Any, Mapping[str, float]]],
+    metric: str = "AP_all",
+    title: str = "",
+    path: Path | None = None,
+    scale: float = 100.0,
+) -> Figure:
+    """{row: {seed: metrics}} -> a box per row with each seed as a labelled point (AP in points)."""
+    names = list(rows)
+    fig = Figure(figsize=(max(4.0, 1.6 * len(names) + 1.5), 4))
+    ax = fig.subplots()
+    data = []
+    for i, name in enumerate(names):
+        seeds = [(s, _value(m, metric) * scale) for s, m in rows[name].items()]
+        seeds = [(s, v) for s, v in seeds if not math.isnan(v)]
+        data.append([v for _, v in seeds])
+        jitter = np.linspace(-0.12, 0.12, len(seeds)) if len(seeds) > 1 else [0.0]
+        for (s, v), dx in zip(seeds, jitter):
+            ax.scatter(i + 1 + dx, v, s=22, color="tab:blue", zorder=3)
+            ax.annotate(str(s), (i + 1 + dx, v), fontsize=7, xytext=(4, 0), textcoords="offset points", va="center")
+    ax.boxplot([d if d else [math.nan] for d in data], widths=0.5, showfliers=False)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=15 if len(names) > 3 else 0, fontsize=8)
+    ax.set(ylabel=f"{metric} ({'points' if scale == 100 else 'value'})", title=title or f"{metric} over seeds")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_hparam_scatter(
+    trials: Sequence[Mapping[str, Any]],
+    metric: str = "val_AP_all",
+    hparams: Sequence[str] = HPARAMS,
+    title: str = "",
+    path: Path | None = None,
+) -> Figure:
+    """One panel per hyperparameter: its value against ``metric`` over trials (log x where the values span 20x).
+
+    A trial is a flat dict of hyperparameters and metrics; ``config``/``params``/``metrics`` sub-dicts
+    are merged in. A ``state`` key (e.g. completed / stopped) colours the points."""
+    flat = [{**t.get("config", {}), **t.get("params", {}), **t.get("metrics", {}), **t} for t in trials]
+    hparams = [h for h in hparams if any(_value(t, h) == _value(t, h) for t in flat)] or list(hparams)
+    fig = Figure(figsize=(3.2 * len(hparams), 3.2))
+    axes = fig.subplots(1, len(hparams), squeeze=False)[0]
+    states = sorted({str(t.get("state", "trial")) for t in flat})
+    for ax, h in zip(axes, hparams):
+        for k, state in enumerate(states):
+            pts = [(_value(t, h), _value(t, metric) * 100) for t in flat if str(t.get("state", "trial")) == state]
+            pts = [p for p in pts if not (math.isnan(p[0]) or math.isnan(p[1]))]
+            if pts:
+                ax.scatter(*zip(*pts), s=24, color=[v / 255 for v in PALETTE[k % len(PALETTE)]], label=state)
+        xs = [_value(t, h) for t in flat if _value(t, h) > 0]
+        if xs and max(xs) / min(xs) >= 20:
+            ax.set_xscale("log")
+        ax.set(xlabel=h, ylabel=f"{metric} (points)" if ax is axes[0] else None)
+        ax.grid(alpha=0.3)
+    if len(states) > 1:
+        axes[-1].legend(fontsize=7)
+    fig.suptitle(title or f"hyperparameters against {metric}", fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_optuna(study: Any, out_dir: Path | None = None, prefix: str = "optuna") -> dict[str, Figure]:
+    """Optuna's parameter importances and optimisation history of ``study`` (an ``optuna.Study``).
+
+    Returns {"importance": fig, "history": fig}; a plot Optuna cannot make (e.g. importances
+    with fewer than two finished trials) is left out. Saved as ``<prefix>_<name>.png`` in ``out_dir``."""
+    import matplotlib.pyplot as plt
+    import optuna
+    from optuna.visualization import matplotlib as ovm
+
+    makers = {"importance": ovm.plot_param_importances, "history": ovm.plot_optimization_history}
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    need = {"importance": 2, "history": 1}  # Optuna draws empty axes below these instead of failing
+    figs: dict[str, Figure] = {}
+    for name, make in makers.items():
+        if len(done) < need[name]:
+            warnings.warn(f"optuna {name} plot skipped: {len(done)} completed trials", stacklevel=2)
+            continue
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                ax = make(study)
+        except (ValueError, RuntimeError) as e:  # too few trials, a single-valued parameter, ...
+            warnings.warn(f"optuna {name} plot skipped: {e}", stacklevel=2)
+            continue
+        fig = ax.figure if hasattr(ax, "figure") else np.ravel(ax)[0].figure
+        plt.close(fig)  # detach from pyplot (no window, no leak); the Figure still saves
+        figs[name] = save_figure(fig, Path(out_dir) / f"{prefix}_{name}.png" if out_dir is not None else None)
+    return figs

@@ -1,0 +1,128 @@
+"""Models in MLflow: each study's shipped model and each split's base model, logged as pyfunc models
+(``pyfunc_model.py``, with a signature and an input example) and registered in the Model Registry as
+``<dataset>-<split>-<K>shot`` / ``<dataset>-<split>-base``.
+
+A logged model's run carries ``dkan.model.*`` tags, so a resumed sweep finds it instead of logging
+it again. The shipped model is chosen on the selection split (``sweeps.outcome.shipped``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sweeps.layout import RunLayout
+from sweeps.outcome import Registered, StudyOutcome
+from sweeps.outputs.mlflow_log import log_base_run
+from sweeps.plan import ClassSplitSpec, Plan
+from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
+
+PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+TAG_MODEL = "dkan.model"  # dkan.model.name / .version / .uri / .seed on the run that logged the model
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered model version and where its weights came from."""
+
+    name: str  # registered model name
+    version: str
+    uri: str  # models:/<name>/<version>
+    run_id: str  # the run it was logged to
+    checkpoint: Path  # the model_final.pt it holds
+    seed: int = 0  # the few-shot seed of the shipped model (0: base model)
+
+
+def registered_name(*parts: str) -> str:
+    """A Model Registry name from its parts: characters other than letters, digits, '.', '_', '-' become '-'."""
+    return "-".join(re.sub(r"[^A-Za-z0-9._-]+", "-", p).strip("-") for p in parts if p)
+
+
+def find_logged(tracker: Tracker, run_id: str) -> ModelRef | None:
+    """The model a run already logged (a resumed sweep), from its tags."""
+    t = tracker.client.get_run(run_id).data.tags
+    if f"{TAG_MODEL}.uri" not in t:
+        return None
+    return ModelRef(t[f"{TAG_MODEL}.name"], t[f"{TAG_MODEL}.version"], t[f"{TAG_MODEL}.uri"], run_id,
+                    Path(t[f"{TAG_MODEL}.checkpoint"]), int(t.get(f"{TAG_MODEL}.seed", 0)))
+
+
+def log_detector(tracker: Tracker, run_id: str, checkpoint: Path, name: str, example: Path | None,
+                 seed: int = 0) -> ModelRef:
+    """``checkpoint`` logged to ``run_id`` as a pyfunc model and registered as ``name`` (its next version)."""
+    import mlflow
+    import pandas as pd
+    import torch
+    import torchvision
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+    import dkan
+
+    found = find_logged(tracker, run_id)
+    if found is not None:
+        return found
+    signature = ModelSignature(
+        inputs=Schema([ColSpec("string", "image")]),
+        outputs=Schema([ColSpec("string", "image"), ColSpec("string", "category"), ColSpec("long", "category_id"),
+                        *[ColSpec("double", c) for c in ("score", "x", "y", "width", "height")]]),
+        params=ParamSchema([ParamSpec("score_thresh", "double", 0.05)]),
+    )
+    # no requirement inference: it would load the model in a subprocess; the package is installed from the repo
+    reqs = [f"dkan-sweep=={dkan.__version__}", f"torch=={torch.__version__.split('+')[0]}",
+            f"torchvision=={torchvision.__version__.split('+')[0]}", "pandas", "pillow"]
+    before = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracker.uri)
+    try:
+        with mlflow.start_run(run_id=run_id):
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(PYFUNC_FILE), artifacts={"checkpoint": str(checkpoint)},
+                signature=signature, input_example=pd.DataFrame({"image": [str(example)]}) if example else None,
+                pip_requirements=reqs, registered_model_name=name,
+            )
+    finally:
+        mlflow.set_tracking_uri(before)
+    version = str(info.registered_model_version)
+    ref = ModelRef(name, version, f"models:/{name}/{version}", run_id, Path(checkpoint), seed)
+    tracker.tags(run_id, {f"{TAG_MODEL}.name": name, f"{TAG_MODEL}.version": version, f"{TAG_MODEL}.uri": ref.uri,
+                          f"{TAG_MODEL}.checkpoint": str(checkpoint), f"{TAG_MODEL}.seed": str(seed),
+                          f"{TAG_MODEL}.logged_uri": info.model_uri})
+    return ref
+
+
+def example_image(plan: Plan) -> Path | None:
+    """A test image of the dataset: the logged models' input example."""
+    from dkan.data.prepared import PreparedData
+
+    data = PreparedData.load(plan.data_root)
+    records = data.records(data.split("test"))
+    return records[0].path if records else None
+
+
+def register(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> Registered:
+    """The study's shipped model, logged to its run and registered as <dataset>-<split>-<K>shot, beside the
+    split's base model (registered when the sweep started)."""
+    tracker = Tracker(plan.tracking_uri, plan.dataset)
+    model = find_logged(tracker, outcome.parent_run)
+    if model is None:
+        study = outcome.study
+        name = registered_name(plan.dataset, study.split.name, f"{study.shots}shot")
+        model = log_detector(tracker, outcome.parent_run, outcome.shipped.checkpoint, name, example_image(plan),
+                             outcome.shipped.seed)
+    return Registered(model, find_base(tracker, plan.out, outcome.study.split.name))
+
+
+def register_base(plan: Plan, split: ClassSplitSpec, ckpt: Path) -> ModelRef:
+    """The split's base model as an MLflow run of kind ``base`` (config, metrics, loss curve) with the
+    model logged and registered as <dataset>-<split>-base; found again on resume."""
+    tracker = Tracker(plan.tracking_uri, plan.dataset)
+    run_id = log_base_run(tracker, plan.out, split.name, Path(ckpt), plan.data_root)
+    return log_detector(tracker, run_id, Path(ckpt), registered_name(plan.dataset, split.name, "base"),
+                        example_image(plan))
+
+
+def find_base(tracker: Tracker, out: Path, split: str) -> ModelRef | None:
+    """The base model a sweep logged for ``split`` (None before ``register_base``)."""
+    run_id = tracker.find(**{TAG_KEY: f"{out}|base|{split}", TAG_KIND: "base"})
+    return find_logged(tracker, run_id) if run_id else None
