@@ -79,3 +79,12 @@ def tiny_model_config(**kw):
         rpn_post_nms_top_n_test=50, rpn_batch_size_per_image=64, box_batch_size_per_image=32,
     )
     return ModelConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="session")
+def shared_sweep(synthetic_prepared, tmp_path_factory):
+    """The session's one shared tiny sweep (interrupted twice, resumed, with a second sweep beside it):
+    ``tests.sweeps_shared``. Tests that only read its outputs take it; none may change its folder."""
+    from tests.sweeps_shared import run_shared
+
+    return run_shared(synthetic_prepared, tmp_path_factory.mktemp("shared"))

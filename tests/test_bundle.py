@@ -1,5 +1,6 @@
-"""From sweep to production: one tiny real sweep, then its MLflow runs, registered models, the run folder
-copied elsewhere, and the exported bundle re-run from a copy; plus the bundle's path rules without a sweep."""
+"""From sweep to production: the session's shared tiny sweep (``tests.sweeps_shared``), then its MLflow runs,
+registered models, the run folder copied elsewhere, and the exported bundle re-run from a copy; plus the
+bundle's path rules without a sweep."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 import torch
 import yaml
 
+from tests.sweeps_shared import KEY
+
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-KEY = "prepared_split1_2shot"
 
 
 def test_bundle_paths_are_relative_to_the_yaml(tmp_path):
@@ -42,15 +44,9 @@ def test_pyfunc_input_forms():
     assert [n for n, _ in batch] == ["0", "1"] and batch[1][1].shape == (3, 20, 30)
 
 
-@pytest.fixture(scope="module")
-def sweep(synthetic_prepared, tmp_path_factory):
-    from sweeps.run_tune import main
-    from tests.test_sweep_e2e import tiny_args
-
-    tmp = tmp_path_factory.mktemp("bundle")
-    out = tmp / "sweep"
-    assert main(tiny_args(synthetic_prepared, out, tmp / "cache")) == 0
-    return out
+@pytest.fixture
+def sweep(shared_sweep) -> Path:
+    return shared_sweep.out
 
 
 def _client(out: Path):
@@ -154,4 +150,10 @@ def test_bundle_copy_reproduces_the_selected_model_and_predicts(sweep, tmp_path,
     a = torch.load(copy / "model.pt", weights_only=True)["model"]
     b = torch.load(copy / "reproduce" / "model_final.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)  # the bundle re-makes its model bit for bit
+    # and its model is the selected trial's fine-tune of the selected seed, as the sweep made it
+    _, runs = _client(sweep)
+    [chosen] = [r for r in runs if r.data.tags.get("dkan.selected") == "true"]
+    trial = sweep / "runs" / KEY / chosen.data.tags["dkan.trial_id"] / f"seed{cfg['fewshot_seed']}"
+    t = torch.load(trial / "model_final.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], t[k]) for k in a)
     assert rc == 0 and json.loads((tmp_path / "p.json").read_text())["info"]["model"].endswith("model.pt")

@@ -110,96 +110,6 @@ def listening_addresses(pids: set[int]) -> dict[str, list[str]]:
     return out
 
 
-@pytest.fixture
-def local_ray(monkeypatch):
-    from sweeps.localray import start_local_ray, stop_local_ray
-
-    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # Ray's default for a new local cluster: token auth
-    address = start_local_ray(2)
-    yield address
-    stop_local_ray()
-
-
-@pytest.mark.slow
-def test_local_ray_takes_no_request_without_its_token(local_ray):
-    """Job submission (the dashboard) on loopback only; every other port refuses a client without the token."""
-    import subprocess
-    import sys
-
-    import ray
-    from ray._private.authentication.authentication_token_setup import get_authentication_mode
-    from ray._private.authentication.authentication_utils import get_authentication_mode_name
-
-    assert get_authentication_mode_name(get_authentication_mode()) == "token"
-    assert os.environ["RAY_ADDRESS"] == local_ray == ray.get_runtime_context().gcs_address
-    listening = listening_addresses(_descendants(os.getpid()))
-    dash = ray._private.worker._global_node.webui_url  # host:port of the dashboard
-    assert [a for a in listening if a.endswith(":" + dash.rsplit(":", 1)[1])] == [dash], listening
-    probe = "import ray; ray.init(address='%s'); print('CONNECTED')" % local_ray
-    for env in ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}, {"RAY_AUTH_MODE": "disabled"}):
-        env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **env}
-        try:
-            done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=90)
-            out = done.stdout
-        except subprocess.TimeoutExpired as e:  # refused and retrying: not connected either
-            out = e.stdout or ""
-        assert "CONNECTED" not in str(out)
-
-
-@pytest.mark.slow
-def test_train_workers_that_cannot_start_fail_with_the_holders_named(local_ray, tmp_path, monkeypatch):
-    """Every CPU held by a placement group: the Train run gives up after bounded retries."""
-    import ray
-
-    from dkan.profiles import finetune_config
-    from sweeps.jobs import SeedJob, run_jobs
-    from tests.conftest import tiny_model_config
-
-    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")
-    monkeypatch.setattr("sweeps.localray.START_RETRIES", 1)
-    pg = ray.util.placement_group([{"CPU": 2}])
-    ray.get(pg.ready(), timeout=60)
-    cfg = finetune_config("cpu-quick")
-    job = SeedJob("dkan", 1, cfg.__class__(**{**vars(cfg), "model": tiny_model_config(), "out": str(tmp_path / "j")}))
-    t = time.time()
-    with pytest.raises(WorkersDidNotStart) as e:
-        run_jobs([job], WorkerResources(1, 1.0), "starved", str(tmp_path / "ray"))
-    assert time.time() - t < 120
-    assert "placement group" in str(e.value) and "CREATED: [{CPU: 2}]" in str(e.value)
-
-
-@pytest.mark.slow
-def test_two_sweeps_on_one_machine_both_complete(synthetic_prepared, tmp_path):
-    """Each sweep starts its own local Ray; ASHA stops a trial in each (its Train run is killed, and
-    Ray Train's cleaner must free its CPUs in the right cluster). Both finish; before the fix both hung."""
-    import subprocess
-    import sys
-    from pathlib import Path
-
-    from tests.test_sweep_e2e import tiny_args
-
-    repo = Path(__file__).resolve().parents[1]
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_ADDRESS")}
-    procs, t0 = [], time.time()
-    for name in ("a", "b"):
-        argv = tiny_args(synthetic_prepared, tmp_path / name, tmp_path / f"cache_{name}", "--num-cpus", "2")
-        log = open(tmp_path / f"{name}.log", "w")
-        procs.append(subprocess.Popen([sys.executable, str(repo / "sweeps" / "run_tune.py"), *argv], env=env,
-                                      stdout=log, stderr=subprocess.STDOUT))
-        time.sleep(10)
-    try:
-        codes = [p.wait(timeout=1500) for p in procs]
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.terminate()
-    logs = {n: (tmp_path / f"{n}.log").read_text()[-3000:] for n in ("a", "b")}
-    assert codes == [0, 0], logs
-    for name in ("a", "b"):
-        assert (tmp_path / name / "results" / "prepared_split1_2shot.json").is_file()
-    print(f"two concurrent sweeps: {time.time() - t0:.0f} s")
-
-
 def test_out_inside_a_file_is_refused_before_any_work(tmp_path, capsys):
     """--out whose parent is a file: one line naming the path, exit 2, nothing made."""
     from sweeps.run_tune import main as sweep_main
@@ -232,7 +142,7 @@ def test_disk_full_or_read_only_mid_run_is_one_clear_line(tmp_path, monkeypatch,
 
     import sweeps.sweep
     from sweeps.run_tune import main as sweep_main
-    from tests.test_sweep_e2e import tiny_args
+    from tests.sweeps_shared import tiny_args
 
     target = tmp_path / "sweep" / "results" / "x.json"
 
@@ -331,6 +241,77 @@ def test_mlflow_outage_mid_search_warns_goes_on_and_is_completed_at_the_end(tmp_
     assert run.info.status == "FINISHED" and run.data.metrics["val_AP_all"] == 0.5
     assert run.data.tags["dkan.state"] == "completed"
     assert logger.tracker.find(**{TAG_KEY: "key", TAG_TRIAL: "t1"}) == run_id
+
+
+# ---------------------------------------------------------------- on one private local Ray (last: it stays up)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One private local Ray for this module's tests (Ray's default for a new local cluster: token auth)."""
+    from sweeps.localray import start_local_ray, stop_local_ray
+
+    auth = os.environ.pop("RAY_AUTH_MODE", None)
+    address = start_local_ray(2)
+    yield address
+    stop_local_ray()
+    if auth is not None:
+        os.environ["RAY_AUTH_MODE"] = auth
+
+
+@pytest.mark.slow
+def test_local_ray_takes_no_request_without_its_token(local_ray):
+    """Job submission (the dashboard) on loopback only; every other port refuses a client without the token."""
+    import subprocess
+    import sys
+
+    import ray
+    from ray._private.authentication.authentication_token_setup import get_authentication_mode
+    from ray._private.authentication.authentication_utils import get_authentication_mode_name
+
+    assert get_authentication_mode_name(get_authentication_mode()) == "token"
+    assert os.environ["RAY_ADDRESS"] == local_ray == ray.get_runtime_context().gcs_address
+    listening = listening_addresses(_descendants(os.getpid()))
+    dash = ray._private.worker._global_node.webui_url  # host:port of the dashboard
+    assert [a for a in listening if a.endswith(":" + dash.rsplit(":", 1)[1])] == [dash], listening
+    probe = "import ray; ray.init(address='%s'); print('CONNECTED')" % local_ray
+    clients = []  # a wrong token and no token at all, tried at once
+    for env in ({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": "not-the-token"}, {"RAY_AUTH_MODE": "disabled"}):
+        env = {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **env}
+        clients.append(subprocess.Popen([sys.executable, "-c", probe], env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.DEVNULL, text=True))
+    for c in clients:
+        try:
+            out, _ = c.communicate(timeout=90)
+        except subprocess.TimeoutExpired:  # refused and retrying: not connected either
+            c.kill()
+            out, _ = c.communicate()
+        assert "CONNECTED" not in str(out)
+
+
+@pytest.mark.slow
+def test_train_workers_that_cannot_start_fail_with_the_holders_named(local_ray, tmp_path, monkeypatch):
+    """Every CPU held by a placement group: the Train run gives up after bounded retries."""
+    import ray
+
+    from dkan.profiles import finetune_config
+    from sweeps.jobs import SeedJob, run_jobs
+    from tests.conftest import tiny_model_config
+
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")
+    monkeypatch.setattr("sweeps.localray.START_RETRIES", 1)
+    pg = ray.util.placement_group([{"CPU": 2}])
+    ray.get(pg.ready(), timeout=60)
+    cfg = finetune_config("cpu-quick")
+    job = SeedJob("dkan", 1, cfg.__class__(**{**vars(cfg), "model": tiny_model_config(), "out": str(tmp_path / "j")}))
+    t = time.time()
+    try:
+        with pytest.raises(WorkersDidNotStart) as e:
+            run_jobs([job], WorkerResources(1, 1.0), "starved", str(tmp_path / "ray"))
+    finally:
+        ray.util.remove_placement_group(pg)  # the module's other tests share this Ray
+    assert time.time() - t < 120
+    assert "placement group" in str(e.value) and "CREATED: [{CPU: 2}]" in str(e.value)
 
 
 def _job_in(folder: Path, data_root: Path):

@@ -1,4 +1,4 @@
-"""The MLflow UI over a tiny real sweep's store, in a real browser (headless Chromium).
+"""The MLflow UI over the session's shared tiny sweep's store, in a real browser (headless Chromium).
 
 Starts ``mlflow server`` on 127.0.0.1, loads the experiment page and a run-comparison page with
 ``chromium --headless --dump-dom`` (the UI is a single-page app: the DOM is read after its scripts
@@ -102,35 +102,23 @@ def _text(dom: str) -> str:
     return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", dom)))
 
 
-def _tiny_sweep(data: Path, out: Path, cache: Path) -> None:
-    """The smallest real sweep: 1 shot, 2 seeds, 2 trials, a few iterations (as test_sweep_e2e's tiny_args)."""
-    from sweeps.run_tune import main
-    from tests.test_sweep_e2e import tiny_args
-
-    args = tiny_args(data, out, cache)
-    for flag, value in (("--shots", "1"), ("--base-iterations", "2")):
-        args[args.index(flag) + 1] = value
-    assert main(args) == 0
-
-
 @pytest.fixture
 def chromium() -> str:
     return _chromium()
 
 
-def test_mlflow_ui_shows_trials_params_and_metrics(chromium, synthetic_prepared, tmp_path, monkeypatch):
+def test_mlflow_ui_shows_trials_params_and_metrics(chromium, shared_sweep, tmp_path, monkeypatch):
     from mlflow.tracking import MlflowClient
 
     monkeypatch.chdir(tmp_path)  # anything written to the working directory lands here
-    out = tmp_path / "sweep"
-    _tiny_sweep(synthetic_prepared, out, tmp_path / "cache")
+    out = shared_sweep.out
     store = f"sqlite:///{out / 'mlflow.db'}"
     client = MlflowClient(store)
     exp = client.get_experiment_by_name("prepared")
     runs = client.search_runs([exp.experiment_id])
     trials = [r for r in runs if r.data.tags.get("dkan.run_kind") == "trial"]
     study = next(r for r in runs if r.data.tags.get("dkan.run_kind") == "sweep")
-    assert len(trials) == 2
+    assert len(trials) == 3
 
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
