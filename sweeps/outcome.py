@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from dkan import runfolder
 from dkan.data.prepared import is_synthetic
@@ -48,11 +47,23 @@ class Shipped:
 
 
 @dataclass(frozen=True)
-class Registered:
-    """The study's models in the MLflow Model Registry (``sweeps.outputs.registry``)."""
+class ModelRef:
+    """A registered model version and where its weights came from (``sweeps.outputs.registry``)."""
 
-    model: Any  # registry.ModelRef of the shipped model
-    base: Any  # registry.ModelRef of the base model, None when the sweep logged none
+    name: str  # registered model name
+    version: str
+    uri: str  # models:/<name>/<version>
+    run_id: str  # the run it was logged to
+    checkpoint: Path  # the model_final.pt it holds
+    seed: int = 0  # the few-shot seed of the shipped model (0: base model)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """The study's models in the MLflow Model Registry."""
+
+    model: ModelRef  # the shipped model
+    base: ModelRef | None  # the split's base model (None when the sweep logged none)
 
 
 @dataclass(frozen=True)

@@ -34,8 +34,8 @@ def write_bundle(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> Path:
         "selection_metrics": best.report.named_means() if best.report else {},
         "test_metrics": json.loads(to_json(outcome.findings.table)), "metric": plan.metric,
         "verdict": outcome.findings.verdicts, "mlflow_run_id": outcome.parent_run,
-        "mlflow_model_uri": getattr(registered and registered.model, "uri", None),
-        "mlflow_base_model_uri": getattr(registered and registered.base, "uri", None),
+        "mlflow_model_uri": registered.model.uri if registered else None,
+        "mlflow_base_model_uri": registered.base.uri if registered and registered.base else None,
         "mlflow_tracking_uri": mask_uri(plan.tracking_uri), "code_version": dkan.code_version(),
         "note": "config.yaml re-makes model.pt; change fewshot_seed (and out) to fine-tune another seed",
     }

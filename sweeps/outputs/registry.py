@@ -9,29 +9,16 @@ it again. The shipped model is chosen on the selection split (``sweeps.outcome.s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from sweeps.layout import RunLayout
-from sweeps.outcome import Registered, StudyOutcome
+from sweeps.outcome import ModelRef, Registered, StudyOutcome
 from sweeps.outputs.mlflow_log import log_base_run
 from sweeps.plan import ClassSplitSpec, Plan
 from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 TAG_MODEL = "dkan.model"  # dkan.model.name / .version / .uri / .seed on the run that logged the model
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """A registered model version and where its weights came from."""
-
-    name: str  # registered model name
-    version: str
-    uri: str  # models:/<name>/<version>
-    run_id: str  # the run it was logged to
-    checkpoint: Path  # the model_final.pt it holds
-    seed: int = 0  # the few-shot seed of the shipped model (0: base model)
 
 
 def registered_name(*parts: str) -> str:
