@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from dkan.errors import DkanError
+from dkan.names import BOX_HEADS, COSINE_NORMS, LKA_STUDENT, METHODS
 
 T = TypeVar("T")
 
@@ -196,6 +197,12 @@ def _check_values(cfg: Any, where: str) -> None:
             ("epochs", cfg.epochs >= 0, "0 (use iterations) or more"),
             ("lr", cfg.lr > 0, "a positive number such as 0.02"), ("warmup_iters", cfg.warmup_iters >= 0, "0 or more"),
         ]
+    elif isinstance(cfg, DistillConfig):
+        rules = [("method", cfg.method in METHODS, f"one of {METHODS}"),
+                 ("lka_student", cfg.lka_student in LKA_STUDENT, f"one of {LKA_STUDENT}")]
+    elif isinstance(cfg, ModelConfig):
+        rules = [("box_head", cfg.box_head in BOX_HEADS, f"one of {BOX_HEADS}"),
+                 ("cosine_norm", cfg.cosine_norm in COSINE_NORMS, f"one of {COSINE_NORMS}")]
     elif isinstance(cfg, FinetuneConfig):
         rules = [
             ("shots", cfg.shots >= 1, "at least 1 (K per class)"),

@@ -16,6 +16,7 @@ PROFILES = ("paper", "cpu-quick")
 METHODS = ("dkan", "tfa", "plain")
 LKA_STUDENT = ("scaled", "raw")  # distill.lka_student
 BOX_HEADS = ("cosine", "fc")
+COSINE_NORMS = ("graph", "inplace")  # model.cosine_norm: inside the autograd graph, or TFA's in-place renorm
 EVAL_SPLITS = ("val", "test")
 # AP50 interpolations: COCO 101-point (keys "AP_all", "AP/<class>") and VOC07 11-point ("voc07/AP_all", ...)
 METRICS = ("coco", "voc07")

@@ -30,21 +30,22 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sweeps.plan import build_plan
+from sweeps.inputs import build_plan
 from sweeps.run_tune import parse_args
 from sweeps.space import DEFAULT_SPACE, sample_points
 from sweeps.sweep import ensure_base
 
 
 def search(plan, split, shots: int, base: Path, name: str):
-    from sweeps.search import run_search
+    from sweeps.search import RunSpec, run_tune
     from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
 
     tracker = Tracker(plan.tracking_uri, plan.dataset)
     parent = tracker.run(name, {TAG_KEY: f"bench|{plan.out}|{name}", TAG_KIND: "sweep"})
     t = time.time()
     study = replace(plan.study(split, shots, base), key=name)
-    grid = run_search(plan, study, parent, resume=False)
+    spec = RunSpec("search", "dkan", plan.space, plan.budget.trials, tuple(plan.extra_points))  # every point searched
+    grid = run_tune(plan, study, parent, False, spec)
     return grid, time.time() - t
 
 

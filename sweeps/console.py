@@ -13,14 +13,15 @@ callbacks with its state (for ``--resume``), so it holds plain values, never a s
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from ray.tune import Callback
 
-from dkan.names import HPARAMS
 from sweeps.progress import JobsReport, TrialReport
 
 
@@ -30,6 +31,29 @@ class _TrialState:
     started: float
     seeds_done: int = 0
     mean: float = math.nan
+
+
+def quiet_libraries() -> int:
+    """The sweep's console without the libraries' chatter (``--verbose`` keeps it): Tune's experiment box,
+    "View detailed results" and TensorBoard lines (its old output engine at verbosity 0 prints none), Ray,
+    MLflow and Optuna INFO lines, MLflow's artifact download bars, Optuna's importance note. Returns
+    the logging level for ``ray.init``."""
+    import warnings
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    for name in ("ray", "mlflow", "optuna", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=r"Target and region quantiles", category=UserWarning)  # Optuna's
+    # importance on a handful of trials (the figure is still drawn)
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    except ImportError:
+        pass
+    return logging.WARNING
 
 
 def error_line(text: str | None) -> str:
@@ -55,6 +79,10 @@ def _trial_error(trial: Any) -> str:
     return "unknown error (see the trial's error.txt under ray_results)"
 
 
+def _value(v: Any) -> str:
+    return f"{float(v):.4g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
 def _minutes(seconds: float) -> str:
     return f"{seconds / 60:.1f} min"
 
@@ -69,8 +97,8 @@ class TrialConsole(Callback):
     are not counted)."""
 
     def __init__(self, key: str, n_seeds: int, objective: str, trials: int, study_index: int = 0,
-                 n_studies: int = 1, concurrent: int = 1, every: int = 10, interval: float = 60.0):
-        self.key, self.n_seeds, self.objective, self.total = key, n_seeds, objective, trials
+                 n_studies: int = 1, concurrent: int = 1, every: int = 10, interval: float = 60.0, run: str = "search"):
+        self.key, self.n_seeds, self.objective, self.total, self.run = key, n_seeds, objective, trials, run
         self.study_index, self.n_studies, self.concurrent = study_index, n_studies, max(1, concurrent)
         self.every, self.interval = every, interval
         self.trials: dict[str, _TrialState] = {}
@@ -79,11 +107,12 @@ class TrialConsole(Callback):
         self.t0 = self.last_line = time.time()
 
     @classmethod
-    def for_study(cls, plan: Any, study: Any, **kw: Any) -> TrialConsole:
-        """The console of ``study`` in ``plan`` (a ``sweeps.plan.Plan``): its place among the studies."""
+    def for_study(cls, plan: Any, study: Any, trials: int | None = None, **kw: Any) -> TrialConsole:
+        """The console of ``study`` in ``plan`` (a ``sweeps.plan.Plan``): its place among the studies;
+        ``trials``: of this run (default: the plan's search budget)."""
         keys = [(s.name, k) for s, k in plan.studies()]
         index = keys.index((study.split.name, study.shots)) if (study.split.name, study.shots) in keys else 0
-        return cls(study.key, len(plan.seeds), plan.objective, plan.budget.trials, index, len(keys),
+        return cls(study.key, len(plan.seeds), plan.objective, trials or plan.budget.trials, index, len(keys),
                    plan.max_concurrent or 1, **kw)
 
     # ------------------------------------------------------------------ output
@@ -106,7 +135,8 @@ class TrialConsole(Callback):
         self.last_line = time.time()
         running = sum(1 for t in trials if getattr(t, "status", "") == "RUNNING")
         done = len(self.durations) + self.failed
-        line = (f"progress: study {self.study_index + 1}/{self.n_studies}, trials {done}/{self.total} done "
+        line = (f"progress: study {self.study_index + 1}/{self.n_studies} ({self.run}), trials {done}/{self.total} "
+                f"done "
                 f"({self.stopped} stopped early, {self.failed} failed), {running} running; "
                 f"{_minutes(time.time() - self.t0)} elapsed")
         elapsed = [time.time() - self.trials[t.trial_id].started if t.trial_id in self.trials else None
@@ -140,8 +170,11 @@ class TrialConsole(Callback):
 
     def on_trial_start(self, iteration, trials, trial, **info):
         s = self._state(trial)
-        hp = ", ".join(f"{k}={float(trial.config[k]):.4g}" for k in HPARAMS if k in trial.config)
-        self.say(f"trial {s.number} ({trial.trial_id}) started: {hp}")
+        if "candidate" in trial.config:
+            self.say(f"trial {s.number} ({trial.trial_id}) started: candidate {trial.config['candidate']}")
+        else:
+            hp = ", ".join(f"{k}={_value(v)}" for k, v in trial.config.items())
+            self.say(f"trial {s.number} ({trial.trial_id}) started: {hp}")
         self._event(trials)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):

@@ -29,8 +29,8 @@ from typing import Any
 from dkan import runfolder
 from dkan.config import BaseTrainConfig, FinetuneConfig
 from dkan.errors import DkanError
-from dkan.names import HPARAMS
 from sweeps.progress import JobsReport, TrialReport
+from sweeps.space import apply_point
 
 FAILED = "failed.json"  # a job's deterministic failure: {"session", "error"}
 
@@ -75,22 +75,25 @@ class SeedJob:
 
 def finetune_job(
     template: FinetuneConfig, method: str, seed: int, out: Path, eval_split: str,
-    hparams: dict[str, float] | None = None, reuse: str | None = None,
+    point: dict[str, Any] | None = None, reuse: str | None = None,
 ) -> SeedJob:
-    """The fine-tune of one seed: the template with this method, seed, output and hyperparameters."""
-    hp = {k: float(v) for k, v in (hparams or {}).items() if k in HPARAMS}
-    distill = replace(template.distill, method=method, **hp)
-    cfg = replace(template, distill=distill, fewshot_seed=seed, out=str(out), eval_split=eval_split)
+    """The fine-tune of one seed: the template with a point of the search space (``sweeps.space``) and this
+    method, seed, output and evaluation split."""
+    cfg = apply_point(template, point or {})
+    cfg = replace(cfg, distill=replace(cfg.distill, method=method), fewshot_seed=seed, out=str(out),
+                  eval_split=eval_split)
     return SeedJob(method, seed, cfg, reuse, f"{method}/{seed}")
 
 
-def progress_report(done: list[tuple[SeedJob, dict[str, Any]]], split: str | None) -> TrialReport | JobsReport:
+def progress_report(done: list[tuple[SeedJob, dict[str, Any]]], split: str | None,
+                    base_ap: float | None = None) -> TrialReport | JobsReport:
     """The report after the jobs ``done``: a search trial's (``split``: the selection split; every job a
-    seed of one method) or, without ``split``, counts only (the test phase's mixed jobs, base training)."""
+    seed of one method; ``base_ap``: the base model's AP_base there) or, without ``split``, counts only
+    (the test phase's mixed jobs, base training)."""
     seconds = sum(m.get("fit_seconds", 0.0) for _, m in done)
     if split is None:
         return JobsReport(len(done), done[-1][0].label, seconds)
-    return TrialReport.of_seeds(split, [(j.seed, m) for j, m in done], seconds)
+    return TrialReport.of_seeds(split, [(j.seed, m) for j, m in done], seconds, base_ap)
 
 
 def setup_worker(threads: float, use_gpu: bool) -> str:
@@ -168,17 +171,18 @@ def _worker_loop(config: dict[str, Any]) -> None:
                 record_failure(job, config["session"], f"{type(e).__name__}: {e}")
                 raise
             done.append((job, m))
-            ray.train.report(progress_report(done, config["split"]).to_metrics())
+            ray.train.report(progress_report(done, config["split"], config["base_ap"]).to_metrics())
             reported = len(done)
         else:
             done.append((job, m))
     if reported < len(done):  # the last jobs were done before: say so once
-        ray.train.report(progress_report(done, config["split"]).to_metrics())
+        ray.train.report(progress_report(done, config["split"], config["base_ap"]).to_metrics())
 
 
 def run_jobs(
     jobs: list[SeedJob], res: WorkerResources, name: str, storage: str, split: str | None = None,
     in_trial: bool = False, watch: bool = False, max_failures: int = 0, session: str = "",
+    base_ap: float | None = None,
 ) -> list[dict[str, Any]]:
     """One TorchTrainer run over ``jobs``; returns each job's metrics (read from its run folder).
 
@@ -200,8 +204,8 @@ def run_jobs(
     use_gpu = res.gpus_per_worker > 0
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"jobs": jobs, "split": split, "threads": res.cpus_per_worker, "use_gpu": use_gpu,
-                           "session": session},
+        train_loop_config={"jobs": jobs, "split": split, "base_ap": base_ap, "threads": res.cpus_per_worker,
+                           "use_gpu": use_gpu, "session": session},
         scaling_config=ScalingConfig(num_workers=res.workers, use_gpu=use_gpu, resources_per_worker=res.bundle()),
         # worker-start time-outs are retried START_RETRIES times (Ray's default: forever), then named;
         # a lost worker or node max_failures times (the new workers go on at the next unfinished job)

@@ -7,7 +7,8 @@
     OUT/report.html, OUT/report.md           the report over every study
     OUT/runs/<key>/<trial id>/seed<S>/       a search trial's seed fine-tunes (dkan.runfolder)
     OUT/runs/<key>/test_<row>/seed<S>/       the test phase's jobs (row: tfa, dkan_defaults, dkan, base)
-    OUT/ray_results/<key>_search|_test/      Ray Tune's state, for --resume; train/ the Train runs' own
+    OUT/ray_results/<key>_<run>/             Ray Tune's state, for --resume (run: candidates, search,
+                                             search_<method>, test); train/ the Train runs' own
 
     CACHE/data/synthetic/                    the embedded default's data set
     CACHE/base/<dataset>_<split>_<digest>/   a cached base model (and its .lock beside it)
@@ -110,11 +111,10 @@ class RunLayout:
         """Where the Ray Train runs keep their own state."""
         return str(self.ray_results / "train")
 
-    def search_state(self, key: str) -> Path:
-        return self.ray_results / f"{key}_search"
-
-    def test_state(self, key: str) -> Path:
-        return self.ray_results / f"{key}_test"
+    def tune_state(self, key: str, run: str) -> Path:
+        """A study's Tune run: ``candidates`` (the fixed candidates), ``search`` (DKAN's), ``search_tfa``
+        (a baseline's, when the space holds keys it uses) or ``test``."""
+        return self.ray_results / f"{key}_{run}"
 
 
 @dataclass(frozen=True)

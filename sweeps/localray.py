@@ -16,6 +16,7 @@ the cluster's token: token auth is Ray's default for a new local cluster and is 
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
@@ -49,7 +50,7 @@ def free_port(host: str = LOOPBACK) -> int:
         return int(s.getsockname()[1])
 
 
-def start_local_ray(num_cpus: float) -> str:
+def start_local_ray(num_cpus: float, logging_level: int = logging.INFO) -> str:
     """Start a private local Ray with ``num_cpus`` logical CPUs; its GCS address (``RAY_ADDRESS``)."""
     import ray
     import ray.util
@@ -63,21 +64,22 @@ def start_local_ray(num_cpus: float) -> str:
     # RAY_AUTH_MODE left alone: a new local Ray uses token auth unless the user turned it off.
     # The dashboard stays on (loopback): Ray Train's placement-group cleaner needs its State API.
     try:
-        _init_with_retry(num_cpus)
+        _init_with_retry(num_cpus, logging_level)
     except BaseException:
         stop_local_ray()
         raise
     return os.environ["RAY_ADDRESS"]
 
 
-def _init_with_retry(num_cpus: float, attempts: int = 2) -> None:
+def _init_with_retry(num_cpus: float, logging_level: int = logging.INFO, attempts: int = 2) -> None:
     """ray.init; once more when the raylet missed Ray's fixed 30 s registration wait (seen on an
     overloaded machine: load 40 on 2 cores while another sweep started)."""
     import ray
 
     for attempt in range(attempts):
         try:
-            ray.init(address="local", num_cpus=num_cpus, dashboard_host=LOOPBACK, log_to_driver=False)
+            ray.init(address="local", num_cpus=num_cpus, dashboard_host=LOOPBACK, log_to_driver=False,
+                     logging_level=logging_level)
             return
         except Exception as e:
             if "timed out during startup" not in str(e) or attempt == attempts - 1:

@@ -1,10 +1,13 @@
-"""A study's outcome, typed: what its search chose, what the test phase measured, what it says, and the
-model to ship. Every output writer (``sweeps.outputs``) is a function of (plan, layout, outcome).
+"""A study's outcome, typed: its candidates and the one recommended on val, what the test phase measured
+and says of the recommendation, and the model to ship. Every output writer (``sweeps.outputs``) is a
+function of (plan, layout, outcome).
 
 The statistics (``findings``): per test row mean, sample sd and 95% t interval over seeds, AP_B
-retention against the base model, and paired comparisons over seeds (tuned minus defaults, DKAN
-minus TFA) with their sentences. The model to ship (``shipped``) is the tuned candidate's seed
-with the best AP_all on the selection split (val by default): test never chooses it.
+retention against the base model, and the recommendation minus every other candidate paired over
+seeds on test, with their sentences. Test never switches the choice: where another candidate beats
+the recommendation on test by more than noise (the 95% interval of the paired difference above 0),
+the recommendation line says so plainly. The model to ship is the recommended candidate's seed with
+the best AP_all on the selection split.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from dkan.names import metric_key
 from dkan.reference import reference_table_rows
 from sweeps.layout import model_in
 from sweeps.plan import Plan, StudySpec
-from sweeps.selection import Selection
+from sweeps.selection import LABELS, Selection
 from sweeps.testphase import PerRow
 
-ROW_NAMES = {"tfa": "TFA", "dkan_defaults": "DKAN (authors' defaults)", "dkan": "DKAN (tuned)", "base": "base model"}
+ROW_NAMES = {**LABELS, "base": "base model"}
 
 
 @dataclass(frozen=True)
@@ -32,15 +35,16 @@ class Findings:
     """What the test phase says: the table, paired comparisons and their sentences, AP_B retention."""
 
     table: dict[str, dict]  # {row label: aggregate over seeds}
-    comparisons: dict[str, dict]  # tuned_vs_defaults, dkan_vs_tfa: stats.paired on AP_all
+    comparisons: dict[str, dict]  # "<recommended>_vs_<other>": stats.paired on AP_all (test)
     verdicts: list[str]
     retention: dict[str, float]  # {row label: mean AP_B after fine-tuning / the base model's AP_B}
     reference: dict[str, dict]  # the paper's rows (voc07), {} when it has none for this split and K
+    recommendation: str  # the one line: what ships, why, what test says
 
 
 @dataclass(frozen=True)
 class Shipped:
-    """The model a study ships (bundle, registry): one seed's fine-tune of the tuned candidate."""
+    """The model a study ships (bundle, registry): one seed's fine-tune of the recommended candidate."""
 
     seed: int
     checkpoint: Path
@@ -62,7 +66,7 @@ class ModelRef:
 class Registered:
     """The study's models in the MLflow Model Registry."""
 
-    model: ModelRef  # the shipped model
+    model: ModelRef  # the shipped model (alias ``champion``)
     base: ModelRef | None  # the split's base model (None when the sweep logged none)
 
 
@@ -84,11 +88,20 @@ class StudyOutcome:
 
 def conclude(plan: Plan, study: StudySpec, parent_run: str, base_ckpt: Path, selection: Selection,
              per_row: PerRow) -> StudyOutcome:
-    return StudyOutcome(study, parent_run, Path(base_ckpt), selection, per_row, findings(plan, study, per_row),
-                        shipped(plan, study, selection, per_row))
+    return StudyOutcome(study, parent_run, Path(base_ckpt), selection, per_row,
+                        findings(plan, study, selection, per_row), shipped(plan, study, selection, per_row))
 
 
-def findings(plan: Plan, study: StudySpec, per_row: PerRow) -> Findings:
+def describe_candidate(selection: Selection, name: str) -> str:
+    """"DKAN fka_weight 1, lka_weight 0.01, fka_tau 5, lka_tau 5 (authors' defaults)", "TFA", ..."""
+    c = selection.candidates[name]
+    values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in c.point.items())
+    method = {"tfa": "TFA", "plain": "plain", "dkan": "DKAN"}[c.method]
+    tag = {"dkan_defaults": " (authors' defaults)", "dkan": " (tuned)"}.get(name, "")
+    return f"{method} {values}{tag}" if values else f"{method}{tag}"
+
+
+def findings(plan: Plan, study: StudySpec, selection: Selection, per_row: PerRow) -> Findings:
     label = {row: f"{name} {study.shots}-shot" if row != "base" else name for row, name in ROW_NAMES.items()}
     table = {label[row]: aggregate_seeds(per_row[row]) for row in ROW_NAMES if row in per_row}
     key = metric_key("AP_all", plan.metric)
@@ -96,35 +109,72 @@ def findings(plan: Plan, study: StudySpec, per_row: PerRow) -> Findings:
     def col(row: str) -> dict[int, float]:
         return {s: m.get(key, math.nan) for s, m in per_row[row].items()}
 
-    comparisons = {"tuned_vs_defaults": paired(col("dkan"), col("dkan_defaults")),
-                   "dkan_vs_tfa": paired(col("dkan"), col("tfa"))}
+    rec = selection.recommended
+    others = [c for c in selection.candidates if c != rec]
+    comparisons = {f"{rec}_vs_{o}": paired(col(rec), col(o)) for o in others}
     name = "AP_all" if plan.metric == "coco" else f"AP_all ({plan.metric})"
-    verdicts = [verdict("tuned", "the authors' defaults", comparisons["tuned_vs_defaults"], name, keep="the defaults"),
-                verdict("DKAN (tuned)", "TFA", comparisons["dkan_vs_tfa"], name)]
+    verdicts = [verdict(ROW_NAMES[rec], ROW_NAMES[o], comparisons[f"{rec}_vs_{o}"], name,
+                        keep=ROW_NAMES[rec]) for o in others]
     ap_b = metric_key("AP_base", plan.metric)
     base_ap = next(iter(per_row["base"].values())).get(ap_b, math.nan) if "base" in per_row else math.nan
     retention = {label[row]: describe(list(retention_per_seed(per_row[row], base_ap, ap_b).values()))["mean"]
-                 for row in ("tfa", "dkan_defaults", "dkan") if row in per_row}
+                 for row in selection.candidates if row in per_row}
     # the paper's NEU-DET rows, for a numbered NEU-DET split of real data (never beside the synthetic set)
     paperlike = study.split.number and not is_synthetic(plan.data_root)
     reference = reference_table_rows(study.split.number, study.shots) if paperlike else {}
-    return Findings(table, comparisons, verdicts, retention, reference)
+    line = recommendation(plan, selection, comparisons, name)
+    return Findings(table, comparisons, verdicts, retention, reference, line)
+
+
+def recommendation(plan: Plan, selection: Selection, on_test: dict[str, dict], metric: str) -> str:
+    """The study's one line: what ships, why (the rule on the selection split), what test says of it."""
+    rec, n = selection.recommended, selection.n_seeds
+    why = (f"best on {plan.select_split} over {n} seeds by the rule" if len(selection.candidates) > 1
+           else f"the only candidate ({plan.select_split}, {n} seeds)")
+    if rec != "tfa" and f"{rec}_vs_tfa" in on_test:
+        d = on_test[f"{rec}_vs_tfa"]
+        sure = _above_zero(d)
+        said = (f"test {'confirms' if sure else 'does not confirm'} ({_diff(d, metric)} vs TFA, "
+                f"95% CI {_pts(d['ci95_low'])} to {_pts(d['ci95_high'])})")
+    else:
+        said = "test: " + ("no other candidate beats it beyond noise" if on_test else "nothing to compare")
+    worse = {o.split("_vs_", 1)[1]: d for o, d in on_test.items()  # another candidate better beyond noise
+             if math.isfinite(d.get("ci95_high", math.nan)) and d["ci95_high"] < 0}
+    if worse:
+        beaten = ", ".join(f"{ROW_NAMES[o]} beats it on test by {_pts(-d['mean_diff'])} {metric} (95% CI "
+                           f"{_pts(-d['ci95_high'])} to {_pts(-d['ci95_low'])})" for o, d in worse.items())
+        said += f"; TEST DISAGREES: {beaten}; the choice stands (made on {plan.select_split})"
+    paper = " [PAPER PROTOCOL: chosen on test]" if plan.protocol == "paper" else ""
+    return f"recommended: {describe_candidate(selection, rec)}: {why}; {said}{paper}"
+
+
+def _above_zero(d: dict) -> bool:
+    return math.isfinite(d.get("ci95_low", math.nan)) and d["ci95_low"] > 0
+
+
+def _pts(v: float) -> str:
+    return "n/a" if not math.isfinite(v) else f"{v * 100:.1f}"
+
+
+def _diff(d: dict, metric: str) -> str:
+    v = d["mean_diff"]
+    return f"{'n/a' if not math.isfinite(v) else f'{v * 100:+.1f}'} {metric}"
 
 
 def shipped(plan: Plan, study: StudySpec, selection: Selection, per_row: PerRow) -> Shipped:
-    """The tuned candidate's seed with the best AP_all on the selection split (its search trial's seed
-    runs); test decides only when the trial left no seed's metrics. Its checkpoint: the test phase's
-    fine-tune of that seed, or the search trial's checkpoint it evaluated."""
-    layout, trial = plan.layout, selection.tuned.trial_id
+    """The recommended candidate's seed with the best AP_all on the selection split (its runs there); test
+    decides only when the runs left no seed's metrics. Its checkpoint: the one those runs made (the test
+    phase evaluated it), or the test phase's own fine-tune of that seed."""
+    layout, choice = plan.layout, selection.choice
 
     def score(seed: int) -> float:
-        m = runfolder.done_metrics(layout.trial_seed(study.key, trial, seed)) or {}
+        m = runfolder.done_metrics(layout.trial_seed(study.key, choice.trial.trial_id, seed)) or {}
         v = m.get("AP_all", math.nan) if m.get("eval_split", plan.select_split) == plan.select_split else math.nan
         return -math.inf if math.isnan(v) else v
 
     scores = {s: score(s) for s in plan.seeds}
     if all(v == -math.inf for v in scores.values()):
-        scores = {int(s): m.get("AP_all", -math.inf) for s, m in per_row["dkan"].items()}
+        scores = {int(s): m.get("AP_all", -math.inf) for s, m in per_row[selection.recommended].items()}
     seed = max(scores, key=lambda s: (scores[s], -s))
-    ckpt = model_in(layout.test_seed(study.key, "dkan", seed))
-    return Shipped(seed, ckpt or layout.trial_seed(study.key, trial, seed) / runfolder.FINAL)
+    ckpt = model_in(layout.test_seed(study.key, selection.recommended, seed))
+    return Shipped(seed, ckpt or layout.trial_seed(study.key, choice.trial.trial_id, seed) / runfolder.FINAL)

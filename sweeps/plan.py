@@ -1,32 +1,28 @@
-"""From command-line arguments to a checked, immutable plan: every bad input fails here, before any work.
+"""The immutable plan of a sweep: what it runs, on what, how it selects, where its outputs go.
 
-``build_plan`` checks the inputs; ``complete_plan`` adds what only the running cluster tells
-(how many fine-tunes fit at once, the largest node), once. Nothing changes a plan afterwards.
+``sweeps.inputs.build_plan`` makes it from the command line, every input checked; ``complete_plan``
+adds what only the running cluster tells (how many fine-tunes fit at once, the largest node), once.
+Nothing changes a plan afterwards.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
-import os
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, apply_overrides, read_yaml, to_dict
-from dkan.data.fewshot import fewshot_path
-from dkan.data.prepared import PreparedData
-from dkan.data.splits import NEU_DET_SPLITS, load_class_splits, parse_class_list, resolve_class_split, split_name
+from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, apply_overrides, to_dict
+from dkan.data.splits import NEU_DET_SPLITS
 from dkan.errors import DkanError
-from dkan.names import HPARAMS
-from dkan.profiles import base_config, choose_profile, finetune_config
+from dkan.profiles import base_config, finetune_config
 from sweeps.jobs import DRIVER_CPU, WorkerResources
 from sweeps.layout import CacheLayout, RunLayout, study_key
 from sweeps.progress import metric_name
-from sweeps.space import Range, describe, load_space
-from sweeps.tracking import check_tracking_uri, mask_uri, sqlite_uri
+from sweeps.space import Space, describe
+from sweeps.tracking import mask_uri
 
 
 class PlanError(DkanError, ValueError):
@@ -46,6 +42,8 @@ class Budget:
     scheduler: str = "asha"  # asha | paired (sweeps.schedulers) | fifo: how weak trials stop between seeds
     paired_alpha: float = 0.1  # paired: the one-sided level of the per-seed t test against the incumbent
     max_failures: int = 2  # a trial (or base training) whose worker, driver or node was lost: retries
+    candidates: tuple[str, ...] = ("tfa", "plain", "dkan")  # compared on val; dkan: its defaults and the tuned
+    margin: float = 0.005  # a candidate replaces a simpler one when it beats it by this much AP_all (and its CI > 0)
 
 
 # the embedded default (no --data): synthetic data, small enough for 2 cores (21.9 min measured for K = 1,3,5).
@@ -54,6 +52,9 @@ class Budget:
 QUICK = Budget(trials=2, base_iterations=100, finetune_iterations=10, grace_seeds=1, reduction_factor=3)
 QUICK_SEEDS = [1, 2, 3]
 ALL_SEEDS = list(range(1, 11))
+# the methods a study can recommend, simplest first: a candidate replaces a simpler one only when it beats
+# it on val (sweeps.selection); dkan stands for two candidates, its authors' defaults and the tuned values
+CANDIDATES = ("tfa", "plain", "dkan")
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Plan:
     seeds: tuple[int, ...]
     profile: str
     budget: Budget
-    space: dict[str, Range]
+    space: Space
     resources: WorkerResources
     out: Path
     tracking_uri: str
@@ -107,6 +108,8 @@ class Plan:
     node_cpus: float = 1.0  # CPUs of the largest node (a base-training worker must fit on one)
     verbose: bool = False  # Tune's own trial tables besides sweeps.console's lines
     session: str = ""  # this invocation's id (complete_plan): a failure it recorded is not retried by it
+    objective_kind: str = "ap_all"  # ap_all: the mean AP_all; pareto: AP_novel against AP_B retention
+    min_retention: float = 0.9  # pareto: the pick keeps at least this share of the base model's AP_B
 
     @property
     def select_split(self) -> str:
@@ -165,13 +168,17 @@ class Plan:
 
     def describe(self) -> str:
         b, r = self.budget, self.resources
-        worst = b.trials * len(self.seeds) * len(self.splits) * len(self.shots)
+        studies = len(self.splits) * len(self.shots)
+        worst = b.trials * len(self.seeds) * studies
         stop = (f"ASHA on seeds_done (grace {b.grace_seeds} seeds, reduction {b.reduction_factor}); at most {worst} "
                 "seed fine-tunes") if b.early_stop else f"off: every trial runs every seed ({worst} seed fine-tunes)"
         if b.early_stop and b.scheduler == "paired":
             stop = (f"paired per-seed t test against the incumbent (alpha {b.paired_alpha:g}, grace {b.grace_seeds} "
                     f"seeds); at most {worst} seed fine-tunes")
         paper = " (PAPER PROTOCOL: selected on test, as the paper did)" if self.protocol == "paper" else ""
+        objective = (f"Pareto front of {self.select_split} AP_novel and AP_B retention, the pick: the best AP_all "
+                     f"keeping {self.min_retention:.0%} of the base model's AP_B"
+                     if self.objective_kind == "pareto" else f"mean {self.objective} over the seeds")
         return "\n".join([
             "dkan-sweep plan",
             f"  data        {self.data_root} ({self.dataset}); profile {self.profile}",
@@ -180,11 +187,14 @@ class Plan:
               if self.input_size else []),
             f"  splits      {'; '.join(describe_split(s) for s in self.splits)}",
             f"  shots       {list(self.shots)}; seeds {self.seeds[0]}-{self.seeds[-1]} ({len(self.seeds)})",
-            f"  search      Optuna TPE, {b.trials} trials per (split, K), authors' defaults first: "
-            f"{describe(self.space)}",
+            f"  candidates  {', '.join(self.candidate_names())} on {self.select_split} over every seed{paper}",
+            f"  search      Optuna TPE, {b.trials} DKAN trials per (split, K) (the authors' defaults the first), "
+            f"maximising the {objective}: {describe(self.space)}",
             f"  early stop  {stop}",
-            f"  selection   on {self.select_split}{paper}; then on test over all seeds: TFA, DKAN with the "
-            "authors' defaults and tuned, the base model",
+            f"  selection   simplest first ({' < '.join(self.candidate_names())}): a candidate replaces the one "
+            f"chosen so far when it beats it on the same seeds by at least {b.margin * 100:g} AP_all points with the "
+            "95% CI of the paired difference above 0; then on test: every candidate and the base model, "
+            "their checkpoints evaluated (nothing fine-tuned twice)",
             f"  resources   {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU) per "
             f"fine-tune; {self.max_concurrent} trial(s) at once; a lost worker or node retried up to "
             f"{b.max_failures} time(s), going on at the next unfinished seed",
@@ -194,83 +204,10 @@ class Plan:
             f"  outputs     {self.out} (best configs in {self.layout.bundles_dir})",
         ])
 
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("DKAN_CACHE", Path.home() / ".cache" / "dkan-sweep"))
-
-
-def build_plan(args: argparse.Namespace) -> Plan:
-    """Everything checked before any work; the synthetic set is prepared here when needed."""
-    from dkan.data.prepare import PrepareConfig, prepare_data
-
-    cache = Path(args.cache_dir or default_cache_dir()).absolute()
-    embedded = args.data is None
-    if embedded:
-        data_root = CacheLayout(cache).synthetic_data
-        res = prepare_data(PrepareConfig(out=str(data_root), synthetic=True), overwrite=True)  # our cache: refresh it
-        print(f"synthetic data: {res.status} ({data_root})")
-    else:
-        data_root = Path(args.data).absolute()
-    seeds = args.seeds or (QUICK_SEEDS if embedded else ALL_SEEDS)
-    splits = class_splits(args, data_root)
-    data = check_data(data_root, splits, args.shots, seeds)
-    profile = choose_profile(args.profile)
-    # cpu-quick sizes its input from the data (recorded by prepare-data); paper keeps the authors' 800 px
-    input_size = data.manifest().get("input_size") if profile == "cpu-quick" else None
-    d = QUICK if embedded else Budget()
-    budget = Budget(
-        trials=args.trials or d.trials, base_iterations=args.base_iterations or d.base_iterations,
-        finetune_iterations=args.finetune_iterations or d.finetune_iterations,
-        grace_seeds=args.grace_seeds or d.grace_seeds, reduction_factor=args.reduction_factor or d.reduction_factor,
-        early_stop=not args.no_early_stop and getattr(args, "scheduler", None) != "fifo",
-        scheduler=getattr(args, "scheduler", None) or d.scheduler,
-        paired_alpha=getattr(args, "paired_alpha", None) or d.paired_alpha,
-        max_failures=d.max_failures if getattr(args, "max_failures", None) is None else args.max_failures,
-    )
-    if budget.trials < 1:
-        raise PlanError(f"--trials {budget.trials}: need at least one trial")
-    space = load_space(Path(args.search_space) if args.search_space else None)
-    out = Path(args.out).absolute()
-    uri = args.tracking_uri or sqlite_uri(RunLayout(out).mlflow_db)
-    check_tracking_uri(uri)
-    if args.base_checkpoint and not Path(args.base_checkpoint).is_file():
-        raise PlanError(
-            f"--base-checkpoint {args.base_checkpoint}: file not found. Fix: pass a model_final.pt from dkan base-train"
-        )
-    return Plan(
-        data_root=data_root, dataset=data_root.name, splits=splits, shots=tuple(args.shots),
-        seeds=tuple(seeds), profile=profile, input_size=input_size, metric=args.metric, search_seed=args.search_seed,
-        budget=budget, space=space,
-        resources=WorkerResources(args.workers, args.cpus_per_worker, args.gpus_per_worker), out=out, tracking_uri=uri,
-        protocol=args.protocol, base_checkpoint=Path(args.base_checkpoint).absolute() if args.base_checkpoint else None,
-        cache_dir=cache, base_overrides=tuple(args.base_set), finetune_overrides=tuple(args.set),
-        extra_points=tuple(load_points(args.points, space)), max_concurrent=args.max_concurrent or 0,
-        verbose=bool(getattr(args, "verbose", False)),
-    )
-
-
-def class_splits(args: argparse.Namespace, data_root: Path) -> tuple[ClassSplitSpec, ...]:
-    """The splits to sweep: ``--base``/``--novel``, the splits of ``--class-splits FILE``, NEU-DET
-    presets ``--splits``, else those recorded in the prepared dataset, else preset 1."""
-    ways = (("--splits", args.splits), ("--base", args.base), ("--class-splits", args.class_splits))
-    given = [n for n, v in ways if v]
-    if len(given) > 1:
-        raise PlanError(f"{' and '.join(given)}: give one way of naming class splits. Fix: keep one of them")
-    if args.novel and not args.base:
-        raise PlanError("--novel needs --base. Fix: add --base a,b,c (the base classes)")
-    if args.base:
-        base, novel = parse_class_list(args.base), parse_class_list(args.novel)
-        name = split_name(None, base, novel)
-        return (ClassSplitSpec(name, None, tuple(base), tuple(novel) if novel is not None else None),)
-    if args.class_splits:
-        named = load_class_splits(Path(args.class_splits))
-    elif args.splits:
-        return tuple(ClassSplitSpec(split_name(n), n) for n in args.splits)
-    else:
-        named = PreparedData.load(data_root).class_splits()
-        if not named:
-            return (ClassSplitSpec("split1", 1),)
-    return tuple(ClassSplitSpec(n, None, cs.base, cs.novel or None) for n, cs in named.items())
+    def candidate_names(self) -> list[str]:
+        """The candidates of every study, simplest first (``dkan``: its authors' defaults, then the tuned)."""
+        names = {"tfa": ["tfa"], "plain": ["plain"], "dkan": ["dkan_defaults", "dkan"]}
+        return [n for c in CANDIDATES if c in self.budget.candidates for n in names[c]]
 
 
 def describe_split(s: ClassSplitSpec) -> str:
@@ -294,28 +231,6 @@ def complete_plan(plan: Plan, nodes: list[dict[str, float]], local: bool) -> Pla
         plan, max_concurrent=min(plan.max_concurrent or fits, fits), node_cpus=max(n.get("CPU", 0.0) for n in nodes),
         session=uuid.uuid4().hex[:12],
     )
-
-
-def check_data(data_root: Path, splits: tuple[ClassSplitSpec, ...], shots: list[int],
-               seeds: list[int]) -> PreparedData:
-    """Every (split, K, seed) needs its few-shot files; seeds must be a sane range."""
-    if not seeds or min(seeds) < 1:
-        raise PlanError(f"--seeds {seeds}: seeds start at 1. Fix: pass e.g. --seeds 1-10")
-    data = PreparedData.load(data_root)
-    for s in splits:
-        resolve_class_split(list(data.classes), s.number, list(s.base) if s.base else None,
-                            list(s.novel) if s.novel is not None else None)
-    missing = [(s, k) for s in seeds for k in shots
-               if not all(fewshot_path(data.annotations, s, k, c).is_file() for c in data.classes)]
-    if missing:
-        have = sorted(int(p.name) for p in (data.annotations / "fewshot-split").iterdir() if p.name.isdigit())
-        s, k = missing[0]
-        raise PlanError(
-            f"{data_root}: no few-shot files for seed {s}, K={k} ({len(missing)} (seed, K) pairs missing; "
-            f"seeds present: {have}). Fix: run `dkan prepare-data ... --seeds {seeds[0]}-{seeds[-1]} "
-            f"--shots {','.join(map(str, shots))}` or choose --seeds/--shots that exist"
-        )
-    return data
 
 
 def check_resources(
@@ -353,20 +268,3 @@ def check_resources(
     if need_gpu:
         fit = min(fit, math.floor(gpus / need_gpu + 1e-9))
     return max(1, fit)
-
-
-def load_points(path: str | None, space: dict[str, Range]) -> list[dict[str, float]]:
-    """A YAML list of hyperparameter sets, each inside the space."""
-    if not path:
-        return []
-    p = Path(path)
-    points = read_yaml(p, "--points file", PlanError) or []
-    if not isinstance(points, list):
-        raise PlanError(f"--points {p}: expected a list of {{{', '.join(HPARAMS)}}} mappings")
-    for i, pt in enumerate(points):
-        if not isinstance(pt, dict) or set(pt) != set(space):
-            raise PlanError(f"--points {p}: entry {i} must set exactly {sorted(space)}, got {pt!r}")
-        for k, v in pt.items():
-            if not space[k].low <= float(v) <= space[k].high:
-                raise PlanError(f"--points {p}: entry {i}: {k}={v} lies outside [{space[k].low:g}, {space[k].high:g}]")
-    return [{k: float(v) for k, v in pt.items()} for pt in points]

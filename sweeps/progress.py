@@ -35,6 +35,7 @@ class TrialReport:
     means: dict[str, float]  # AP_base, AP_novel, AP_all over the seeds done (NaN seeds left out)
     last_seed: int
     fit_seconds_total: float = 0.0
+    retention: float = math.nan  # mean AP_base over the base model's AP_base on the same split (NaN: unknown)
 
     @property
     def seeds_done(self) -> int:
@@ -46,8 +47,10 @@ class TrialReport:
         return self.means.get("AP_all", math.nan)
 
     def named_means(self) -> dict[str, float]:
-        """The running means by their reported names (``val_AP_base``, ``val_AP_novel``, ``val_AP_all``)."""
-        return {metric_name(self.split, k): v for k, v in self.means.items()}
+        """The running means by their reported names (``val_AP_base``, ``val_AP_novel``, ``val_AP_all``,
+        ``val_retention``)."""
+        return {**{metric_name(self.split, k): v for k, v in self.means.items()},
+                metric_name(self.split, "retention"): self.retention}
 
     def finite_seed_ap(self) -> dict[int, float]:
         """The seeds with a defined AP (a NaN seed pairs with nothing)."""
@@ -55,12 +58,14 @@ class TrialReport:
 
     @classmethod
     def of_seeds(cls, split: str, per_seed: Sequence[tuple[int, Mapping[str, Any]]],
-                 fit_seconds_total: float = 0.0) -> TrialReport:
-        """The report after the (seed, metrics) pairs done so far."""
+                 fit_seconds_total: float = 0.0, base_ap: float | None = None) -> TrialReport:
+        """The report after the (seed, metrics) pairs done so far (``base_ap``: the base model's AP_base on
+        the split, for the retention)."""
         agg = aggregate_seeds({s: m for s, m in per_seed})
         means = {k: agg[k]["mean"] if k in agg else math.nan for k in HEADLINE}
         seed_ap = {int(s): float(m.get("AP_all", math.nan)) for s, m in per_seed}
-        return cls(split, seed_ap, means, int(per_seed[-1][0]), fit_seconds_total)
+        retention = means["AP_base"] / base_ap if base_ap else math.nan
+        return cls(split, seed_ap, means, int(per_seed[-1][0]), fit_seconds_total, retention)
 
     def to_metrics(self) -> dict[str, Any]:
         return {
@@ -78,7 +83,8 @@ class TrialReport:
         split = str(result["split"])
         means = {k: float(result.get(metric_name(split, k), math.nan)) for k in HEADLINE}
         seed_ap = {int(s): float(v) for s, v in zip(result["seeds"], result["seed_AP_all"])}
-        return cls(split, seed_ap, means, int(result.get("last_seed", 0)), float(result.get("fit_seconds_total", 0)))
+        return cls(split, seed_ap, means, int(result.get("last_seed", 0)), float(result.get("fit_seconds_total", 0)),
+                   float(result.get(metric_name(split, "retention"), math.nan)))
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
-"""The sweep: Ray Tune + Optuna over DKAN's distillation weights and temperatures, every trial
-over the few-shot seeds (one Ray Train run per trial, a fit() per seed), ASHA on seeds, MLflow,
-best-config export. The same options as `dkan sweep`.
+"""The sweep: per class split and K, the candidates (TFA, plain, DKAN with the authors' defaults, DKAN
+tuned by Ray Tune + Optuna over any config values) fine-tuned over the few-shot seeds on val (one Ray
+Train run per trial, a fit() per seed, ASHA on seeds), one recommended by a stated rule, confirmed
+(or not) on test; MLflow; the recommended model exported and registered. The same options as
+`dkan sweep`.
 
     python sweeps/run_tune.py --shots 1,3,5                  # embedded default: synthetic data, local Ray + MLflow
     python sweeps/run_tune.py --data data/neu-det --shots 1,3,5 --splits 1,2,3
+    python sweeps/run_tune.py ... --dry-run                  # the checked plan only: no Ray, nothing written
     python sweeps/run_tune.py ... --resume                   # continue an interrupted sweep
 """
 
@@ -57,8 +60,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--max-concurrent", type=int, help="trials at once (default: as many as the cluster holds)")
     a("--max-failures", type=int, help="retries of a trial or base training whose worker, driver or node was lost; "
       "the retry goes on at the next unfinished seed (default 2; a non-finite loss or bad data is never retried)")
-    a("--search-space", metavar="YAML", help="ranges overriding the default space")
-    a("--points", metavar="YAML", help="a list of hyperparameter sets to evaluate first (after the authors' defaults)")
+    a("--search-space", metavar="YAML", help="config keys to search: dotted keys of the fine-tune config with "
+      "{low, high, log} or {choices: [...]} (e.g. optim.lr), over the default space of the distillation weights "
+      "and temperatures (sweeps/space.py)")
+    a("--points", metavar="YAML", help="a list of DKAN points to evaluate first (after the authors' defaults)")
+    a("--candidates", type=lambda s: [c.strip() for c in s.split(",") if c.strip()], metavar="tfa,plain,dkan",
+      help="what a study compares on val and may recommend, simplest first (default all three; dkan: its "
+      "authors' defaults and the tuned values)")
+    a("--select-margin", type=float, metavar="POINTS", help="the AP_all points a candidate must gain over a "
+      "simpler one on the same val seeds (with the paired 95%% CI above 0) to replace it (default 0.5)")
+    a("--objective", choices=("ap_all", "pareto"), help="what DKAN's search maximises: the mean AP_all (default) "
+      "or the Pareto front of AP_novel against AP_B retention (the pick: --min-retention)")
+    a("--min-retention", type=float, help="--objective pareto: the pick is the best AP_all on the front among "
+      "the points keeping this share of the base model's AP_B (default 0.9)")
+    a("--dry-run", action="store_true", help="check and print the whole plan (data, splits, space, resources, "
+      "candidates), start no Ray, write nothing")
     a("--no-early-stop", action="store_true", help="run every trial on every seed (no ASHA)")
     a("--metric", choices=METRICS, default="coco", help="AP50 of the tables: coco (101-point, default) or voc07 "
       "(11-point, the paper's; the reference rows compare in it). Selection uses COCO AP_all")
@@ -117,9 +133,37 @@ def check_args(args: argparse.Namespace) -> None:
         raise ArgumentError(f"--out {out}: holds both ' and \", which MLflow's run search cannot quote. "
                             "Fix: choose a path without quote characters")
     check_writable(Path(out))
+    if args.resume and getattr(args, "dry_run", False):
+        raise ArgumentError("--resume with --dry-run: a dry run resumes nothing. Fix: drop one of them")
     if args.resume and not (Path(out) / "ray_results").is_dir():
         raise ArgumentError(f"--resume: {Path(out).absolute()} holds no sweep state (no ray_results folder), "
                             "so there is nothing to resume. Fix: check --out, or run without --resume to start")
+
+
+def dry_run(args: argparse.Namespace) -> int:
+    """The whole plan checked and printed as the sweep would start it, on this machine's resources (or
+    the cluster's, read without starting Ray there: the ones given to --num-cpus); no Ray, nothing written."""
+    import os
+    import shutil
+
+    from sweeps.inputs import build_plan
+    from sweeps.plan import complete_plan
+
+    plan = build_plan(args, prepare=False)
+    try:
+        import torch
+
+        gpus = float(torch.cuda.device_count())
+        node = {"CPU": float(args.num_cpus or os.cpu_count() or 1) + (1.0 if args.address is None else 0.0),
+                "GPU": gpus}
+        plan = complete_plan(plan, [node], local=args.address is None)
+        print(plan.describe())
+        print("dry run: the plan above is checked; nothing was started or written"
+              + (f" (on {args.address} the resources are the cluster's)" if args.address else ""))
+    finally:
+        if plan.data_root.parent.name.startswith("dkan-plan-"):  # the embedded default's data, made for the check
+            shutil.rmtree(plan.data_root.parent, ignore_errors=True)
+    return 0
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -130,7 +174,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     """The sweep of parsed arguments; the exit code (2: bad input, 130: interrupted)."""
-    from sweeps.plan import build_plan
+    from sweeps.inputs import build_plan
     from sweeps.search import SweepInterrupted
     from sweeps.sweep import run_sweep
     from sweeps.tracking import mask_uri
@@ -139,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         with storage_errors():  # disk full, read-only or no permission: one clear line
             check_args(args)
+            if getattr(args, "dry_run", False):
+                return dry_run(args)
             plan = build_plan(args)
             run_sweep(plan, args.address, args.num_cpus, args.resume)
     except DkanError as e:

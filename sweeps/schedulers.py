@@ -166,16 +166,19 @@ def replay_trial(config: dict[str, Any], *, recording: Recording, seconds_per_se
         tune.report(TrialReport.of_seeds("val", done).to_metrics())
 
 
-def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alpha: float = 0.1) -> TrialScheduler:
+def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alpha: float = 0.1,
+                   metric: str | None = None) -> TrialScheduler:
     """The sweep's scheduler: ``asha`` (on seeds_done), ``paired`` (a t test at ``alpha``) or ``fifo``
-    (every trial runs every seed)."""
+    (every trial runs every seed). ``metric`` (maximised): the scheduler's own, where the search has
+    several (the Pareto search); else Tune's."""
     if kind not in SCHEDULERS:
         raise ValueError(f"scheduler {kind!r}: choose one of {SCHEDULERS}")
+    own = {"metric": metric, "mode": "max"} if metric else {}
     if kind == "asha":
         return ASHAScheduler(time_attr=SEEDS_DONE, max_t=n_seeds, grace_period=min(grace, n_seeds),
-                             reduction_factor=reduction)
+                             reduction_factor=reduction, **own)
     if kind == "paired":
-        return PairedSeedScheduler(n_seeds=n_seeds, grace_seeds=grace, alpha=alpha)
+        return PairedSeedScheduler(n_seeds=n_seeds, grace_seeds=grace, alpha=alpha, **own)
     return FIFOScheduler()
 
 

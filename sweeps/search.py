@@ -1,17 +1,25 @@
-"""The search of one study: Optuna's TPE through Ray Tune, each trial one hyperparameter set over the
-seeds (one Ray Train run, a ``fit`` per seed), ASHA stopping weak trials between seeds.
+"""The runs of one study on the selection split, each a Ray Tune run of trials over the seeds (one Ray
+Train run per trial, a ``fit`` per seed):
 
-The trace of one seed: ``run_search`` (the Tuner) -> ``search_trial`` (a Tune trial) ->
+- ``candidates``: the fixed candidates side by side, every one on every seed: TFA and plain (when the
+  space holds no key they use), DKAN with the authors' defaults;
+- ``search``: Optuna's TPE over the space for DKAN, told the defaults' result first, ASHA stopping
+  weak trials between seeds;
+- ``search_<method>``: a baseline's own search, when the space holds keys it uses (e.g. ``optim.lr``).
+
+The trace of one seed: ``run_tune`` (the Tuner) -> ``seed_trial`` (a Tune trial) ->
 ``sweeps.jobs.run_jobs`` (its Train run) -> ``dkan.engine.train.fit`` (the seed) -> a
 ``sweeps.progress.TrialReport`` back through ``TuneReportCallback`` -> the scheduler, the console
-and ``sweeps.trial_logger.TrialLogger`` (MLflow). ``sweeps.selection`` reads the finished grid.
+and ``sweeps.trial_logger.TrialLogger`` (MLflow). ``sweeps.selection`` reads the finished runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import signal
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -19,12 +27,12 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from dkan.config import authors_defaults
 from sweeps.console import TrialConsole, error_line
 from sweeps.jobs import DRIVER_CPU, finetune_job, run_jobs
 from sweeps.plan import Plan, StudySpec
+from sweeps.progress import metric_name
 from sweeps.schedulers import make_scheduler
-from sweeps.space import first_points, point_of, to_optuna
+from sweeps.space import Space, point_of, to_optuna
 from sweeps.trial_logger import TrialLogger
 
 
@@ -32,46 +40,80 @@ class SweepInterrupted(KeyboardInterrupt):
     pass
 
 
-def search_trial(config: dict[str, Any], *, plan: Plan, study: StudySpec) -> None:
-    """One hyperparameter set over the plan's seeds, scored on the selection split."""
+@dataclass(frozen=True)
+class RunSpec:
+    """One Tune run of a study: fixed candidates side by side, or one method's Optuna search."""
+
+    name: str  # candidates | search | search_<method>: names its Tune state and MLflow runs
+    method: str = "dkan"  # the searched method (a search)
+    space: Space = field(default_factory=dict)  # the keys searched (a search)
+    trials: int = 1
+    points: tuple[dict[str, Any], ...] = ()  # evaluated first (a search)
+    prior: tuple[tuple[dict[str, Any], float], ...] = ()  # already evaluated elsewhere: (point, objective)
+    fixed: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # candidate -> (method, point)
+    base_ap: float | None = None  # the base model's AP_base on the selection split (for the retention)
+
+    @property
+    def is_search(self) -> bool:
+        return not self.fixed
+
+
+def seed_trial(config: dict[str, Any], *, plan: Plan, study: StudySpec, spec: RunSpec) -> None:
+    """One candidate (a fixed one, or a point of a search) over the plan's seeds, on the selection split."""
     trial = tune.get_context().get_trial_id()
-    hparams = point_of(config)
-    jobs = [finetune_job(study.template, "dkan", s, plan.layout.trial_seed(study.key, trial, s), plan.select_split,
-                         hparams) for s in plan.seeds]
+    method, point = spec.fixed[config["candidate"]] if spec.fixed else (spec.method, point_of(config, spec.space))
+    jobs = [finetune_job(study.template, method, s, plan.layout.trial_seed(study.key, trial, s), plan.select_split,
+                         point) for s in plan.seeds]
     run_jobs(jobs, plan.resources, trial, plan.layout.train_storage, plan.select_split, in_trial=True,
-             max_failures=plan.budget.max_failures, session=plan.session)
+             max_failures=plan.budget.max_failures, session=plan.session, base_ap=spec.base_ap)
 
 
-def run_search(plan: Plan, study: StudySpec, parent_run: str, resume: bool) -> tune.ResultGrid:
-    """The study's search run to its end (or restored from its saved state and finished)."""
-    path = plan.layout.search_state(study.key)
-    trainable = tune.with_resources(tune.with_parameters(search_trial, plan=plan, study=study), {"cpu": DRIVER_CPU})
+def run_tune(plan: Plan, study: StudySpec, parent_run: str, resume: bool, spec: RunSpec) -> tune.ResultGrid:
+    """One of the study's Tune runs to its end (or restored from its saved state and finished)."""
+    path = plan.layout.tune_state(study.key, spec.name)
+    trainable = tune.with_resources(tune.with_parameters(seed_trial, plan=plan, study=study, spec=spec),
+                                    {"cpu": DRIVER_CPU})
 
     def make() -> tune.Tuner:
-        b, n = plan.budget, len(plan.seeds)
-        first = first_points(plan.space, authors_defaults(study.split.number))
-        points = first + [p for p in plan.extra_points if p not in first]
-        searcher = OptunaSearch(space=to_optuna(plan.space), metric=plan.objective, mode="max",
-                                points_to_evaluate=points, seed=study_seed(plan.search_seed, study.key),
-                                study_name=study.key)
-        scheduler = make_scheduler(b.scheduler if b.early_stop else "fifo", n, b.grace_seeds, b.reduction_factor,
-                                   b.paired_alpha)
-        logger = TrialLogger(plan.tracking_uri, plan.dataset, parent_run, study.key, n)
-        return tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(metric=plan.objective, mode="max", scheduler=scheduler, num_samples=b.trials,
-                                        search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent)),
-            run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent),
-                                      callbacks=[logger, TrialConsole.for_study(plan, study)],
-                                      # a trial whose driver's node was lost starts again: at its next seed
-                                      failure_config=tune.FailureConfig(max_failures=b.max_failures),
-                                      verbose=1 if plan.verbose else 0))  # Tune's tables only with --verbose
+        n = len(plan.seeds)
+        logger = TrialLogger(plan.tracking_uri, plan.dataset, parent_run, study.key, n, spec.method)
+        console = TrialConsole.for_study(plan, study, trials=len(spec.fixed) or spec.trials, run=spec.name)
+        run_config = tune.RunConfig(name=path.name, storage_path=str(path.parent), callbacks=[logger, console],
+                                    # a trial whose driver's node was lost starts again: at its next seed
+                                    failure_config=tune.FailureConfig(max_failures=plan.budget.max_failures),
+                                    verbose=1 if plan.verbose else 0)  # Tune's tables only with --verbose
+        if spec.fixed:  # every candidate on every seed: nothing stops early
+            return tune.Tuner(trainable, param_space={"candidate": tune.grid_search(list(spec.fixed))},
+                              tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent),
+                              run_config=run_config)
+        return tune.Tuner(trainable, tune_config=_search_config(plan, study, spec), run_config=run_config)
 
     return fit_tuner(path, trainable, resume, make)
 
 
+def _search_config(plan: Plan, study: StudySpec, spec: RunSpec) -> tune.TuneConfig:
+    b, n = plan.budget, len(plan.seeds)
+    pareto = plan.objective_kind == "pareto"
+    metric: str | list[str] = plan.objective
+    mode: str | list[str] = "max"
+    if pareto:  # forgetting against learning: two objectives; ASHA keeps ranking on AP_all
+        metric, mode = [metric_name(plan.select_split, "AP_novel"), metric_name(plan.select_split, "retention")], \
+            ["max", "max"]
+    searcher = OptunaSearch(space=to_optuna(spec.space), metric=metric, mode=mode, points_to_evaluate=list(spec.points),
+                            seed=study_seed(plan.search_seed, f"{study.key}|{spec.name}"), study_name=study.key)
+    if not pareto:
+        for point, value in spec.prior:  # told, not run again (the fixed candidates ran it on every seed)
+            if math.isfinite(value):
+                searcher.add_evaluated_point(point, value)
+    scheduler = make_scheduler(b.scheduler if b.early_stop else "fifo", n, b.grace_seeds, b.reduction_factor,
+                               b.paired_alpha, metric=plan.objective if pareto else None)
+    return tune.TuneConfig(metric=None if pareto else plan.objective, mode=None if pareto else "max",
+                           scheduler=scheduler, num_samples=spec.trials,
+                           search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent))
+
+
 def study_seed(search_seed: int, key: str) -> int:
-    """Each study samples with its own seed (the same points for every K otherwise)."""
+    """Each study (and each of its searches) samples with its own seed (the same points for every K otherwise)."""
     return int(hashlib.sha256(f"{search_seed}|{key}".encode()).hexdigest()[:8], 16)
 
 

@@ -1,48 +1,52 @@
-"""Selection on the selection split (val; test under ``--protocol paper``): a study's search, read once.
+"""Selection on the selection split (val; test under ``--protocol paper``): one recommendation per study.
 
-``select`` turns Tune's ResultGrid into one ``TrialSummary`` per trial (hyperparameters, last report,
-error, wall time), then picks the tuned candidate: the best mean objective among the trials that ran
-every seed (ASHA-stopped trials saw fewer; a trial that raised is never picked). The authors'
-defaults are a candidate too, tied to the trial that ran them (the search runs them first), so the
-test phase reuses that trial's checkpoints.
+The candidates, simplest first: TFA < plain < DKAN with the authors' defaults < DKAN tuned. Each ran
+every seed on val (``sweeps.search``); the tuned one is the search trial with the best mean objective
+among those that ran every seed (the Pareto search: the best AP_all on its front among the points
+that keep ``--min-retention`` of the base model's AP_B), or the defaults when no trial beat them.
+
+The rule: the simplest candidate stands; each next one replaces the one standing only when it beats it
+on the same seeds by at least the margin (``--select-margin``, 0.5 AP_all points) on average, with the
+95% t interval of the paired difference above 0. A trial stopped early is never a candidate, so nothing
+is compared on seeds it did not run. Test only confirms or does not (``sweeps.outcome``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dkan.config import authors_defaults
 from dkan.errors import DkanError
+from dkan.evaluation.stats import paired
 from sweeps.console import error_line
-from sweeps.plan import Plan, StudySpec
+from sweeps.plan import Plan
 from sweeps.progress import TrialReport
-from sweeps.space import first_points, point_of
+from sweeps.search import RunSpec
+from sweeps.space import point_of
+
+ORDER = ("tfa", "plain", "dkan_defaults", "dkan")  # simplest first
+LABELS = {"tfa": "TFA", "plain": "plain (DKAN's trainable parts, no teacher)",
+          "dkan_defaults": "DKAN (authors' defaults)", "dkan": "DKAN (tuned)"}
 
 
 class NoTrialSucceeded(DkanError, RuntimeError):
-    """Every trial of a study's search failed: the sweep stops with their first error, not a traceback."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A hyperparameter set and the search trial that ran it (None: no trial did)."""
-
-    hparams: dict[str, float]
-    trial_id: str | None = None
+    """Every candidate of a study failed: the sweep stops with their first error, not a traceback."""
 
 
 @dataclass(frozen=True)
 class TrialSummary:
-    """One search trial as the outputs and MLflow need it."""
+    """One Tune trial of a study's runs, as the outputs and MLflow need it."""
 
     trial_id: str | None
-    hparams: dict[str, float]
+    method: str
+    point: dict[str, Any]  # its searched values (a fixed candidate: its whole point)
     report: TrialReport | None  # its last report (None: no seed finished)
     error: str | None  # "Type: message" of a trial that failed
     wall_s: float = 0.0
+    candidate: str | None = None  # a fixed candidate's name
+    run: str = "search"
 
     @property
     def seeds_done(self) -> int:
@@ -62,60 +66,147 @@ class TrialSummary:
 
 
 @dataclass(frozen=True)
-class Selection:
-    """What the search chose and how it went."""
+class Candidate:
+    name: str  # tfa | plain | dkan_defaults | dkan
+    method: str
+    point: dict[str, Any]
+    trial: TrialSummary  # its runs on the selection split, every seed
 
-    tuned: Candidate
-    defaults: Candidate
-    best: TrialSummary  # the tuned candidate's trial
-    trials: tuple[TrialSummary, ...]
+    @property
+    def seed_ap(self) -> dict[int, float]:
+        return self.trial.report.seed_ap if self.trial.report else {}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One comparison of the rule: ``challenger`` minus ``incumbent`` on the same seeds (``stats.paired``)."""
+
+    challenger: str
+    incumbent: str
+    diff: dict[str, Any]
+    replaced: bool
+
+
+@dataclass(frozen=True)
+class Selection:
+    candidates: dict[str, Candidate]  # simplest first
+    recommended: str
+    steps: tuple[Step, ...]
+    trials: tuple[TrialSummary, ...]  # every trial of the study's runs
     n_seeds: int
+    margin: float
+    how_tuned: str  # how the tuned candidate was picked
+
+    @property
+    def choice(self) -> Candidate:
+        return self.candidates[self.recommended]
 
     @property
     def finetunes(self) -> int:
-        """Seed fine-tunes the search ran."""
+        """Seed fine-tunes the study ran on the selection split."""
         return sum(t.seeds_done for t in self.trials)
 
     def search_summary(self) -> dict[str, Any]:
-        """How the search went: trials that ran every seed, were stopped early, or failed (each named)."""
-        ok = [t for t in self.trials if t.error is None]
-        failed = [{"hyperparameters": t.hparams, "seeds_done": t.seeds_done, "error": t.error}
+        """How the searches went: trials that ran every seed, were stopped early, or failed (each named)."""
+        searched = [t for t in self.trials if t.candidate is None]
+        ok = [t for t in searched if t.error is None]
+        failed = [{"hyperparameters": t.point, "seeds_done": t.seeds_done, "error": t.error, "method": t.method}
                   for t in self.trials if t.error is not None]
-        return {"trials": len(self.trials), "all_seeds": sum(t.seeds_done == self.n_seeds for t in ok),
+        return {"trials": len(searched), "all_seeds": sum(t.seeds_done == self.n_seeds for t in ok),
                 "stopped_early": sum(t.seeds_done < self.n_seeds for t in ok), "failed": failed}
 
 
-def summarize(grid: Iterable[Any]) -> list[TrialSummary]:
+def summarize(grid: Iterable[Any], spec: RunSpec | None = None) -> list[TrialSummary]:
     """One summary per result of a Tune ResultGrid (or anything with ``config``, ``metrics``, ``error``)."""
+    spec = spec or RunSpec("search")
     out = []
     for r in grid:
-        m = r.metrics or {}
+        m, config = r.metrics or {}, r.config or {}
+        name = config.get("candidate")
+        method, point = spec.fixed[name] if name in spec.fixed else (spec.method, point_of(config, spec.space))
         error = None if r.error is None else f"{type(r.error).__name__}: {r.error}"
-        out.append(TrialSummary(m.get("trial_id"), point_of(r.config or {}), TrialReport.from_result(m), error,
-                                float(m.get("time_total_s") or 0.0)))
+        out.append(TrialSummary(m.get("trial_id"), method, dict(point), TrialReport.from_result(m), error,
+                                float(m.get("time_total_s") or 0.0), name, spec.name))
     return out
+
+
+def _complete(trials: Iterable[TrialSummary], n_seeds: int) -> list[TrialSummary]:
+    return [t for t in trials if t.error is None and t.seeds_done == n_seeds and not math.isnan(t.objective)]
 
 
 def pick_best(trials: list[TrialSummary], n_seeds: int) -> TrialSummary:
     """The best trial among those that ran every seed (all that reported, when none did)."""
     done = [t for t in trials if t.error is None and t.report is not None and not math.isnan(t.objective)]
     if not done:
-        errors = [error_line(t.error) for t in trials if t.error is not None]
-        first = f"; the first error: {errors[0]}" if errors else ""
-        raise NoTrialSucceeded(
-            f"no trial reported a result ({len(errors)} of {len(trials)} failed{first}). Fix: read each trial's error "
-            "above (or its dkan.failure_reason tag in MLflow), fix the cause, then rerun with --resume")
-    full = [t for t in done if t.seeds_done == n_seeds]
-    return max(full or done, key=lambda t: t.objective)
+        raise_nothing_ran(trials)
+    return max(_complete(done, n_seeds) or done, key=lambda t: t.objective)
 
 
-def select(plan: Plan, study: StudySpec, grid: Iterable[Any]) -> Selection:
-    """The tuned candidate and the authors' defaults of one study's finished search."""
-    trials = summarize(grid)
-    best = pick_best(trials, len(plan.seeds))
-    defaults = Candidate(first_points(plan.space, authors_defaults(study.split.number))[0])
-    for t in trials:  # the search ran the defaults first: reuse that trial's checkpoints
-        if t.trial_id and all(math.isclose(t.hparams.get(k, math.nan), v) for k, v in defaults.hparams.items()):
-            defaults = Candidate(defaults.hparams, t.trial_id)
-            break
-    return Selection(Candidate(best.hparams, best.trial_id), defaults, best, tuple(trials), len(plan.seeds))
+def raise_nothing_ran(trials: Sequence[TrialSummary]) -> None:
+    errors = [error_line(t.error) for t in trials if t.error is not None]
+    first = f"; the first error: {errors[0]}" if errors else ""
+    raise NoTrialSucceeded(
+        f"no trial reported a result ({len(errors)} of {len(trials)} failed{first}). Fix: read each trial's error "
+        "above (or its dkan.failure_reason tag in MLflow), fix the cause, then rerun with --resume")
+
+
+def pareto_front(trials: Sequence[TrialSummary]) -> list[TrialSummary]:
+    """The trials no other beats on both mean AP_novel and AP_B retention."""
+    def pt(t: TrialSummary) -> tuple[float, float]:
+        return t.report.means.get("AP_novel", math.nan), t.report.retention
+
+    ok = [t for t in trials if t.report and all(math.isfinite(v) for v in pt(t))]
+    return [t for t in ok if not any(all(a >= b for a, b in zip(pt(o), pt(t))) and pt(o) != pt(t) for o in ok)]
+
+
+def _tuned(plan: Plan, trials: list[TrialSummary], defaults: TrialSummary | None) -> tuple[TrialSummary | None, str]:
+    pool = _complete(trials, len(plan.seeds)) + ([defaults] if defaults else [])
+    if plan.objective_kind == "pareto":
+        front = pareto_front(pool)
+        keep = [t for t in front if t.report.retention >= plan.min_retention]
+        how = (f"the best mean {plan.objective} among the Pareto front's trials (mean AP_novel against AP_B "
+               f"retention) that keep {plan.min_retention:.0%} of the base model's AP_B")
+        if not keep and front:
+            keep = [max(front, key=lambda t: t.report.retention)]
+            how += f"; none does, so the front's trial with the highest retention ({keep[0].report.retention:.0%})"
+        return (max(keep, key=lambda t: t.objective) if keep else None), how
+    how = f"the best mean {plan.objective} among the DKAN trials that ran all {len(plan.seeds)} seeds"
+    return (max(pool, key=lambda t: t.objective) if pool else None), how
+
+
+def recommend(candidates: dict[str, Candidate], margin: float) -> tuple[str, list[Step]]:
+    """The rule (module docstring) over candidates given simplest first."""
+    names = list(candidates)
+    standing, steps = names[0], []
+    for name in names[1:]:
+        d = paired(candidates[name].seed_ap, candidates[standing].seed_ap)
+        better = (math.isfinite(d["mean_diff"]) and d["mean_diff"] >= margin and math.isfinite(d["ci95_low"])
+                  and d["ci95_low"] > 0)
+        steps.append(Step(name, standing, d, better))
+        standing = name if better else standing
+    return standing, steps
+
+
+def select(plan: Plan, runs: Sequence[tuple[RunSpec, Iterable[Any]]]) -> Selection:
+    """The candidates of one study's finished runs on the selection split, and the recommended one."""
+    trials = [t for spec, grid in runs for t in summarize(grid, spec)]
+    n = len(plan.seeds)
+    found: dict[str, Candidate] = {}
+    for t in _complete(trials, n):  # a fixed candidate that failed is no candidate (named in the results)
+        if t.candidate:
+            found[t.candidate] = Candidate(t.candidate, t.method, t.point, t)
+    for method in ("tfa", "plain"):  # a baseline's own search: its best trial that ran every seed
+        mine = _complete([t for t in trials if t.candidate is None and t.method == method], n)
+        if mine and method not in found:
+            best = max(mine, key=lambda t: t.objective)
+            found[method] = Candidate(method, method, best.point, best)
+    defaults = found.get("dkan_defaults")
+    dkan_trials = [t for t in trials if t.candidate is None and t.method == "dkan"]
+    tuned, how = _tuned(plan, dkan_trials, defaults.trial if defaults else None)
+    if tuned is not None and (defaults is None or tuned is not defaults.trial):
+        found["dkan"] = Candidate("dkan", "dkan", tuned.point, tuned)
+    if not found:
+        raise_nothing_ran(trials)
+    candidates = {name: found[name] for name in ORDER if name in found}
+    recommended, steps = recommend(candidates, plan.budget.margin)
+    return Selection(candidates, recommended, tuple(steps), tuple(trials), n, plan.budget.margin, how)

@@ -1,28 +1,35 @@
-"""One study, one (class split, K): search -> selection -> test phase -> a typed ``StudyOutcome``, then
-each output written from (plan, layout, outcome).
+"""One study, one (class split, K): the runs on val -> selection -> test phase -> a typed ``StudyOutcome``,
+then each output written from (plan, layout, outcome).
 
-    search      sweeps.search      Optuna TPE through Ray Tune over the seeds, ASHA between seeds (on val)
-    selection   sweeps.selection   the tuned candidate and the authors' defaults, from the search's grid
-    test phase  sweeps.testphase   TFA, defaults, tuned and the base model on test, reusing checkpoints
-    outcome     sweeps.outcome     statistics, verdicts, the model to ship
+    on val      sweeps.search      the fixed candidates (TFA, plain, DKAN's defaults) side by side, then
+                                   DKAN's search (told the defaults' result), then a baseline's own
+                                   search where the space holds keys it uses
+    selection   sweeps.selection   the candidates, simplest first, and the one recommended by the rule
+    test phase  sweeps.testphase   every candidate's val checkpoints and the base model, evaluated on test
+    outcome     sweeps.outcome     statistics, the recommendation and what test says of it, the model to ship
     outputs     sweeps.outputs     registry (first: the bundle records its model URIs), results, figures,
                                    bundle, MLflow logging
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from pathlib import Path
 
+from dkan import runfolder
+from dkan.config import authors_defaults
 from sweeps.outcome import StudyOutcome, conclude
 from sweeps.outputs.export import write_bundle
 from sweeps.outputs.figures import write_figures
 from sweeps.outputs.mlflow_log import log_study, open_study_run
 from sweeps.outputs.registry import register
 from sweeps.outputs.results import write_results
-from sweeps.plan import ClassSplitSpec, Plan
-from sweeps.search import run_search
+from sweeps.plan import ClassSplitSpec, Plan, PlanError, StudySpec
+from sweeps.progress import TrialReport
+from sweeps.search import RunSpec, run_tune
 from sweeps.selection import select
+from sweeps.space import first_points, of_method
 from sweeps.testphase import run_test_phase
 
 WRITERS = (write_results, write_figures, write_bundle, log_study)  # each f(plan, layout, outcome), in this order
@@ -31,11 +38,58 @@ WRITERS = (write_results, write_figures, write_bundle, log_study)  # each f(plan
 def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, resume: bool) -> StudyOutcome:
     study = plan.study(split, shots, base_ckpt)
     parent = open_study_run(plan, study)
-    grid = run_search(plan, study, parent, resume)
-    selection = select(plan, study, grid)
+    runs = run_on_val(plan, study, parent, base_val_ap(plan, base_ckpt), resume)
+    selection = select(plan, runs)
     per_row = run_test_phase(plan, study, selection, base_ckpt, resume)
     outcome = conclude(plan, study, parent, base_ckpt, selection, per_row)
     outcome = replace(outcome, registered=register(plan, plan.layout, outcome))
     for write in WRITERS:
         write(plan, plan.layout, outcome)
     return outcome
+
+
+def run_on_val(plan: Plan, study: StudySpec, parent: str, base_ap: float | None, resume: bool) -> list:
+    """Every run of the study on the selection split, in order: [(RunSpec, ResultGrid), ...]."""
+    space, wanted, trials = plan.space, plan.budget.candidates, plan.budget.trials
+    defaults = first_points(of_method(space, "dkan"), study.template, authors_defaults(study.split.number))
+    fixed = {m: (m, {}) for m in ("tfa", "plain") if m in wanted and not of_method(space, m)}
+    if "dkan" in wanted:
+        fixed["dkan_defaults"] = ("dkan", defaults)
+    runs = []
+    if fixed:
+        spec = RunSpec("candidates", fixed=fixed, base_ap=base_ap)
+        runs.append((spec, run_tune(plan, study, parent, resume, spec)))
+    if "dkan" in wanted and trials > 1:
+        prior = [(defaults, _objective(runs, "dkan_defaults"))]
+        points = tuple(p for p in plan.extra_points if p != defaults)
+        spec = RunSpec("search", "dkan", space, trials - 1, points, tuple(prior), base_ap=base_ap)
+        runs.append((spec, run_tune(plan, study, parent, resume, spec)))
+    for method in ("tfa", "plain"):
+        keys = of_method(space, method)
+        if method in wanted and keys:  # the baseline's own search over the keys it uses, its defaults first
+            start = first_points(keys, study.template)
+            spec = RunSpec(f"search_{method}", method, keys, math.ceil(trials / 2), (start,), base_ap=base_ap)
+            runs.append((spec, run_tune(plan, study, parent, resume, spec)))
+    return runs
+
+
+def _objective(runs: list, candidate: str) -> float:
+    for _, grid in runs:
+        for r in grid:
+            if (r.config or {}).get("candidate") == candidate and r.error is None:
+                report = TrialReport.from_result(r.metrics)
+                return report.objective if report else math.nan
+    return math.nan
+
+
+def base_val_ap(plan: Plan, base_ckpt: Path) -> float | None:
+    """The base model's AP_base on the selection split (its run folder's metrics), for the retention; the
+    Pareto search cannot go without it."""
+    m = runfolder.done_metrics(Path(base_ckpt).parent) or {}
+    if m.get("eval_split", "val") == plan.select_split and "AP_base" in m:
+        return float(m["AP_base"])
+    if plan.objective_kind == "pareto":
+        raise PlanError(f"{base_ckpt}: --objective pareto needs the base model's AP_base on {plan.select_split} "
+                        f"(its metrics.json from dkan base-train). Fix: pass a base model trained by dkan base-train "
+                        "or the sweep, or drop --objective pareto")
+    return None

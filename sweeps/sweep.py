@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from dkan import runfolder
+from sweeps.console import quiet_libraries
 from sweeps.jobs import SeedJob, run_jobs
 from sweeps.localray import start_local_ray, stop_local_ray
 from sweeps.outcome import StudyOutcome
@@ -19,19 +20,22 @@ from sweeps.plan import ClassSplitSpec, Plan, complete_plan
 from sweeps.study import run_study
 
 
-def start_ray(address: str | None, num_cpus: int | None) -> bool:
+def start_ray(address: str | None, num_cpus: int | None, verbose: bool = False) -> bool:
     """Join ``address``, or start a local Ray; True when local. A local Ray gets one logical CPU
     more than the machine has: the trial drivers' (they only wait on their Train runs)."""
+    import logging
+
     import ray
 
+    level = logging.INFO if verbose else quiet_libraries()
     # On Ctrl+C Tune waits up to this long for each trial to stop (600 s by default); a trial is
     # blocked in its Train run, so stop it sooner: it resumes from its last finished seed.
     os.environ.setdefault("TUNE_FORCE_TRIAL_CLEANUP_S", "15")
     if address is not None:
-        ray.init(address=address, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=level)
         return False
     # loopback only, token auth, and found by its own processes beside other local Rays (localray)
-    start_local_ray((num_cpus or os.cpu_count() or 1) + 1)
+    start_local_ray((num_cpus or os.cpu_count() or 1) + 1, level)
     return True
 
 
@@ -75,7 +79,7 @@ def run_sweep(plan: Plan, address: str | None, num_cpus: int | None, resume: boo
     """Every (split, K) study of the plan; Ray is shut down at the end, whatever happens."""
     import ray
 
-    local = start_ray(address, num_cpus)
+    local = start_ray(address, num_cpus, plan.verbose)
     try:
         plan = complete_plan(plan, [n["Resources"] for n in ray.nodes() if n.get("Alive")], local)
         print(plan.describe(), flush=True)
@@ -84,7 +88,8 @@ def run_sweep(plan: Plan, address: str | None, num_cpus: int | None, resume: boo
             base = ensure_base(plan, split)
             for shots in plan.shots:
                 outcome = run_study(plan, split, shots, base, resume)
-                print(f"\n{markdown(plan, outcome)}\nexported: {plan.layout.bundle(outcome.key)}\n", flush=True)
+                print(f"\n{markdown(plan, outcome)}\nexported: {plan.layout.bundle(outcome.key)}\n"
+                      f"[{outcome.key}] {outcome.findings.recommendation}\n", flush=True)
                 outcomes.append(outcome)
         write_sweep_report(plan.out)  # OUT/report.html and report.md over every study
         return outcomes

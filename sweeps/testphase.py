@@ -1,8 +1,9 @@
-"""The test phase of one study, on test over every seed: TFA, DKAN with the authors' defaults and with
-the tuned values, and the base model (for AP_B retention). It only confirms what the selection chose.
+"""The test phase of one study, on test over every seed: every candidate (TFA, plain, DKAN with the
+authors' defaults and tuned) and the base model (for AP_B retention). It only confirms or does not
+confirm what the selection chose on val: the checkpoints the runs on val made are evaluated, nothing
+is fine-tuned twice.
 
-Their (method, seed) jobs are packed into as many Tune trials as run at once, each one Ray Train run.
-A seed the search already fine-tuned with a candidate's values is evaluated, not trained again.
+The (candidate, seed) jobs are packed into as many Tune trials as run at once, each one Ray Train run.
 """
 
 from __future__ import annotations
@@ -19,30 +20,24 @@ from sweeps.console import TestPhaseConsole
 from sweeps.jobs import DRIVER_CPU, SeedJob, finetune_job, run_jobs
 from sweeps.plan import Plan, StudySpec
 from sweeps.search import fit_tuner, result_errors
-from sweeps.selection import Candidate, Selection
+from sweeps.selection import Selection
 
 PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: AP metrics on test}}
 REUSE_COST, TRAIN_COST = 1.0, 3.0  # evaluating a reused checkpoint costs about a third of a fine-tune
 
 
 def row_jobs(plan: Plan, study: StudySpec, selection: Selection, base_ckpt: Path) -> dict[str, list[SeedJob]]:
-    """The test rows' jobs, every seed: TFA, DKAN with the authors' defaults and with the tuned values
-    (reusing the checkpoints their search trials left), and the base model (evaluated once)."""
-    layout = plan.layout
-
-    def dkan(candidate: Candidate, row: str) -> list[SeedJob]:
+    """The test rows' jobs, every seed: each candidate's checkpoints from its runs on val, evaluated (a seed it
+    did not finish there is fine-tuned here), and the base model (evaluated once)."""
+    layout, rows = plan.layout, {}
+    for name, c in selection.candidates.items():
         jobs = []
         for s in plan.seeds:
-            ckpt = layout.trial_seed(study.key, candidate.trial_id, s) / runfolder.FINAL
-            reuse = str(ckpt) if ckpt.is_file() else None  # a seed the trial did not finish is fine-tuned here
-            jobs.append(finetune_job(study.template, "dkan", s, layout.test_seed(study.key, row, s), "test",
-                                     candidate.hparams, reuse))
-        return jobs
-
-    tfa = [finetune_job(study.template, "tfa", s, layout.test_seed(study.key, "tfa", s), "test") for s in plan.seeds]
-    rows = {"tfa": tfa, "dkan": dkan(selection.tuned, "dkan")}
-    same = selection.defaults.hparams == selection.tuned.hparams
-    rows["dkan_defaults"] = rows["dkan"] if same else dkan(selection.defaults, "dkan_defaults")
+            ckpt = layout.trial_seed(study.key, c.trial.trial_id, s) / runfolder.FINAL
+            reuse = str(ckpt) if ckpt.is_file() else None
+            jobs.append(finetune_job(study.template, c.method, s, layout.test_seed(study.key, name, s), "test",
+                                     c.point, reuse))
+        rows[name] = jobs
     base_cfg = replace(plan.base_template(study.split), out=str(layout.test_seed(study.key, "base", 0)),
                        eval_split="test")
     rows["base"] = [SeedJob("base", 0, base_cfg, reuse=str(base_ckpt), label="base/0")]
@@ -81,11 +76,12 @@ def raise_failed_groups(key: str, grid) -> None:
 
 
 def run_test_phase(plan: Plan, study: StudySpec, selection: Selection, base_ckpt: Path, resume: bool) -> PerRow:
-    """{row: {seed: AP metrics}} on test; rows ``tfa``, ``dkan_defaults``, ``dkan`` (tuned), ``base``."""
+    """{row: {seed: AP metrics}} on test; a row per candidate (``tfa``, ``plain``, ``dkan_defaults``, ``dkan``)
+    and ``base``."""
     rows = row_jobs(plan, study, selection, base_ckpt)
     jobs = list({j.out: j for js in rows.values() for j in js}.values())  # a row may share another's jobs
     groups = pack(jobs, plan.max_concurrent)
-    path = plan.layout.test_state(study.key)
+    path = plan.layout.tune_state(study.key, "test")
     trainable = tune.with_resources(tune.with_parameters(run_group, plan=plan, groups=groups), {"cpu": DRIVER_CPU})
     console = TestPhaseConsole(study.key, len(jobs), sum(1 for j in jobs if not j.reuse), len(groups))
     grid = fit_tuner(path, trainable, resume, lambda: tune.Tuner(

@@ -26,6 +26,7 @@ from dkan.errors import DkanError
 
 TAG_KEY, TAG_TRIAL, TAG_STATE, TAG_KIND = "dkan.sweep_key", "dkan.trial_id", "dkan.state", "dkan.run_kind"
 TAG_SELECTED, TAG_NOTE, TAG_CODE = "dkan.selected", "mlflow.note.content", "dkan.code_version"
+TAG_EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
 MLFLOW_DB = "mlflow.db"  # a run folder's sqlite store
 ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store's file
 # MLflow's columns that hold artifact locations (absolute URIs): rewritten when a store moves
@@ -199,6 +200,9 @@ class Tracker:
         exp = self.client.get_experiment_by_name(experiment)
         self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
             experiment, artifact_location=artifact_root(uri))
+        if exp is None or exp.tags.get(TAG_EXPERIMENT_KIND) != MODEL_DEVELOPMENT:
+            # the MLflow UI opens a model-development experiment on its training runs (else on GenAI traces)
+            self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, MODEL_DEVELOPMENT)
 
     def find(self, **tags: str) -> str | None:
         flt = " and ".join(f"tags.`{k}` = {filter_value(v)}" for k, v in tags.items())

@@ -25,10 +25,20 @@ def trial_state(seeds_done: int, n_seeds: int, failed: bool = False) -> str:
     return "completed" if seeds_done >= n_seeds else f"stopped early ({seeds_done}/{n_seeds} seeds)"
 
 
-def trial_name(n: int, config: dict[str, Any]) -> str:
-    """"trial 3: fka 0.44 / lka 0.014": the study's n-th trial and its distillation weights."""
-    w = [f"{k.split('_')[0]} {float(config[k]):.2g}" for k in ("fka_weight", "lka_weight") if k in config]
-    return f"trial {n}: {' / '.join(w)}" if w else f"trial {n}"
+def trial_name(n: int, config: dict[str, Any], method: str = "dkan") -> str:
+    """"trial 3: fka 0.44 / lka 0.014": the study's n-th trial and its distillation weights (else its first two
+    searched values; a baseline's search says its method: "tfa trial 5: optim.lr 0.0031"); a fixed
+    candidate: "candidate: tfa"."""
+    if "candidate" in config:
+        return f"candidate: {config['candidate']}"
+    keys = [k for k in ("fka_weight", "lka_weight") if k in config] or list(config)[:2]
+    w = [f"{k.split('_')[0] if k in ('fka_weight', 'lka_weight') else k} {_short(config[k])}" for k in keys]
+    name = f"trial {n}" if method == "dkan" else f"{method} trial {n}"
+    return f"{name}: {' / '.join(w)}" if w else name
+
+
+def _short(v: Any) -> str:
+    return f"{float(v):.2g}" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
 
 
 class TrialLogger(Callback):
@@ -36,10 +46,11 @@ class TrialLogger(Callback):
 
     outage = False  # class default: a logger pickled by an older version restores without the attribute
 
-    def __init__(self, uri: str, experiment: str, parent_id: str | None, sweep_key: str, n_seeds: int):
+    def __init__(self, uri: str, experiment: str, parent_id: str | None, sweep_key: str, n_seeds: int,
+                 method: str = "dkan"):
         self.uri, self.experiment, self.parent_id = mask_uri(uri), experiment, parent_id  # no password pickled
         remember_uri(uri)
-        self.key, self.n_seeds = sweep_key, n_seeds
+        self.key, self.n_seeds, self.method = sweep_key, n_seeds, method
         self._tracker: Tracker | None = None
         self.run_ids: dict[str, str] = {}
         self.seeds_done: dict[str, int] = {}
@@ -58,10 +69,12 @@ class TrialLogger(Callback):
     def _run(self, trial) -> str:
         if trial.trial_id not in self.run_ids:
             params = {k: v for k, v in trial.config.items() if isinstance(v, (int, float, str))}
-            tags = {TAG_KEY: self.key, TAG_TRIAL: trial.trial_id, TAG_KIND: "trial"}
+            kind = "candidate" if "candidate" in trial.config else "trial"
+            tags = {TAG_KEY: self.key, TAG_TRIAL: trial.trial_id, TAG_KIND: kind}
             # numbered in the order the study's trials started (counted in the store: a resume goes on counting)
-            n = self.tracker.count(**{TAG_KEY: self.key, TAG_KIND: "trial"}) + 1 if not self.tracker.find(**tags) else 0
-            self.run_ids[trial.trial_id] = self.tracker.run(trial_name(n, trial.config), tags, params, self.parent_id)
+            n = self.tracker.count(**{TAG_KEY: self.key, TAG_KIND: kind}) + 1 if not self.tracker.find(**tags) else 0
+            name = trial_name(n, trial.config, getattr(self, "method", "dkan"))
+            self.run_ids[trial.trial_id] = self.tracker.run(name, tags, params, self.parent_id)
         return self.run_ids[trial.trial_id]
 
     def _guard(self, what: str, fn: Callable[[], None]) -> None:

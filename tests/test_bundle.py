@@ -68,14 +68,16 @@ def test_runs_worth_opening_and_registered_models(sweep):
     assert [m.step for m in client.get_metric_history(base.info.run_id, "loss")] == [1, 2, 3]
     trials = kinds["trial"]
     assert all(r.info.run_name.startswith("trial ") and ": fka " in r.info.run_name for r in trials)
-    for r in trials:
-        assert {"fka_weight", "optim.lr", "distill.fka_tau", "shots"} <= set(r.data.params)
+    for r in trials + kinds["candidate"]:  # every run on val, search trials and fixed candidates alike
+        dkan = r.data.params["distill.method"] == "dkan"  # its searched values (a baseline has none of DKAN's)
+        assert {"optim.lr", "distill.fka_tau", "shots"} <= set(r.data.params)
+        assert ("fka_weight" in r.data.params) == dkan
         assert "config.yaml" in {a.path for a in client.list_artifacts(r.info.run_id)}
         assert r.data.tags["dkan.code_version"] and r.data.metrics["cost_cpu_s"] > 0
         [ds] = r.inputs.dataset_inputs
         assert ds.dataset.name == "prepared" and ds.dataset.digest
-    [chosen] = [r for r in trials if r.data.tags.get("dkan.selected") == "true"]
-    assert "Selected" in chosen.data.tags["mlflow.note.content"]
+    [chosen] = [r for r in runs if r.data.tags.get("dkan.selected") == "true"]
+    assert "**Recommended**" in chosen.data.tags["mlflow.note.content"]
     [parent] = kinds["sweep"]
     assert {"bundle", f"{KEY}.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     names = {m.name for m in client.search_registered_models()}
@@ -137,7 +139,8 @@ def test_bundle_copy_reproduces_the_selected_model_and_predicts(sweep, tmp_path,
     prov = cfg["provenance"]
     assert cfg["base_checkpoint"] == "base_model.pt" and cfg["out"] == "reproduce" and prov["model_file"] == "model.pt"
     assert prov["mlflow_model_uri"] == "models:/prepared-split1-2shot/1"
-    assert prov["mlflow_base_model_uri"] == "models:/prepared-split1-base/1" and len(prov["verdict"]) == 2
+    assert prov["mlflow_base_model_uri"] == "models:/prepared-split1-base/1"
+    assert prov["verdict"][0] == prov["recommendation"]["line"] and prov["method"] == "tfa"
     assert (copy / "classes.txt").read_text().split() == prov["classes"]
     threads = torch.get_num_threads()
     try:

@@ -95,8 +95,8 @@ def test_overall_line_counts_and_time_left(clock, capsys):
     trials = [trial("a", "TERMINATED"), trial("b", "TERMINATED"), r, trial("p", "PENDING")]
     line = c.overall(trials)
     # left: (4 - 2 done - 1 running + 0.5 running) + 4 trials of the next study = 5.5 trials x 120 s / 2 = 5.5 min
-    assert line == ("progress: study 2/3, trials 2/4 done (1 stopped early, 0 failed), 1 running; 4.0 min elapsed, "
-                    "about 5.5 min left in the searches")
+    assert line == ("progress: study 2/3 (search), trials 2/4 done (1 stopped early, 0 failed), 1 running; "
+                    "4.0 min elapsed, about 5.5 min left in the searches")
     assert capsys.readouterr().out == line + "\n"
     # a running trial whose start was seen: what is left of the mean shrinks as it runs
     c.on_trial_start(0, trials, r)
@@ -113,7 +113,8 @@ def test_overall_line_every_n_events_and_every_interval(clock, capsys):
     assert "progress:" not in capsys.readouterr().out
     c.on_trial_start(0, [a, b], b)  # the second event
     out = capsys.readouterr().out.splitlines()
-    assert out[-1].startswith("progress: study 1/1, trials 0/5 done") and out[-1].endswith("time left: after a trial")
+    assert out[-1].startswith("progress: study 1/1 (search), trials 0/5 done")
+    assert out[-1].endswith("time left: after a trial")
     clock.now += 59
     c.on_step_end(0, [a, b])
     assert capsys.readouterr().out == ""
@@ -149,7 +150,7 @@ def test_error_line_takes_the_exception_from_a_tune_error_file(tmp_path):
 
 
 def test_verbose_option_reaches_the_plan(synthetic_prepared, tmp_path):
-    from sweeps.plan import build_plan
+    from sweeps.inputs import build_plan
     from sweeps.run_tune import parse_args
 
     common = ["--data", str(synthetic_prepared), "--out", str(tmp_path / "o"), "--shots", "1", "--seeds", "1"]

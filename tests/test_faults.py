@@ -150,7 +150,7 @@ def test_disk_full_or_read_only_mid_run_is_one_clear_line(tmp_path, monkeypatch,
         raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(target))
 
     monkeypatch.setattr(sweeps.sweep, "run_sweep", fail)
-    monkeypatch.setattr("sweeps.plan.build_plan", lambda args: None)
+    monkeypatch.setattr("sweeps.inputs.build_plan", lambda args: None)
     assert sweep_main(tiny_args(tmp_path / "data", tmp_path / "sweep", tmp_path / "cache")) == 2
     err = capsys.readouterr().err
     assert f"cannot write {target}: {why}" in err and "Fix:" in err and "Traceback" not in err

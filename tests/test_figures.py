@@ -23,6 +23,7 @@ from sweeps.outcome import Findings, Shipped, StudyOutcome
 from sweeps.outputs.figures import FigureWarning, optuna_study, trial_rows, write_figures
 from sweeps.plan import Budget, ClassSplitSpec, Plan, StudySpec
 from sweeps.progress import TrialReport
+from sweeps.search import RunSpec
 from sweeps.selection import Candidate, Selection, summarize
 from sweeps.space import DEFAULT_SPACE
 
@@ -37,13 +38,19 @@ def _plan(data: Path, out: Path, seeds=(1, 2)) -> Plan:
                 cache_dir=out / "cache")
 
 
+SPEC = RunSpec("search", "dkan", DEFAULT_SPACE)
+
+
 def _outcome(plan: Plan, grid: list, tuned: str = "t0") -> StudyOutcome:
-    """A study's outcome with the figures' inputs: the test rows and the search's trials."""
-    trials = tuple(summarize(grid))
+    """A study's outcome with the figures' inputs: the test rows and the search's trials (the tuned DKAN
+    recommended)."""
+    trials = tuple(summarize(grid, SPEC))
     best = next(t for t in trials if t.trial_id == tuned)
-    selection = Selection(Candidate(best.hparams, tuned), Candidate(best.hparams, tuned), best, trials, len(plan.seeds))
+    selection = Selection({"dkan": Candidate("dkan", "dkan", best.point, best)}, "dkan", (), trials,
+                          len(plan.seeds), 0.005, "")
     study = StudySpec(plan.splits[0], 1, KEY, FinetuneConfig())
-    return StudyOutcome(study, "run", plan.out / "base.pt", selection, _per_row(), Findings({}, {}, [], {}, {}),
+    findings = Findings({}, {}, [], {}, {}, "recommended: DKAN (tuned)")
+    return StudyOutcome(study, "run", plan.out / "base.pt", selection, _per_row(), findings,
                         Shipped(1, plan.out / "model.pt"))
 
 
@@ -117,10 +124,26 @@ def test_a_figure_that_fails_warns_and_the_others_are_drawn(synthetic_prepared, 
 
 
 def test_optuna_study_rebuilt_from_the_grid_and_trial_states():
-    rows = trial_rows(summarize(_grid()), "val_AP_all", 2, "t0")
+    rows = trial_rows(summarize(_grid(), SPEC), "val_AP_all", 2, "t0")
     assert [r["state"] for r in rows] == ["selected", "stopped early", "failed", "completed"]
     assert math.isnan(rows[2]["val_AP_all"])
     study = optuna_study(rows, DEFAULT_SPACE, "val_AP_all")
     assert [t.value for t in study.trials] == [0.30, 0.10, 0.20]  # the failed trial has no value
     assert study.best_trial.params["fka_weight"] == 1.0 and study.direction.name == "MAXIMIZE"
 
+
+
+def test_the_pareto_search_draws_its_front(synthetic_prepared, tmp_path):
+    from dataclasses import replace
+
+    plan = replace(_plan(synthetic_prepared, tmp_path / "out"), objective_kind="pareto", min_retention=0.8)
+
+    def result(tid, novel, retention):
+        r = TrialReport.of_seeds("val", [(s, {"AP_all": 0.3, "AP_novel": novel, "AP_base": 0.4}) for s in (1, 2)])
+        metrics = {"trial_id": tid, **replace(r, retention=retention).to_metrics()}
+        return SimpleNamespace(config={**dict(zip(DEFAULT_SPACE, (1.0, 0.01, 5.0, 2.0))), "fka_weight": novel},
+                               error=None, metrics=metrics)
+
+    grid = [result("t0", 0.5, 0.85), result("t1", 0.6, 0.5), result("t2", 0.2, 0.6)]  # t2: dominated by t0
+    made = write_figures(plan, plan.layout, _outcome(plan, grid))
+    assert made["pareto"].is_file() and _png_size(made["pareto"])[0] > 300

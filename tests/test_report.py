@@ -152,10 +152,11 @@ def test_search_summary_names_the_failed_trials_and_counts_the_rest():
     def ran(n: int) -> TrialReport:
         return TrialReport.of_seeds("val", [(s, {"AP_all": 0.1}) for s in range(1, n + 1)])
 
-    outs = [TrialSummary("a", {"fka_weight": 1.0}, ran(3), None), TrialSummary("b", {"fka_weight": 0.5}, ran(1), None),
-            TrialSummary("c", {"fka_weight": 9.0}, ran(1),
+    outs = [TrialSummary("a", "dkan", {"fka_weight": 1.0}, ran(3), None),
+            TrialSummary("b", "dkan", {"fka_weight": 0.5}, ran(1), None),
+            TrialSummary("c", "dkan", {"fka_weight": 9.0}, ran(1),
                          "RayTaskError: ...\nTrainingError: iteration 2: loss term fka is nan")]
-    sel = Selection(Candidate({}), Candidate({}), outs[0], tuple(outs), 3)
+    sel = Selection({"dkan": Candidate("dkan", "dkan", {}, outs[0])}, "dkan", (), tuple(outs), 3, 0.005, "")
     s = sel.search_summary()
     assert (s["trials"], s["all_seeds"], s["stopped_early"], len(s["failed"])) == (3, 1, 1, 1)
     assert sel.finetunes == 5

@@ -39,36 +39,63 @@ def _kinds(runs) -> dict[str, list]:
 
 
 def test_tiny_sweep_end_to_end(shared_sweep):
+    """Candidates on val, the rule, the test phase evaluating their checkpoints, statistics, MLflow; a
+    baseline (TFA) recommended, and every output says so and ships it."""
     out = shared_sweep.out
     table = json.loads((out / "results" / f"{KEY}.json").read_text())
-    assert "| TFA 2-shot |" in (out / "results" / f"{KEY}.md").read_text()
-    # the test rows and their statistics, recomputed from the per-seed results
+    md = (out / "results" / f"{KEY}.md").read_text()
+    assert "| TFA 2-shot |" in md
+    rec = table["recommendation"]
+    assert rec["candidate"] == "tfa" and rec["method"] == "tfa"
+    assert rec["line"].startswith("recommended: TFA: best on val")
+    assert md.count("recommended: ") == 1 and table["verdict"][0] == rec["line"]
+    assert all(not st["replaced"] for st in table["candidates"]["steps"])  # a margin of 99 points: TFA stays
+    # every candidate on test, from its val checkpoints (nothing fine-tuned on test), and their statistics
     per_seed = table["per_seed"]
-    assert set(per_seed) == {"tfa", "dkan", "dkan_defaults", "base"} and set(per_seed["base"]) == {"0"}
-    assert set(per_seed["dkan"]) == set(per_seed["tfa"]) == {"1", "2"}
+    assert {"tfa", "plain", "dkan_defaults", "base"} <= set(per_seed) <= {"tfa", "plain", "dkan_defaults", "dkan",
+                                                                        "base"}
+    assert set(per_seed["base"]) == {"0"} and all(set(per_seed[r]) == {"1", "2"} for r in per_seed if r != "base")
+    assert not list((out / "runs" / KEY).glob("test_*/seed*/model_final.pt"))
     tfa = [per_seed["tfa"][s]["AP_all"] for s in ("1", "2")]
     assert table["table"]["TFA 2-shot"]["AP_all"]["std"] == pytest.approx(np.std(tfa, ddof=1))
-    diffs = [per_seed["dkan"][s]["AP_all"] - per_seed["dkan_defaults"][s]["AP_all"] for s in ("1", "2")]
-    assert table["stats"]["tuned_vs_defaults"]["mean_diff"] == pytest.approx(np.mean(diffs))
-    assert len(table["verdict"]) == 2 and all("seeds" in v for v in table["verdict"])
-    assert table["search"]["trials"] == 3 and table["seed_finetunes_in_search"] >= 3
+    for other in set(per_seed) - {"tfa", "base"}:
+        diffs = [per_seed["tfa"][s]["AP_all"] - per_seed[other][s]["AP_all"] for s in ("1", "2")]
+        assert table["stats"][f"tfa_vs_{other}"]["mean_diff"] == pytest.approx(np.mean(diffs))
+    # the val candidates' own per-seed scores are the ones the rule compared
+    val = table["candidates"]["candidates"]
+    assert set(val) >= {"tfa", "plain", "dkan_defaults"} and all(len(c["seed_objective"]) == 2 for c in val.values())
     # MLflow, read with MLflow's own client
     client, runs = mlflow_runs(out)
     kinds = _kinds(runs)
     [parent] = kinds["sweep"]
-    assert len(kinds["trial"]) == 3
-    assert {r.info.run_name for r in kinds["test"]} == {"test: tfa", "test: dkan", "test: dkan_defaults", "test: base"}
-    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in kinds["trial"] + kinds["test"])
+    assert len(kinds["trial"]) == 2 and len(kinds["candidate"]) == 3
+    assert {r.info.run_name for r in kinds["candidate"]} == {"candidate: tfa", "candidate: plain",
+                                                             "candidate: dkan_defaults"}
+    assert {r.info.run_name for r in kinds["test"]} == {f"test: {r}" for r in per_seed}
+    children = kinds["trial"] + kinds["candidate"] + kinds["test"]
+    assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in children)
     assert all(r.info.status == "FINISHED" and r.data.tags["dkan.state"].startswith(("completed", "stopped early"))
-               for r in kinds["trial"])
+               for r in kinds["trial"] + kinds["candidate"])
     assert {"fka_weight", "lka_weight", "fka_tau", "lka_tau"} <= set(kinds["trial"][0].data.params)
     assert "val_AP_all" in kinds["trial"][0].data.metrics
+    [chosen] = [r for r in runs if r.data.tags.get("dkan.selected") == "true"]
+    assert chosen.info.run_name == "candidate: tfa" and parent.data.tags["dkan.recommended"] == "tfa"
+    assert parent.data.tags["dkan.recommendation"] == rec["line"]
+    exp = client.get_experiment_by_name("prepared")
+    assert exp.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens it on training runs
     assert {a.path for a in client.list_artifacts(parent.info.run_id)} >= {
         "bundle", "plots", f"{KEY}.md", f"{KEY}.json", f"{KEY}_per_class_ap.json"}
+    # what ships is the recommendation: the bundle's model and config, the registered model and its alias
     cfg = yaml.safe_load((out / "best_configs" / KEY / "config.yaml").read_text())
     assert cfg["provenance"]["mlflow_run_id"] == parent.info.run_id and cfg["threads"] == 1
+    assert cfg["distill"]["method"] == "tfa" and cfg["provenance"]["recommendation"]["line"] == rec["line"]
+    assert cfg["provenance"]["mlflow_model_alias"] == "models:/prepared-split1-2shot@champion"
+    version = client.get_model_version_by_alias("prepared-split1-2shot", "champion")
+    assert cfg["provenance"]["mlflow_model_uri"] == f"models:/prepared-split1-2shot/{version.version}"
     assert {p.name for p in (out / "plots" / KEY).glob("*.png")} >= {"pr_curves.png", "seed_spread.png", "hparams.png"}
-    assert (out / "report.html").is_file() and KEY in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert report.startswith("# Sweep report") and f"- **{KEY}**: {rec['line']}" in report
+    assert (out / "report.html").is_file()
 
 
 def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(shared_sweep):
@@ -81,10 +108,12 @@ def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(shared_s
     assert "Resume with the same command plus --resume" in c["output"]
     assert k["seen"] and k["code"] == -signal.SIGKILL, k
     _, runs = mlflow_runs(shared_sweep.out)
-    trials = _kinds(runs)["trial"]
-    assert len(trials) == 3 and len({r.data.tags["dkan.trial_id"] for r in trials}) == 3
+    trials = _kinds(runs)["trial"] + _kinds(runs)["candidate"]
+    assert len(trials) == 5 and len({r.data.tags["dkan.trial_id"] for r in trials}) == 5
     assert all(r.info.status == "FINISHED" for r in trials), [(r.info.run_name, r.info.status) for r in trials]
-    assert len({tuple(r.data.params.get(k) for k in HPARAMS) for r in trials}) == 3  # Optuna's state came back
+    points = {tuple(r.data.params.get(k) for k in HPARAMS) for r in _kinds(runs)["trial"]}
+    assert len(points) == 2 and ("1.0", "0.01", "5.0", "5.0") not in points  # Optuna's state came back: the
+    # defaults (run as a candidate, told to the search) were not sampled again, nor any point twice
     assert len(_kinds(runs)["sweep"]) == 1
 
 
@@ -153,8 +182,9 @@ def test_own_dataset_on_a_cluster_that_loses_a_node_then_ddp_across_two_nodes(tm
     try:
         args = ["--data", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "cache"), "--address",
                 cluster.address, "--profile", "cpu-quick", "--shots", "2", "--seeds", "1-2", "--trials", "1",
-                "--base-iterations", "2", "--finetune-iterations", "10", "--base", "pit,burr,stain",
-                "--novel", "crack,dent", *[x for m in model for x in ("--set", m, "--base-set", m)],
+                "--candidates", "tfa", "--base-iterations", "2", "--finetune-iterations", "10",
+                "--base", "pit,burr,stain", "--novel", "crack,dent",
+                *[x for m in model for x in ("--set", m, "--base-set", m)],
                 "--set", "optim.batch_size=2", "--base-set", "optim.batch_size=2"]
         assert main(args) == 0
         watcher.join(timeout=5)
@@ -181,13 +211,14 @@ def test_own_dataset_on_a_cluster_that_loses_a_node_then_ddp_across_two_nodes(tm
     assert Path(seen["seed1"]).stat().st_mtime_ns == seen["seed1_mtime"]  # seed 1 was not run again
     key = "tiles_base-pit-burr-stain-novel-crack-dent_2shot"
     _, runs = mlflow_runs(out, "tiles")
-    [trial] = [r for r in runs if r.data.tags.get("dkan.run_kind") == "trial"]
+    [trial] = [r for r in runs if r.data.tags.get("dkan.run_kind") == "candidate" and "tfa" in r.info.run_name]
     assert trial.info.status == "FINISHED" and trial.data.tags["dkan.state"] == "completed", trial.data.tags
     assert any(r.info.run_name == "base-pit-burr-stain-novel-crack-dent, 2-shot" for r in runs)
     # the data set's own classes and input size
     results = json.loads((out / "results" / f"{key}.json").read_text())
-    assert set(results["per_seed"]["dkan"]) == {"1", "2"}
+    assert set(results["per_seed"]["tfa"]) == {"1", "2"}
     exported = yaml.safe_load((out / "best_configs" / key / "config.yaml").read_text())
+    assert exported["distill"]["method"] == results["recommendation"]["method"]  # what ships is what is said
     assert exported["data"]["base"] == ["pit", "burr", "stain"] and exported["data"]["novel"] == ["crack", "dent"]
     assert exported["data"]["split"] is None
     chosen = yaml.safe_load((data / "dataset.yaml").read_text())["input_size"]

@@ -8,8 +8,9 @@ import pytest
 
 from dkan.config import FinetuneConfig
 from dkan.runfolder import done_metrics
+from sweeps.inputs import build_plan, check_data
 from sweeps.jobs import SeedJob, WorkerResources, progress_report
-from sweeps.plan import Budget, ClassSplitSpec, Plan, PlanError, build_plan, check_data, check_resources, complete_plan
+from sweeps.plan import Budget, ClassSplitSpec, Plan, PlanError, check_resources, complete_plan
 from sweeps.run_tune import main, parse_args
 from sweeps.space import DEFAULT_SPACE
 from sweeps.tracking import TrackingError, check_tracking_uri
@@ -111,7 +112,7 @@ def test_base_cache_key_follows_config_and_data(synthetic_prepared, tmp_path):
 
 
 def test_points_file_is_checked_against_the_space(tmp_path):
-    from sweeps.plan import load_points
+    from sweeps.inputs import load_points
 
     f = tmp_path / "p.yaml"
     f.write_text("- {fka_weight: 2, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n")
@@ -119,7 +120,7 @@ def test_points_file_is_checked_against_the_space(tmp_path):
         {"fka_weight": 2.0, "lka_weight": 0.1, "fka_tau": 3.0, "lka_tau": 4.0}
     ]
     f.write_text("- {fka_weight: 20, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n")
-    with pytest.raises(PlanError, match=r"fka_weight=20 lies outside \[0.01, 10\]"):
+    with pytest.raises(PlanError, match=r"fka_weight=20 lies outside the space \(fka_weight log \[0.01, 10\]\)"):
         load_points(str(f), DEFAULT_SPACE)
     f.write_text("- {fka_weight: 2}\n")
     with pytest.raises(PlanError, match="must set exactly"):
@@ -201,7 +202,9 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
 
     from dkan.errors import DkanError
     from sweeps.progress import TrialReport
+    from sweeps.search import RunSpec
     from sweeps.selection import pick_best, summarize
+    from sweeps.space import DEFAULT_SPACE
 
     def seeds(*aps):
         return {"trial_id": f"t{aps}", **TrialReport.of_seeds("val", [(s, {"AP_all": a}) for s, a in
@@ -210,8 +213,8 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
     ok = R(error=None, metrics=seeds(0.3, 0.3), config={"fka_weight": 1.0})
     better_but_failed = R(error=RuntimeError("x"), metrics=seeds(0.9), config={"fka_weight": 2.0})
     partial = R(error=None, metrics=seeds(0.8), config={"fka_weight": 3.0})  # stopped early: not picked over ok
-    trials = summarize([ok, better_but_failed, partial])
-    assert pick_best(trials, 2) == trials[0] and trials[0].hparams == {"fka_weight": 1.0}
+    trials = summarize([ok, better_but_failed, partial], RunSpec("search", "dkan", DEFAULT_SPACE))
+    assert pick_best(trials, 2) == trials[0] and trials[0].point == {"fka_weight": 1.0}
     lost = R(error=RuntimeError("Traceback ...\nActorDiedError: the node running it was removed"), metrics={},
              config={})
     with pytest.raises(DkanError, match=r"\(2 of 2 failed; the first error: ActorDiedError: the node running it was "

@@ -1,5 +1,6 @@
-"""A study's bundle, ``OUT/best_configs/<key>/`` (the format: ``dkan.bundle``): the shipped model, the base
-model, the class list and the fine-tune config that made the model (the CPU thread count the sweep used,
+"""A study's bundle, ``OUT/best_configs/<key>/`` (the format: ``dkan.bundle``): the recommended candidate's
+shipped model (a TFA or plain model when one of those is recommended), the base model, the class list
+and the fine-tune config that made the model (the CPU thread count the sweep used,
 so a re-run matches bit for bit), with a provenance section: how it was selected, val and test
 metrics, verdicts, MLflow run and model URIs, code version."""
 
@@ -14,6 +15,7 @@ from dkan.evaluation.aggregate import to_json
 from dkan.model.checkpoint import load_checkpoint
 from sweeps.layout import RunLayout
 from sweeps.outcome import StudyOutcome
+from sweeps.outputs.results import recommendation_record
 from sweeps.plan import Plan
 from sweeps.tracking import mask_uri
 
@@ -25,16 +27,18 @@ def write_bundle(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> Path:
     meta = load_checkpoint(ckpt, "selected model", "re-run the sweep with --resume")["meta"]
     cfg = {**meta["config"], "eval_split": "test"}  # exactly what made the model (threads, device)
     registered = outcome.registered
-    best = outcome.selection.best
+    choice = outcome.selection.choice
     provenance = {
+        "recommendation": recommendation_record(outcome), "method": choice.method,
         "selected_seed": cfg.get("fewshot_seed"),
-        "selected_how": f"the seed with the best AP_all on {plan.select_split} among the tuned config's seeds",
+        "selected_how": f"the seed with the best AP_all on {plan.select_split} among the recommended candidate's",
         "sweep": outcome.key, "protocol": plan.protocol, "selected_on": plan.select_split,
-        "hyperparameters": outcome.selection.tuned.hparams,
-        "selection_metrics": best.report.named_means() if best.report else {},
+        "hyperparameters": choice.point,
+        "selection_metrics": choice.trial.report.named_means() if choice.trial.report else {},
         "test_metrics": json.loads(to_json(outcome.findings.table)), "metric": plan.metric,
-        "verdict": outcome.findings.verdicts, "mlflow_run_id": outcome.parent_run,
+        "verdict": [outcome.findings.recommendation, *outcome.findings.verdicts], "mlflow_run_id": outcome.parent_run,
         "mlflow_model_uri": registered.model.uri if registered else None,
+        "mlflow_model_alias": f"models:/{registered.model.name}@champion" if registered else None,
         "mlflow_base_model_uri": registered.base.uri if registered and registered.base else None,
         "mlflow_tracking_uri": mask_uri(plan.tracking_uri), "code_version": dkan.code_version(),
         "note": "config.yaml re-makes model.pt; change fewshot_seed (and out) to fine-tune another seed",

@@ -1,10 +1,11 @@
 """A study's figures, as PNG files under ``OUT/plots/<study key>/`` (the report and MLflow show them):
 
-- ``pr_curves.png``: per-class precision-recall at IoU 0.5 of the tuned DKAN (first seed, on test);
+- ``pr_curves.png``: per-class precision-recall at IoU 0.5 of the recommended candidate (first seed, on test);
 - ``detections.png``: its detections beside the ground truth on a few test images;
 - ``seed_spread.png``: AP_all over seeds, per row of the test table;
-- ``hparams.png``: each hyperparameter against the search's objective (validation AP), per trial;
-- ``optuna_importance.png`` / ``optuna_history.png``: Optuna's views of the search (>= 2 trials with a value).
+- ``hparams.png``: each searched value against the DKAN search's objective (validation AP), per trial;
+- ``optuna_importance.png`` / ``optuna_history.png``: Optuna's views of the search (>= 2 trials with a value);
+- ``pareto.png`` (``--objective pareto``): each DKAN trial's AP_novel against its AP_B retention, the front, the pick.
 
 A figure that cannot be drawn is a warning, never a failed sweep.
 """
@@ -22,7 +23,8 @@ from sweeps.layout import RunLayout, model_in
 from sweeps.outcome import ROW_NAMES, StudyOutcome
 from sweeps.outputs import plots
 from sweeps.plan import Plan
-from sweeps.selection import TrialSummary
+from sweeps.selection import TrialSummary, pareto_front
+from sweeps.space import Range
 
 N_IMAGES = 4  # test images drawn beside their ground truth
 
@@ -45,7 +47,7 @@ def pick_images(records: list, n: int = N_IMAGES) -> list:
 
 def trial_rows(trials: Iterable[TrialSummary], objective: str, n_seeds: int, selected: str | None) -> list[dict]:
     """One flat dict per search trial: its hyperparameters, ``objective`` and ``state``."""
-    return [{**t.hparams, objective: t.objective, "state": t.state(n_seeds, selected)} for t in trials]
+    return [{**t.point, objective: t.objective, "state": t.state(n_seeds, selected)} for t in trials]
 
 
 def optuna_study(rows: list[dict], space: Mapping[str, Any], objective: str) -> Any:
@@ -90,14 +92,15 @@ def write_figures(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> dict[
     key, d = outcome.key, layout.plots(outcome.key)
     made: dict[str, Path] = {}
     seed = plan.seeds[0]
-    title = f"{key}, tuned DKAN, seed {seed}, test"
+    rec = outcome.selection.recommended
+    title = f"{key}, {ROW_NAMES[rec]}, seed {seed}, test"
 
     def model_figures() -> dict[str, Path]:
         from dkan.inference import evaluation_detections
 
-        ckpt = model_in(layout.test_seed(key, "dkan", seed))
+        ckpt = model_in(layout.test_seed(key, rec, seed))
         if ckpt is None:
-            raise FileNotFoundError(f"no test checkpoint of the tuned DKAN, seed {seed}, under {layout.runs(key)}")
+            raise FileNotFoundError(f"no test checkpoint of {rec}, seed {seed}, under {layout.runs(key)}")
         ev = evaluation_detections(ckpt, "test", data_root=str(plan.data_root))
         out = {"pr_curves": d / "pr_curves.png", "detections": d / "detections.png"}
         detector_plots.plot_pr_curves(detector_plots.pr_curves(ev.gt, ev.detections, 0.5),
@@ -112,10 +115,12 @@ def write_figures(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> dict[
         plots.plot_seed_spread(rows, ap, f"{key}: {ap} over seeds (test)", d / "seed_spread.png")
         return d / "seed_spread.png"
 
-    rows = trial_rows(outcome.selection.trials, plan.objective, len(plan.seeds), outcome.selection.tuned.trial_id)
+    dkan = [t for t in outcome.selection.trials if t.method == "dkan"]  # the defaults and the search trials
+    rows = trial_rows(dkan, plan.objective, len(plan.seeds), outcome.selection.choice.trial.trial_id)
+    numeric = [k for k, d in plan.space.items() if isinstance(d, Range)]
 
     def hparams() -> Path:
-        plots.plot_hparam_scatter(rows, plan.objective, list(plan.space), f"{key}: search trials", d / "hparams.png")
+        plots.plot_hparam_scatter(rows, plan.objective, numeric, f"{key}: DKAN's trials", d / "hparams.png")
         return d / "hparams.png"
 
     def optuna_figures() -> dict[str, Path]:
@@ -125,7 +130,18 @@ def write_figures(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> dict[
         figs = plots.plot_optuna(ostudy, d, prefix="optuna")
         return {f"optuna_{k}": d / f"optuna_{k}.png" for k in figs}
 
+    def pareto() -> Path | None:
+        if plan.objective_kind != "pareto":
+            return None
+        pts = [(t.trial_id, t.report.means["AP_novel"], t.report.retention) for t in dkan if t.report and t.trial_id]
+        front = [t.trial_id for t in pareto_front(dkan)]
+        cands = outcome.selection.candidates
+        tuned = cands.get("dkan") or cands.get("dkan_defaults")
+        plots.plot_pareto(pts, front, tuned.trial.trial_id if tuned else None, plan.min_retention,
+                          f"{key}: forgetting against learning (val)", d / "pareto.png")
+        return d / "pareto.png"
+
     for name, make in (("pr_curves", model_figures), ("seed_spread", seed_spread), ("hparams", hparams),
-                       ("optuna", optuna_figures)):
+                       ("optuna", optuna_figures), ("pareto", pareto)):
         _try(name, make, made)
     return made

@@ -46,7 +46,8 @@ def log_study(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> None:
     log_search(tracker, plan, layout, outcome)
     parent, key = outcome.parent_run, outcome.key
     for row, seeds in outcome.per_row.items():
-        params = {**(outcome.selection.tuned.hparams if row == "dkan" else {}), "row": row}
+        c = outcome.selection.candidates.get(row)
+        params = {**(c.point if c else {}), "row": row, **({"method": c.method} if c else {})}
         run = tracker.run(f"test: {row}", {TAG_KEY: f"{plan.out}|{key}|test|{row}", TAG_KIND: "test"}, params, parent)
         for seed, m in seeds.items():
             tracker.metrics(run, {f"seed_{k}": v for k, v in m.items() if k in HEADLINE}, step=seed)
@@ -62,7 +63,9 @@ def log_study(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> None:
         tracker.client.log_artifact(parent, str(png), "plots")
     for i, sentence in enumerate(outcome.findings.verdicts):
         tracker.client.set_tag(parent, f"dkan.verdict.{i}", sentence[:4000])
-    best = outcome.selection.best.report
+    tracker.tags(parent, {"dkan.recommendation": outcome.findings.recommendation,
+                          "dkan.recommended": outcome.selection.recommended})
+    best = outcome.selection.choice.trial.report
     selection = {f"best_{k}": v for k, v in (best.named_means() if best else {}).items()}
     tracker.metrics(parent, selection | {"seed_finetunes": outcome.selection.finetunes})
     tracker.finish(parent, "completed")
@@ -72,11 +75,13 @@ def log_search(tracker: Tracker, plan: Plan, layout: RunLayout, outcome: StudyOu
     """``log_trials`` for a study's finished search: each trial's first seed config as it ran."""
     study, sel = outcome.study, outcome.selection
     trials = [_trial_record(plan, layout, study, t) for t in sel.trials if t.trial_id]
-    hp = ", ".join(f"{k}={v:.4g}" for k, v in sel.tuned.hparams.items())
-    note = (f"**Selected** for {study.key}: the best mean {plan.objective} over the seeds it ran "
-            f"({sel.best.objective:.4f}), among the trials that ran all {len(plan.seeds)} seeds. "
-            f"Hyperparameters: {hp}.\n\nOn test:\n" + "\n".join(f"- {v}" for v in outcome.findings.verdicts))
-    log_trials(tracker, study.key, trials, sel.tuned.trial_id, note, plan.data_root, dkan.code_version(),
+    note = (f"**Recommended** for {study.key} ({sel.recommended}, mean {plan.objective} "
+            f"{sel.choice.trial.objective:.4f} over {len(plan.seeds)} seeds), by the rule: simplest first, a "
+            f"candidate replaces the one standing when it gains at least {sel.margin * 100:g} AP_all points on "
+            "the same seeds with the paired 95% CI above 0."
+            f"\n\n{outcome.findings.recommendation}\n\nOn test:\n"
+            + "\n".join(f"- {v}" for v in outcome.findings.verdicts))
+    log_trials(tracker, study.key, trials, sel.choice.trial.trial_id, note, plan.data_root, dkan.code_version(),
                plan.resources.trial_cost())
 
 
@@ -85,8 +90,8 @@ def _trial_record(plan: Plan, layout: RunLayout, study: StudySpec, t: TrialSumma
     folder = layout.trial_seed(study.key, t.trial_id, first)
     # the seed's own config.yaml (threads and device as run); built again if the trial never started it
     cfg = _read_yaml(folder / runfolder.CONFIG) or asdict(finetune_job(
-        study.template, "dkan", first, folder, plan.select_split, t.hparams).cfg)
-    return {"trial_id": t.trial_id, "config": cfg, "wall_s": t.wall_s, "seeds_done": t.seeds_done,
+        study.template, t.method, first, folder, plan.select_split, t.point).cfg)
+    return {"trial_id": t.trial_id, "config": cfg, "point": t.point, "wall_s": t.wall_s, "seeds_done": t.seeds_done,
             "state": trial_state(t.seeds_done, len(plan.seeds), t.error is not None),
             "last_metrics": t.report.named_means() if t.report else {}}
 
@@ -97,7 +102,7 @@ def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selecte
     full fine-tune config (params and config.yaml), code version, dataset, cost (CPU/GPU seconds:
     ``cost_per_s`` = (CPUs, GPUs) a trial holds, times its wall time); the selected one tagged and described.
 
-    ``trials``: {"trial_id", "config": the fine-tune config dict of its first seed, "wall_s", and optional
+    ``trials``: {"trial_id", "config": the fine-tune config dict of its first seed, "point", "wall_s", and optional
     "state" (``trial_state``), "last_metrics" (its last selection metrics) and "seeds_done"}: a run whose end or
     last result never reached the store (an outage) gets them here."""
     for t in trials:
@@ -110,8 +115,9 @@ def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selecte
             tracker.metrics(run_id, missing, step=int(t.get("seeds_done", 0)))
         if run.info.status == "RUNNING" and t.get("state"):  # its end never reached the store
             tracker.finish(run_id, t["state"], status="FAILED" if t["state"] == "failed" else "FINISHED")
-        if "dkan.logged" not in run.data.tags:
-            tracker.params(run_id, flatten(t["config"]))
+        if "dkan.logged" not in run.data.tags:  # its searched values (a fixed candidate's too) and its config
+            tracker.params(run_id, {k: v for k, v in (t.get("point") or {}).items() if k not in run.data.params}
+                           | flatten(t["config"]))
             tracker.client.log_text(run_id, yaml.safe_dump(t["config"], sort_keys=False), "config.yaml")
             tracker.dataset(run_id, data_root, "train")
             wall = float(t.get("wall_s") or 0.0)

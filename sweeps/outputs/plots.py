@@ -115,3 +115,29 @@ def plot_optuna(study: Any, out_dir: Path | None = None, prefix: str = "optuna")
         plt.close(fig)  # detach from pyplot (no window, no leak); the Figure still saves
         figs[name] = save_figure(fig, Path(out_dir) / f"{prefix}_{name}.png" if out_dir is not None else None)
     return figs
+
+
+def plot_pareto(points: Sequence[tuple[str, float, float]], front: Sequence[str], pick: str | None,
+                min_retention: float, title: str = "", path: Path | None = None) -> Figure:
+    """Forgetting against learning: each trial's (id, mean AP_novel, AP_B retention), the Pareto front joined
+    by a line, the pick ringed, the retention the pick had to keep dashed."""
+    fig = Figure(figsize=(5.5, 4.2))
+    ax = fig.subplots()
+    on = [p for p in points if p[0] in front]
+    off = [p for p in points if p[0] not in front]
+    if off:
+        ax.scatter([p[2] * 100 for p in off], [p[1] * 100 for p in off], s=22, color="tab:gray", label="trials")
+    if on:
+        on = sorted(on, key=lambda p: p[2])
+        ax.plot([p[2] * 100 for p in on], [p[1] * 100 for p in on], "o-", color="tab:blue", label="Pareto front")
+    for tid, novel, ret in points:
+        if tid == pick:
+            ax.scatter([ret * 100], [novel * 100], s=140, facecolors="none", edgecolors="tab:red", linewidths=2,
+                       label="the pick")
+    ax.axvline(min_retention * 100, ls="--", color="tab:red", lw=1)
+    ax.set(xlabel="AP_B retention (% of the base model's)", ylabel="AP_novel (points)",
+           title=title or "AP_novel against AP_B retention")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return save_figure(fig, path)

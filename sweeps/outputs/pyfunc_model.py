@@ -49,7 +49,8 @@ class DetectorModel(PythonModel):
 
         self.loaded = load_checkpoint_model(context.artifacts["checkpoint"], os.environ.get("DKAN_DEVICE", "cpu"))
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # a DataFrame hint: MLflow infers no schema from it (the signature logged with the model is the schema)
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         from dkan.data.images import read_image
         from dkan.inference import detect
 

@@ -18,6 +18,7 @@ from sweeps.plan import ClassSplitSpec, Plan
 from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
+CHAMPION = "champion"  # the alias of a study's recommended model (registry stages are deprecated)
 TAG_MODEL = "dkan.model"  # dkan.model.name / .version / .uri / .seed on the run that logged the model
 
 
@@ -88,8 +89,9 @@ def example_image(plan: Plan) -> Path | None:
 
 
 def register(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> Registered:
-    """The study's shipped model, logged to its run and registered as <dataset>-<split>-<K>shot, beside the
-    split's base model (registered when the sweep started)."""
+    """The study's shipped model (the recommended candidate's), logged to its run and registered as
+    <dataset>-<split>-<K>shot with the alias ``champion``, beside the split's base model (registered when the
+    sweep started)."""
     tracker = Tracker(plan.tracking_uri, plan.dataset)
     model = find_logged(tracker, outcome.parent_run)
     if model is None:
@@ -97,6 +99,7 @@ def register(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> Registered
         name = registered_name(plan.dataset, study.split.name, f"{study.shots}shot")
         model = log_detector(tracker, outcome.parent_run, outcome.shipped.checkpoint, name, example_image(plan),
                              outcome.shipped.seed)
+    tracker.client.set_registered_model_alias(model.name, CHAMPION, model.version)
     return Registered(model, find_base(tracker, plan.out, outcome.study.split.name))
 
 

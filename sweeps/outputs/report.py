@@ -220,6 +220,16 @@ def mlflow_ids(run: RunSummary) -> list[tuple[str, str, str]]:
 # ---------------------------------------------------------------- rendering
 
 
+def recommendations(run: RunSummary) -> list[tuple[StudyResults, str]]:
+    """Each study's one recommendation line (results written before recommendations have none)."""
+    out = []
+    for s in run.studies:
+        rec = s.data.get("recommendation")
+        if isinstance(rec, dict) and isinstance(rec.get("line"), str):
+            out.append((s, rec["line"]))
+    return out
+
+
 def _study_plots(run: RunSummary) -> list[tuple[str, list[Path]]]:
     groups, used = [], set()
     for s in run.studies:
@@ -245,7 +255,8 @@ def render_markdown(run: RunSummary) -> str:
             *("| " + " | ".join(r) + " |" for r in rows),
         ]
 
-    lines = [f"# Sweep report: {run.run_dir.name}", "", "AP50 in points, mean ± std over seeds (test split).", ""]
+    lines = [f"# Sweep report: {run.run_dir.name}", ""] + [f"- **{s.key}**: {r}" for s, r in recommendations(run)]
+    lines += ["", "AP50 in points, mean ± std over seeds (test split).", ""]
     lines += table(*main_table(run)) + ["", "## Per class (AP50)", ""] + table(*per_class_table(run))
     for s in run.studies:
         lines += ["", f"## {s.key}", "", f"Best hyperparameters: {_hparams(s) or 'n/a'}"]
@@ -303,6 +314,8 @@ def render_html(run: RunSummary) -> str:
     parts = [
         f"<!doctype html><html><head><meta charset=utf-8><title>Sweep report: {e(run.run_dir.name)}</title>",
         f"<style>{CSS}</style></head><body><h1>Sweep report: {e(run.run_dir.name)}</h1>",
+        ("<ul>" + "".join(f"<li><b>{e(s.key)}</b>: {e(r)}</li>" for s, r in recommendations(run)) + "</ul>")
+        if recommendations(run) else "",
         "<p>AP50 in points, mean ± std over seeds (test split).</p>",
         table(*main_table(run)),
         "<h2>Per class (AP50)</h2>",

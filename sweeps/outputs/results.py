@@ -15,8 +15,9 @@ from dkan.names import HEADLINE, PER_CLASS_PREFIX
 from dkan.reference import METRIC as REFERENCE_METRIC
 from dkan.reference import protocol as reference_protocol
 from sweeps.layout import RunLayout
-from sweeps.outcome import StudyOutcome
+from sweeps.outcome import StudyOutcome, describe_candidate
 from sweeps.plan import Plan
+from sweeps.selection import pareto_front
 
 
 def search_lines(search: Mapping[str, Any], n_seeds: int | None = None) -> list[str]:
@@ -42,12 +43,11 @@ def markdown(plan: Plan, outcome: StudyOutcome) -> str:
              f"({plan.metric} AP50 in points, mean ± sample std [95% CI])")
     if plan.protocol == "paper":
         title += " -- PAPER PROTOCOL: hyperparameters selected on test"
-    parts = [title, to_markdown(f.table, [*HEADLINE, *names], metric=plan.metric, ci=True)]
+    parts = [title, f"**{f.recommendation}**", to_markdown(f.table, [*HEADLINE, *names], metric=plan.metric, ci=True)]
     parts.append("AP_B retention (AP_B after fine-tuning / the base model's): "
                  + ", ".join(f"{k} {v * 100:.0f}%" for k, v in f.retention.items() if not math.isnan(v)))
     parts += [f"- {v}" for v in f.verdicts]
-    parts.append("tuned hyperparameters: " + ", ".join(f"{k}={v:.4g}" for k, v in sel.tuned.hparams.items())
-                 + "; authors' defaults: " + ", ".join(f"{k}={v:g}" for k, v in sel.defaults.hparams.items()))
+    parts.append("\n".join(selection_lines(plan, outcome)))
     parts.append("\n".join(search_lines(sel.search_summary(), len(plan.seeds))))
     if f.reference:
         ours = {k: v for k, v in f.table.items() if not k.startswith("base")}
@@ -57,14 +57,32 @@ def markdown(plan: Plan, outcome: StudyOutcome) -> str:
     return "\n\n".join(parts)
 
 
+def selection_lines(plan: Plan, outcome: StudyOutcome) -> list[str]:
+    """The selection on val as it happened: each candidate's mean, then each step of the rule."""
+    sel = outcome.selection
+    lines = [f"selection on {plan.select_split} ({sel.n_seeds} seeds; the tuned DKAN: {sel.how_tuned}):"]
+    for name in sel.candidates:
+        lines.append(f"  - {describe_candidate(sel, name)}: mean {plan.objective} "
+                     f"{sel.candidates[name].trial.objective * 100:.1f}")
+    for st in sel.steps:
+        d = st.diff
+        lines.append(f"  - {st.challenger} minus {st.incumbent}: {d['mean_diff'] * 100:+.1f} (95% CI "
+                     f"{d['ci95_low'] * 100:.1f} to {d['ci95_high'] * 100:.1f}, {d['n']} seeds): "
+                     + (f"{st.challenger} replaces {st.incumbent}" if st.replaced else f"{st.incumbent} stays")
+                     + f" (it must gain at least {sel.margin * 100:g} points with the interval above 0)")
+    return lines
+
+
 def write_results(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> list[Path]:
     """OUT/results/<key>.md, .json and _per_class_ap.json (each written atomically)."""
     f, study, key = outcome.findings, outcome.study, outcome.key
     per_class = {name: {m.removeprefix(PER_CLASS_PREFIX): agg[m]["mean"] for m in agg if m.startswith(PER_CLASS_PREFIX)}
                  for name, agg in f.table.items()}
     full = {"study": {"dataset": plan.dataset, "split": study.split.name, "shots": study.shots}, "metric": plan.metric,
-            "table": f.table, "per_seed": outcome.per_row, "best_hyperparameters": outcome.selection.tuned.hparams,
-            "stats": f.comparisons, "verdict": f.verdicts, "retention": f.retention, "reference": f.reference,
+            "recommendation": recommendation_record(outcome), "candidates": candidates_record(outcome),
+            "table": f.table, "per_seed": outcome.per_row, "best_hyperparameters": outcome.selection.choice.point,
+            "stats": f.comparisons, "verdict": [f.recommendation, *f.verdicts], "retention": f.retention,
+            "reference": f.reference,
             "reference_protocol": reference_protocol() if f.reference else None,
             "seed_finetunes_in_search": outcome.selection.finetunes, "search": outcome.selection.search_summary()}
     return [
@@ -72,3 +90,26 @@ def write_results(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> list[
         runfolder.write_text_atomic(layout.results_json(key), to_json(full)),
         runfolder.write_text_atomic(layout.per_class_json(key), to_json(per_class)),
     ]
+
+
+def recommendation_record(outcome: StudyOutcome) -> dict[str, Any]:
+    """The recommendation as the results JSON, the report and the bundle's provenance record it."""
+    sel = outcome.selection
+    c = sel.choice
+    return {"line": outcome.findings.recommendation, "candidate": c.name, "method": c.method, "point": c.point,
+            "trial_id": c.trial.trial_id, "selected_on": c.trial.report.split if c.trial.report else None,
+            "rule": f"simplest first; a candidate replaces the one standing when it gains at least "
+                    f"{sel.margin * 100:g} AP_all points on the same seeds with the paired 95% CI above 0",
+            "tuned_how": sel.how_tuned}
+
+
+def candidates_record(outcome: StudyOutcome) -> dict[str, Any]:
+    sel = outcome.selection
+    return {"candidates": {n: {"method": c.method, "point": c.point, "trial_id": c.trial.trial_id,
+                               "seed_objective": c.seed_ap, "mean_objective": c.trial.objective}
+                           for n, c in sel.candidates.items()},
+            "steps": [{"challenger": st.challenger, "incumbent": st.incumbent, "diff": st.diff,
+                       "replaced": st.replaced} for st in sel.steps],
+            "pareto_front": [{"trial_id": t.trial_id, "point": t.point, "AP_novel": t.report.means["AP_novel"],
+                              "retention": t.report.retention}
+                             for t in pareto_front([t for t in sel.trials if t.method == "dkan"])]}
