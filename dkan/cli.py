@@ -66,18 +66,20 @@ def _metrics_line(m: dict) -> str:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from dkan.engine.evaluate_checkpoint import evaluate_checkpoint
+    from dkan.evaluation.coco_ap import select_metric
+    from dkan.flags import output_file
 
     _check_eval_class_split(args)
-    from dkan.evaluation.coco_ap import select_metric
+    if args.json:
+        output_file(args.json, "--json", [args.checkpoint])  # before the evaluation, not after it
 
     metrics = evaluate_checkpoint(args.checkpoint, split=args.split_name, data_root=args.data)
     print(f"metric: {METRIC_NAMES[args.metric]}")
     print(_metrics_line(select_metric(metrics, args.metric)))
     if args.json:
-        import json
+        from dkan import runfolder
 
-        with open(args.json, "w") as f:
-            json.dump(metrics, f, indent=2)
+        runfolder.write_json(args.json, metrics)
     return 0
 
 
@@ -154,7 +156,12 @@ def _add_class_split_flags(p: argparse.ArgumentParser) -> None:
 
 def _inspect(args: argparse.Namespace) -> int:
     from dkan.data.inspect import inspect_data
+    from dkan.flags import at_least, output_file
 
+    at_least(args.min_size, "--min-size", 1)
+    at_least(args.max_shots, "--max-shots", 1)
+    if args.out:
+        output_file(args.out, "--out")
     report = inspect_data(args.data, out_png=args.out, min_size=args.min_size, shots=args.max_shots)
     print(report.text)
     for w in report.warnings:

@@ -37,7 +37,7 @@ def storage_error(e: OSError) -> StorageError | None:
     if why is None:
         return None
     where = e.filename or "the output folder"
-    return StorageError(f"cannot write {where}: {why}. Fix: free space or choose a writable folder (--out); "
+    return StorageError(f"cannot write {where}: {why}. Fix: free space, or write elsewhere (a writable folder); "
                         "what finished before is kept (files are written whole or not at all)")
 
 

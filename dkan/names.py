@@ -26,11 +26,34 @@ PROTOCOLS = ("val", "paper")  # select on val, or on test as the paper did
 HPARAMS = ("fka_weight", "lka_weight", "fka_tau", "lka_tau")
 
 
+MAX_NAME = 200  # characters of a name that becomes one path component
+
+
+def unsafe_name(name: object) -> str | None:
+    """Why ``name`` cannot be one component of a path (None when it can): the one rule for every name
+    that comes from a file or a flag and ends up in a path (class, split, data set, study, model names).
+    A path separator, ``..``, a NUL byte or a leading dot could steer a write outside its folder."""
+    if not isinstance(name, str) or not name.strip():
+        return "is not a non-empty string"
+    if any(c in name for c in ("/", "\\", "\0")):
+        return "holds a path separator ('/' or '\\') or a NUL byte"
+    if ".." in name:
+        return "holds '..'"
+    if name.startswith("."):
+        return "starts with a dot"
+    if len(name) > MAX_NAME:
+        return f"is longer than {MAX_NAME} characters"
+    return None
+
+
 def metric_key(name: str, metric: str = "coco") -> str:
     """The metrics-dict key of ``name`` (``AP_all``, ``AP/<class>``) under ``metric``: coco keys carry no prefix."""
     if metric not in METRICS:
         raise ValueError(f"metric {metric!r} is not one of {METRICS}")
     return name if metric == "coco" else f"{metric}/{name}"
+
+
+MAX_LIST = 10_000  # values in one integer list (seeds, K): more is a typo, not a sweep
 
 
 def parse_int_list(text: str) -> list[int]:
@@ -42,6 +65,9 @@ def parse_int_list(text: str) -> list[int]:
                 lo, hi = part.split("-", 1)
                 if int(hi) < int(lo):
                     raise ValueError
+                if int(hi) - int(lo) >= MAX_LIST:
+                    raise argparse.ArgumentTypeError(f"{text!r}: more than {MAX_LIST} values; a list such as 1-10 "
+                                                     "is expected")
                 out.update(range(int(lo), int(hi) + 1))
             else:
                 out.add(int(part))

@@ -21,6 +21,7 @@ from dkan.data.coco import CocoDict, make_categories
 from dkan.data.images import IMAGE_ERRORS, IMAGE_SUFFIXES, collect_images, display_image, read_image
 from dkan.errors import DkanError
 from dkan.evaluation.coco_ap import to_coco_results
+from dkan.flags import at_least, fraction, output_file, output_folder
 from dkan.inference import LoadedModel, detect, load_model
 
 
@@ -112,12 +113,10 @@ def _draw_one(
 
 
 def write_prediction(pred: Prediction, path: Path) -> None:
-    """The COCO JSON plus a ``failed`` list (written atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps({**pred.coco, "failed": pred.failed}, indent=1))
-    tmp.replace(path)
+    """The COCO JSON plus a ``failed`` list (written whole or not at all)."""
+    from dkan import runfolder
+
+    runfolder.write_text_atomic(Path(path), json.dumps({**pred.coco, "failed": pred.failed}, indent=1))
 
 
 def run_cli(args: Any) -> int:
@@ -125,12 +124,19 @@ def run_cli(args: Any) -> int:
     or an input with no images at all raise (the CLI prints them, exit 2)."""
     import sys
 
+    at_least(args.batch_size, "--batch-size", 1)
+    fraction(args.score_thresh, "--score-thresh")
+    fraction(args.draw_thresh, "--draw-thresh")
     paths = collect_images(args.images)
     if not paths:
         raise PredictError(
             f"{' '.join(map(str, args.images))}: no images found (suffixes {', '.join(IMAGE_SUFFIXES)}). "
             "Fix: pass image files, folders holding them, or a .txt list of paths"
         )
+    inputs = [*paths, *args.images]  # the images and the folders and lists naming them: never written over
+    output_file(args.out, "--out", inputs)  # before the model is loaded: not after an hour of inference
+    if args.draw:
+        output_folder(args.draw, "--draw", paths)
     loaded = load_model(
         Path(args.checkpoint) if args.checkpoint else None,
         Path(args.bundle) if args.bundle else None,

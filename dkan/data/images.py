@@ -13,6 +13,8 @@ images ("F") are taken as [0, 1] and clipped. Any size and aspect ratio is kept.
 
 from __future__ import annotations
 
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,15 +23,37 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
+from dkan.errors import DataError
+
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 # what reading an image can raise: missing/unreadable/truncated files (OSError), bad modes, bombs
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 TO_FLOAT = v2.ToDtype(torch.float32, scale=True)  # uint8 / 255; float images stay as they are
+# the most pixels an image may have before it is decoded (a small file can hold a huge image: a
+# 17 KB PNG of 144 megapixels takes 5.8 GB decoded); raise it with DKAN_MAX_IMAGE_PIXELS
+MAX_PIXELS = 64_000_000
+
+
+def max_pixels() -> int:
+    raw = os.environ.get("DKAN_MAX_IMAGE_PIXELS")
+    try:
+        return int(raw) if raw else MAX_PIXELS
+    except ValueError:
+        raise DataError(f"DKAN_MAX_IMAGE_PIXELS={raw}", "not a whole number", "set it to e.g. 200000000") from None
 
 
 def decode_image(path: str | Path) -> torch.Tensor:
-    """CxHxW, C = 1 (grayscale) or 3: uint8 for 8-bit files, float32 in [0, 1] for deeper ones."""
-    with Image.open(path) as im:
+    """CxHxW, C = 1 (grayscale) or 3: uint8 for 8-bit files, float32 in [0, 1] for deeper ones. An image of
+    more than ``max_pixels()`` pixels is refused from its header, before it is decoded."""
+    with warnings.catch_warnings():  # PIL warns of large images on opening; the limit below decides
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        im = Image.open(path)
+    with im:
+        w, h = im.size
+        if w * h > max_pixels():
+            raise DataError(str(path), f"{w} x {h} pixels ({w * h / 1e6:.0f} megapixels) is above the limit of "
+                            f"{max_pixels() / 1e6:.0f} megapixels", "shrink or tile the image, or raise the limit "
+                            "(DKAN_MAX_IMAGE_PIXELS=...) if it is meant")
         mode = im.mode
         if mode in ("L", "1", "LA", "La"):
             arr = np.array(im.convert("L"))
