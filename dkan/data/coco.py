@@ -53,9 +53,10 @@ def load_coco_json(path: Path) -> CocoDict:
     """Read a COCO JSON file, with a clear error for unreadable or wrongly shaped files."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(str(path), "file not found", "check the path (a COCO JSON file is expected)")
+        what = "is a folder, not a COCO JSON file" if path.is_dir() else "file not found"
+        raise DataError(str(path), what, "check the path (a COCO JSON file is expected)")
     try:
-        coco = json.loads(path.read_text())
+        coco = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise DataError(str(path), f"not valid JSON ({e})", "regenerate or repair the file") from e
     except OSError as e:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from dkan.data.coco import CocoDict, load_coco_json
 from dkan.errors import DataError
+from dkan.names import unsafe_name
 
 SHOTS = (1, 2, 3, 5, 10, 30)
 SEEDS = tuple(range(1, 11))
@@ -31,15 +32,7 @@ def class_file_part(name: object, where: str) -> str:
     separator, ``..``, a NUL byte or a leading dot (``../../x/ESCAPED``) is refused instead of
     letting it steer a file outside the output folder.
     """
-    bad = None
-    if not isinstance(name, str) or not name.strip():
-        bad = "is not a non-empty string"
-    elif any(c in name for c in ("/", "\\", "\0")):
-        bad = "holds a path separator ('/' or '\\') or a NUL byte"
-    elif ".." in name:
-        bad = "holds '..'"
-    elif name.startswith("."):
-        bad = "starts with a dot"
+    bad = unsafe_name(name)
     if bad:
         raise DataError(
             f"{where}, class {name!r}", f"the class name {bad}; class names become parts of file names",

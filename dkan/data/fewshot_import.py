@@ -81,6 +81,11 @@ def find_list_files(folder: Path, classes: list[str]) -> list[ListFile]:
         if parsed is None:
             continue
         seed, k, cls = parsed
+        if path.is_dir():
+            raise DataError(str(path), "is a folder, not a few-shot list", "rename or remove the folder")
+        if k < 1:
+            raise DataError(str(path), f"K={k}: a few-shot list holds at least one box per class",
+                            "remove the file (K starts at 1)")
         if cls not in classes:
             raise DataError(
                 str(path),
@@ -93,9 +98,15 @@ def find_list_files(folder: Path, classes: list[str]) -> list[ListFile]:
                 f"a second list for seed {seed}, K={k}, class {cls!r} (also {found[(seed, k, cls)].path})",
                 "keep one file per (seed, K, class)",
             )
-        lines = tuple(
-            ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.strip().startswith("#")
-        )
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(str(path), f"not UTF-8 text ({e.reason} at byte {e.start})",
+                            "save the list as UTF-8 text, one image per line") from e
+        lines = tuple(ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#"))
+        if not lines:
+            raise DataError(str(path), f"lists no image for K={k}, class {cls!r}",
+                            "list the images (one per line), or remove the file")
         found[(seed, k, cls)] = ListFile(path, seed, k, cls, lines)
     if not found:
         raise DataError(str(folder), "no few-shot list files found", f"expected {LAYOUT_HELP}")
@@ -152,9 +163,9 @@ def import_fewshot(
             rng = random.Random(f"{lf.seed}/{lf.shots}/{lf.cls}")  # str seeds are stable across runs
             boxes = [boxes[i] for i in sorted(rng.sample(range(len(boxes)), lf.shots))]
         if len(boxes) < lf.shots:
-            log.warning(
-                "%s: %d boxes of %r in the listed images, fewer than K=%d", lf.path, len(boxes), lf.cls, lf.shots
-            )
+            raise DataError(str(lf.path), f"the {len(images)} listed images hold {len(boxes)} boxes of {lf.cls!r}, "
+                            f"fewer than K={lf.shots}", "list images holding at least K boxes of the class, or "
+                            "name the file for the K it holds")
         more_than_k += len(boxes) > lf.shots
         out[(lf.seed, lf.shots, lf.cls)] = {
             "images": images,

@@ -16,10 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from dkan.data.coco import CocoDict, class_names
-from dkan.data.io import MANIFEST
 from dkan.data.prepared import SPLITS, PreparedData
 
 TINY_PX = 8.0
@@ -67,7 +64,7 @@ def inspect_data(
 ) -> InspectReport:
     """Summary text and warnings for a prepared dataset; optionally a PNG of histograms."""
     data = PreparedData.load(Path(root))
-    meta = yaml.safe_load((Path(root) / MANIFEST).read_text())
+    meta = data.manifest()
     splits = {s: data.split(s) for s in SPLITS}
     names = class_names(splits["trainval"])
     suggested = meta.get("input_size") or {}

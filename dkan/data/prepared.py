@@ -1,19 +1,75 @@
-"""Reading side of `dkan prepare-data`: a prepared dataset folder as the trainer sees it."""
+"""Reading side of `dkan prepare-data`: a prepared dataset folder as the trainer sees it.
+
+``dataset.yaml`` is read here only (``read_manifest``), with the same checks for every command:
+a mapping, a class list of safe names, an image folder that exists, named class splits of known
+classes; a malformed file is one clear error naming it and the fix, never a traceback.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from dkan.data.coco import CocoDict, ImageRecord, load_coco_json, subset, to_records
 from dkan.data.fewshot import load_fewshot
 from dkan.data.io import MANIFEST
-from dkan.data.splits import ClassSplit
+from dkan.data.splits import ClassSplit, check_class_split
 from dkan.errors import DataError
+from dkan.names import unsafe_name
 
 SPLITS = ("trainval", "train", "val", "test")
+REMAKE = "re-run `dkan prepare-data` for this data set (it rewrites dataset.yaml), or restore the file"
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    """``ROOT/dataset.yaml``, checked: the one reader of the file."""
+    root = Path(root)
+    path = root / MANIFEST
+    if not path.is_file():
+        raise DataError(
+            str(root), "not a prepared dataset (no dataset.yaml)",
+            f"run `dkan prepare-data --source ... --out {root}` first, or, if it was moved, pass its new place "
+            "(--data NEW_FOLDER)",
+        )
+    try:
+        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:  # a python tag is refused here, never built
+        raise DataError(str(path), f"malformed: not plain YAML ({' '.join(str(e).split())[:200]})", REMAKE) from e
+    if not isinstance(meta, dict):
+        raise DataError(str(path), f"malformed: a mapping expected, got {type(meta).__name__}", REMAKE)
+    for key, kind in (("classes", list), ("image_root", str)):
+        if not isinstance(meta.get(key), kind):
+            raise DataError(str(path), f"malformed: {key!r} missing or not a {kind.__name__}", REMAKE)
+    classes = meta["classes"]
+    bad = [c for c in classes if unsafe_name(c)]
+    if not classes or bad or len(set(classes)) != len(classes):
+        why = f"unsafe names {bad}" if bad else "duplicates" if classes else "none"
+        raise DataError(str(path), f"malformed class list ({why}): {classes!r}", REMAKE)
+    images = root / meta["image_root"]  # an absolute image_root stays absolute
+    if not images.is_dir():
+        raise DataError(str(path), f"its image folder {images} does not exist",
+                        "put the images back there, or run `dkan prepare-data` again from their new place")
+    _check_splits(path, meta.get("class_splits"), classes)
+    if meta.get("input_size") is not None and not isinstance(meta["input_size"], dict):
+        raise DataError(str(path), "malformed: 'input_size' is not a mapping", REMAKE)
+    return meta
+
+
+def _check_splits(path: Path, named: Any, classes: list[str]) -> None:
+    if named in (None, {}):
+        return
+    if not isinstance(named, dict):
+        raise DataError(str(path), "malformed: 'class_splits' is not a mapping of names to splits", REMAKE)
+    for name, s in named.items():
+        where = f"{path}: class split {name!r}"
+        if unsafe_name(name):
+            raise DataError(where, f"the name {unsafe_name(name)}; split names become file and folder names", REMAKE)
+        if not isinstance(s, dict) or not all(isinstance(s.get(k), list) for k in ("base", "novel")):
+            raise DataError(where, "malformed: needs 'base' and 'novel' lists", REMAKE)
+        check_class_split(ClassSplit(tuple(s["base"]), tuple(s["novel"])), classes, where)
 
 
 @dataclass(frozen=True)
@@ -21,19 +77,13 @@ class PreparedData:
     root: Path
     image_root: Path
     classes: tuple[str, ...]
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, root: Path) -> "PreparedData":
         root = Path(root)
-        manifest = root / MANIFEST
-        if not manifest.is_file():
-            raise DataError(
-                str(root),
-                "not a prepared dataset (no dataset.yaml)",
-                f"run `dkan prepare-data --source ... --out {root}` first",
-            )
-        meta = yaml.safe_load(manifest.read_text())
-        return cls(root, root / meta["image_root"], tuple(meta["classes"]))  # an absolute image_root stays absolute
+        meta = read_manifest(root)
+        return cls(root, root / meta["image_root"], tuple(meta["classes"]), meta)
 
     @property
     def annotations(self) -> Path:
@@ -53,11 +103,11 @@ class PreparedData:
 
     def manifest(self) -> dict:
         """``dataset.yaml`` as a dict (config, classes, stats, input_size, class_splits, fewshot_import)."""
-        return yaml.safe_load((self.root / MANIFEST).read_text())
+        return self.meta
 
     def class_splits(self) -> dict[str, ClassSplit]:
         """Named base/novel splits recorded by ``prepare-data --class-splits`` ({} when none)."""
-        named = self.manifest().get("class_splits") or {}
+        named = self.meta.get("class_splits") or {}
         return {n: ClassSplit(tuple(s["base"]), tuple(s["novel"])) for n, s in named.items()}
 
 
@@ -65,10 +115,10 @@ def is_synthetic(root: Path) -> bool:
     """Whether the prepared data set at ``root`` was generated (``prepare-data --synthetic``); False when
     ``root`` holds no readable dataset.yaml."""
     try:
-        meta = yaml.safe_load((Path(root) / MANIFEST).read_text()) or {}
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        meta = read_manifest(root)
+    except DataError:
         return False
-    return isinstance(meta, dict) and bool((meta.get("config") or {}).get("synthetic"))
+    return bool((meta.get("config") or {}).get("synthetic"))
 
 
 def without_images_of(coco: CocoDict, other: CocoDict) -> CocoDict:

@@ -52,20 +52,25 @@ def resolve_class_split(
         cs = ClassSplit(tuple(base), tuple(novel) if novel is not None else tuple(c for c in known if c not in base))
     else:
         raise DataError("class split", "none given", "give a split number (NEU-DET 1-3) or --base classes")
+    check_class_split(cs, known, f"class split {list(cs.base)} / {list(cs.novel)}", need_novel=False)
+    return cs
+
+
+def check_class_split(cs: ClassSplit, known: list[str] | tuple[str, ...], where: str, need_novel: bool = True) -> None:
+    """A class split of the data set's classes: base non-empty, each class once, in one of base or novel;
+    novel non-empty unless only base training needs it (``need_novel``: a few-shot study does)."""
     unknown = [c for c in cs.all if c not in known]
     if unknown:
-        raise DataError(
-            f"class split {list(cs.base)} / {list(cs.novel)}",
-            f"unknown class names {unknown} (dataset classes: {known})",
-            "use the dataset's class names",
-        )
-    if set(cs.base) & set(cs.novel) or not cs.base:
-        raise DataError(
-            f"class split {list(cs.base)} / {list(cs.novel)}",
-            "base must be non-empty and disjoint from novel",
-            "list each class in exactly one of them",
-        )
-    return cs
+        raise DataError(where, f"unknown class names {unknown} (dataset classes: {list(known)})",
+                        "use the dataset's class names")
+    twice = sorted({c for c in cs.all if cs.all.count(c) > 1})
+    if twice:
+        raise DataError(where, f"classes listed twice: {twice}", "list each class once, in base or in novel")
+    if not cs.base:
+        raise DataError(where, "no base classes", "name the classes the base model learns (--base a,b,c)")
+    if need_novel and not cs.novel:
+        raise DataError(where, "no novel classes: every class is in base, so there is nothing to learn few-shot",
+                        "leave at least one class out of base (or name --novel classes)")
 
 
 def primary_class(coco: CocoDict) -> dict[int, int]:
