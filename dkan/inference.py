@@ -94,13 +94,22 @@ def load_bundle_model(bundle: Path, device: str | torch.device = "cpu") -> Loade
 def load_model_uri(uri: str, device: str | torch.device = "cpu", tracking_uri: str | None = None) -> LoadedModel:
     """An MLflow model (``models:/name/version``, ``runs:/id/path`` or any artifact URI) whose files
     hold a fit checkpoint; the files are downloaded and the checkpoint read with weights only."""
+    import os
+
     import mlflow  # optional: only this path needs it
 
-    if tracking_uri:
-        mlflow.set_tracking_uri(tracking_uri)
+    tracking_uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri.startswith(("models:/", "runs:/")) and not tracking_uri:  # MLflow would make ./mlflow.db and find nothing
+        raise ModelError(f"model URI {uri!r}: a registry or run URI needs its store. Fix: pass --tracking-uri (e.g. "
+                         "sqlite:///RUN_DIR/mlflow.db) or set MLFLOW_TRACKING_URI")
+    store = tracking_uri.removeprefix("sqlite:///") if tracking_uri and tracking_uri.startswith("sqlite:///") else None
+    if store and not Path(store).is_file():  # never create an empty store on a lookup
+        raise ModelError(f"--tracking-uri {tracking_uri}: no MLflow store at {store}. Fix: pass the mlflow.db of "
+                         "the sweep's run folder")
     with tempfile.TemporaryDirectory(prefix="dkan-model-") as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri,
+                                                             registry_uri=tracking_uri))
         except Exception as e:  # MlflowException, connection and permission errors alike
             raise ModelError(
                 f"model URI {uri!r}: cannot download ({str(e)[:300]}). Fix: check the name/version "

@@ -12,7 +12,13 @@ from typing import Any
 from dkan.config import read_yaml
 from dkan.data.fewshot import fewshot_path
 from dkan.data.prepared import PreparedData
-from dkan.data.splits import load_class_splits, parse_class_list, resolve_class_split, split_name
+from dkan.data.splits import (
+    check_class_split,
+    load_class_splits,
+    parse_class_list,
+    resolve_class_split,
+    split_name,
+)
 from dkan.profiles import choose_profile, finetune_config
 from sweeps.jobs import WorkerResources
 from sweeps.layout import CacheLayout, RunLayout
@@ -49,7 +55,7 @@ def build_plan(args: argparse.Namespace, prepare: bool = True) -> Plan:
         raise PlanError(
             f"--base-checkpoint {args.base_checkpoint}: file not found. Fix: pass a model_final.pt from dkan base-train"
         )
-    return Plan(
+    plan = Plan(
         data_root=data_root, dataset=data_root.name, splits=splits, shots=tuple(args.shots),
         seeds=tuple(seeds), profile=profile, input_size=input_size, metric=args.metric, search_seed=args.search_seed,
         budget=budget, space=space, objective_kind=objective, min_retention=min_retention,
@@ -59,6 +65,30 @@ def build_plan(args: argparse.Namespace, prepare: bool = True) -> Plan:
         extra_points=tuple(load_points(args.points, space)), max_concurrent=args.max_concurrent or 0,
         verbose=bool(getattr(args, "verbose", False)),
     )
+    if plan.base_checkpoint:
+        check_base_checkpoint_fits(plan)
+    return plan
+
+
+def check_base_checkpoint_fits(plan: Plan) -> None:
+    """``--base-checkpoint`` read (weights only) and matched against every study before any work: a base
+    model of the split's base classes, with the architecture and input size the studies fine-tune."""
+    from dkan.config import BaseTrainConfig, ConfigError, from_dict
+    from dkan.engine.setup import check_student_fits
+    from dkan.model.checkpoint import check_base_checkpoint, load_checkpoint
+
+    path = plan.base_checkpoint
+    ckpt = load_checkpoint(path, "--base-checkpoint", "pass a model_final.pt from dkan base-train")
+    data = PreparedData.load(plan.data_root)
+    for split in plan.splits:
+        cs = resolve_class_split(list(data.classes), split.number, list(split.base) if split.base else None,
+                                 list(split.novel) if split.novel is not None else None)
+        check_base_checkpoint(ckpt, path, cs.base)
+        student = plan.study(split, plan.shots[0], path).template.model
+        try:
+            check_student_fits(from_dict(BaseTrainConfig, ckpt["meta"]["config"], str(path)).model, student, path)
+        except ConfigError as e:
+            raise PlanError(f"--base-checkpoint {e}") from e
 
 
 def _synthetic(root: Path, prepare: bool) -> Path:
@@ -143,9 +173,10 @@ def check_data(data_root: Path, splits: tuple[ClassSplitSpec, ...], shots: list[
     if not seeds or min(seeds) < 1:
         raise PlanError(f"--seeds {seeds}: seeds start at 1. Fix: pass e.g. --seeds 1-10")
     data = PreparedData.load(data_root)
-    for s in splits:
-        resolve_class_split(list(data.classes), s.number, list(s.base) if s.base else None,
-                            list(s.novel) if s.novel is not None else None)
+    for s in splits:  # a study fine-tunes on novel classes: a split without any is refused here, not in a trial
+        cs = resolve_class_split(list(data.classes), s.number, list(s.base) if s.base else None,
+                                 list(s.novel) if s.novel is not None else None)
+        check_class_split(cs, data.classes, f"class split {s.name}")
     missing = [(s, k) for s in seeds for k in shots
                if not all(fewshot_path(data.annotations, s, k, c).is_file() for c in data.classes)]
     if missing:

@@ -22,11 +22,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dkan import runfolder
+from dkan.errors import DkanError
+from dkan.names import unsafe_name
 from sweeps.tracking import ARTIFACTS_DIR, MLFLOW_DB
 
 
+class UnsafeName(DkanError, ValueError):
+    """A name that would steer a path outside its folder (checked where names are read; this is the last gate)."""
+
+
+def part(name: str, what: str = "name") -> str:
+    """``name`` as one path component of the run folder or the cache, or UnsafeName."""
+    why = unsafe_name(name)
+    if why:
+        raise UnsafeName(f"{what} {name!r} {why}: it would become a path outside the folder. Fix: rename it")
+    return name
+
+
 def study_key(dataset: str, split: str, shots: int) -> str:
-    return f"{dataset}_{split}_{shots}shot"
+    return part(f"{part(dataset, 'data set name')}_{part(split, 'class split name')}_{int(shots)}shot", "study key")
 
 
 def model_in(run_dir: Path) -> Path | None:
@@ -59,27 +73,27 @@ class RunLayout:
         return self.root / "results"
 
     def results_md(self, key: str) -> Path:
-        return self.results_dir / f"{key}.md"
+        return self.results_dir / f"{part(key)}.md"
 
     def results_json(self, key: str) -> Path:
-        return self.results_dir / f"{key}.json"
+        return self.results_dir / f"{part(key)}.json"
 
     def per_class_json(self, key: str) -> Path:
-        return self.results_dir / f"{key}_per_class_ap.json"
+        return self.results_dir / f"{part(key)}_per_class_ap.json"
 
     @property
     def plots_dir(self) -> Path:
         return self.root / "plots"
 
     def plots(self, key: str) -> Path:
-        return self.plots_dir / key
+        return self.plots_dir / part(key)
 
     @property
     def bundles_dir(self) -> Path:
         return self.root / "best_configs"
 
     def bundle(self, key: str) -> Path:
-        return self.bundles_dir / key
+        return self.bundles_dir / part(key)
 
     @property
     def report_html(self) -> Path:
@@ -91,15 +105,15 @@ class RunLayout:
 
     # ---------------------------------------------------------------- run folders of fine-tunes and evaluations
     def runs(self, key: str) -> Path:
-        return self.root / "runs" / key
+        return self.root / "runs" / part(key)
 
     def trial_seed(self, key: str, trial_id: str | None, seed: int) -> Path:
         """A search trial's fine-tune of one seed (``trial_id`` None: a trial that never ran: no such folder)."""
-        return self.runs(key) / (trial_id or "-") / f"seed{seed}"
+        return self.runs(key) / part(trial_id or "-", "trial id") / f"seed{int(seed)}"
 
     def test_seed(self, key: str, row: str, seed: int) -> Path:
         """A test-phase job: one row of the test table (tfa, dkan_defaults, dkan, base) on one seed."""
-        return self.runs(key) / f"test_{row}" / f"seed{seed}"
+        return self.runs(key) / part(f"test_{row}") / f"seed{int(seed)}"
 
     # ---------------------------------------------------------------- Ray Tune's state
     @property
@@ -114,7 +128,7 @@ class RunLayout:
     def tune_state(self, key: str, run: str) -> Path:
         """A study's Tune run: ``candidates`` (the fixed candidates), ``search`` (DKAN's), ``search_tfa``
         (a baseline's, when the space holds keys it uses) or ``test``."""
-        return self.ray_results / f"{key}_{run}"
+        return self.ray_results / part(f"{key}_{run}")
 
 
 @dataclass(frozen=True)
@@ -129,7 +143,7 @@ class CacheLayout:
 
     def base_model(self, dataset: str, split: str, digest: str) -> Path:
         """The run folder of a base model, keyed by its config's and data's digest."""
-        return self.root / "base" / f"{dataset}_{split}_{digest}"
+        return self.root / "base" / part(f"{part(dataset)}_{part(split)}_{digest}")
 
     @staticmethod
     def lock_of(folder: Path) -> Path:

@@ -106,6 +106,8 @@ _MINIMUM = {
     "max_concurrent": (1, "at least one trial must run at a time"), "workers": (1, "a fine-tune needs a worker"),
     "num_cpus": (1, "the local Ray needs a CPU"), "max_failures": (0, "0 turns retries off"),
 }
+# list options -> (smallest value, why)
+_LIST_MINIMUM = {"shots": (1, "K is the number of boxes per class"), "seeds": (1, "the few-shot seeds start at 1")}
 
 
 def check_args(args: argparse.Namespace) -> None:
@@ -116,6 +118,12 @@ def check_args(args: argparse.Namespace) -> None:
             flag = "--" + name.replace("_", "-")
             raise ArgumentError(f"{flag} {v}: must be at least {low} ({why}). Fix: pass {flag} {low} or more, "
                                 "or leave it out for the default")
+    for name, (low, why) in _LIST_MINIMUM.items():
+        values = getattr(args, name, None) or []
+        if values and min(values) < low:
+            flag = "--" + name
+            raise ArgumentError(f"{flag} {','.join(map(str, values))}: every value must be at least {low} ({why}). "
+                                f"Fix: e.g. {flag} {'1,3,5' if name == 'shots' else '1-10'}")
     alpha = getattr(args, "paired_alpha", None)
     if alpha is not None and not 0 < alpha < 1:
         raise ArgumentError(f"--paired-alpha {alpha}: a test level lies in (0, 1). Fix: e.g. --paired-alpha 0.1")

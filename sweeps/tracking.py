@@ -15,6 +15,7 @@ import hashlib
 import math
 import os
 import sqlite3
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -109,11 +110,25 @@ def check_db_driver(uri: str) -> None:
         )
 
 
+def _health_request(uri: str) -> urllib.request.Request:
+    """The server's /health, asked with the URI's credentials as basic auth (urllib takes none in a URL)."""
+    import base64
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    req = urllib.request.Request(urlunsplit(parts._replace(netloc=host)).rstrip("/") + "/health")
+    if parts.username is not None:
+        token = base64.b64encode(f"{parts.username}:{parts.password or ''}".encode()).decode()
+        req.add_header("Authorization", f"Basic {token}")
+    return req
+
+
 def check_tracking_uri(uri: str, timeout: float = 5.0) -> None:
     """Fail before any work when the store cannot be reached or written."""
     if uri.startswith(("http://", "https://")):
         try:
-            urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).read()
+            urllib.request.urlopen(_health_request(uri), timeout=timeout).read()
         except (urllib.error.URLError, OSError) as e:
             raise TrackingError(
                 f"--tracking-uri {mask_uri(uri)}: MLflow server unreachable ({e}). Fix: start it (mlflow server ...) "
@@ -172,6 +187,16 @@ def relocate_store(db: Path) -> int:
                 except sqlite3.OperationalError:  # a table this MLflow version does not have
                     pass
     return changed
+
+
+def is_store(db: Path) -> bool:
+    """Whether the sqlite file ``db`` is an MLflow tracking store."""
+    try:
+        with sqlite3.connect(f"file:{Path(db).absolute()}?mode=ro", uri=True) as con:
+            return con.execute("SELECT name FROM sqlite_master WHERE type='table' AND name='experiments'").fetchone() \
+                is not None
+    except sqlite3.Error:
+        return False
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -285,7 +310,15 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     db = args.run_dir / MLFLOW_DB
     if not db.is_file():
-        print(f"error: {db} not found. Fix: pass the --out folder of a sweep (it holds mlflow.db)")
+        print(f"error: {db} not found. Fix: pass the --out folder of a sweep (it holds mlflow.db)", file=sys.stderr)
+        return 2
+    if not is_store(db):
+        print(f"error: {db} is not an MLflow store (no experiments table). Fix: pass the --out folder of a sweep",
+              file=sys.stderr)
+        return 2
+    if not os.access(db, os.W_OK) or not os.access(db.parent, os.W_OK):
+        print(f"error: {db}: read-only here, so it cannot be relocated. Fix: copy the run folder somewhere "
+              "writable first", file=sys.stderr)
         return 2
     print(f"{db}: {relocate_store(db)} artifact locations now under {db.parent / ARTIFACTS_DIR}")
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torchvision.models.detection import FasterRCNN
 
-from dkan.config import BaseTrainConfig, ConfigError, FinetuneConfig, from_dict
+from dkan.config import BaseTrainConfig, ConfigError, FinetuneConfig, ModelConfig, from_dict
 from dkan.data.coco import CocoDict, ImageRecord
 from dkan.data.prepared import PreparedData, without_images_of
 from dkan.data.splits import resolve_class_split, restrict_classes
@@ -137,25 +137,27 @@ def build_setup(cfg: BaseTrainConfig | FinetuneConfig) -> TrainingSetup:
     )
 
 
+SHARED_MODEL_KEYS = ("backbone", "fpn_channels", "representation_size", "min_size", "max_size", "anchor_sizes",
+                     "aspect_ratios")  # what the student takes from the base model it starts from
+
+
+def check_student_fits(base: ModelConfig, student: ModelConfig, path: Path) -> None:
+    """The student must share the teacher's architecture and input size (checked by the sweep's plan too)."""
+    for key in SHARED_MODEL_KEYS:
+        if getattr(base, key) != getattr(student, key):
+            raise ConfigError(
+                f"model.{key}: {getattr(student, key)!r} differs from the base model's {getattr(base, key)!r} "
+                f"({path}); the student must share the teacher's architecture and input size. Fix: set "
+                f"model.{key}={getattr(base, key)!r} (--set), or use a base model trained with these settings"
+            )
+
+
 def _teacher(cfg: FinetuneConfig, base: tuple[str, ...]) -> tuple[FasterRCNN, dict]:
     path = Path(cfg.base_checkpoint)
     ckpt = load_checkpoint(path, "base checkpoint", "run `dkan base-train` first, or pass --base-checkpoint PATH")
     check_base_checkpoint(ckpt, path, base)
     base_model = from_dict(BaseTrainConfig, ckpt["meta"]["config"], str(path)).model
-    for key in (
-        "backbone",
-        "fpn_channels",
-        "representation_size",
-        "min_size",
-        "max_size",
-        "anchor_sizes",
-        "aspect_ratios",
-    ):
-        if getattr(base_model, key) != getattr(cfg.model, key):
-            raise ConfigError(
-                f"model.{key}: {getattr(cfg.model, key)!r} differs from the base model's {getattr(base_model, key)!r} "
-                f"({path}); the student must share the teacher's architecture and input size"
-            )
+    check_student_fits(base_model, cfg.model, path)
     teacher = build_detector(base_model, len(base), pretrained=False)
     teacher.load_state_dict(ckpt["model"])
     return freeze(teacher), ckpt["model"]

@@ -6,11 +6,13 @@ is copied into every logged model, so loading one needs the ``dkan`` package, no
     model.unwrap_python_model().predict(None, image_array)   # an HxWx3 (or NxHxWx3) array
 
 One row per detection: image (its path, or its index in an array), category, category_id,
-score, and the box x, y, width, height in image pixels (COCO's xywh).
+score, and the box x, y, width, height in image pixels (COCO's xywh). An image that cannot be read
+is skipped with a warning and listed in the frame's ``attrs["failed"]``; the others are detected.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -51,18 +53,26 @@ class DetectorModel(PythonModel):
 
     # a DataFrame hint: MLflow infers no schema from it (the signature logged with the model is the schema)
     def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
-        from dkan.data.images import read_image
+        from dkan.data.images import IMAGE_ERRORS, read_image
         from dkan.inference import detect
 
         model, classes = self.loaded.model, self.loaded.classes
         model.roi_heads.score_thresh = float((params or {}).get("score_thresh", 0.05))
-        rows = []
+        rows, failed = [], []
         for name, item in as_images(model_input):
-            out = detect(model, [read_image(item) if isinstance(item, str) else item])[0]
+            try:
+                image = read_image(item) if isinstance(item, str) else item
+            except IMAGE_ERRORS as e:  # named and skipped: the other images' detections are kept
+                failed.append({"image": name, "error": f"{type(e).__name__}: {e}"})
+                logging.getLogger(__name__).warning("cannot read %s: %s (skipped)", name, e)
+                continue
+            out = detect(model, [image])[0]
             for box, label, score in zip(out["boxes"].tolist(), out["labels"].tolist(), out["scores"].tolist()):
                 x1, y1, x2, y2 = box
                 rows.append([name, classes[int(label) - 1], int(label), float(score), x1, y1, x2 - x1, y2 - y1])
-        return pd.DataFrame(rows, columns=COLUMNS).astype({"category_id": "int64", "score": "float64"})
+        frame = pd.DataFrame(rows, columns=COLUMNS).astype({"category_id": "int64", "score": "float64"})
+        frame.attrs["failed"] = failed  # the images that could not be read, with their errors
+        return frame
 
 
 mlflow.models.set_model(DetectorModel())

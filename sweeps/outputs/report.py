@@ -13,96 +13,15 @@ import base64
 import html
 import json
 import math
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dkan import runfolder
-from dkan.bundle import find_bundles
-from dkan.errors import DkanError
 from dkan.names import HEADLINE, PER_CLASS_PREFIX
 from sweeps.layout import RunLayout
 from sweeps.outputs.results import search_lines
-
-STUDY_KEY = re.compile(r"^(?P<dataset>.+?)_(?P<split>[^_]+)_(?P<shots>\d+)shot$")  # older files: no "study" entry
-
-
-class ReportError(DkanError, ValueError):
-    pass
-
-
-@dataclass
-class StudyResults:
-    """One study's results file, as the report reads it."""
-
-    key: str
-    dataset: str
-    split: str | int | None  # the class split's name (split1, or a user's)
-    shots: int | None
-    data: dict[str, Any]  # the results JSON
-
-    @property
-    def table(self) -> dict[str, dict[str, Any]]:
-        return self.data["table"]
-
-
-@dataclass
-class Bundle:
-    path: Path  # the YAML
-    provenance: dict[str, Any]
-    files: list[str]  # model / checkpoint files beside it, relative to the run folder
-
-
-@dataclass
-class RunSummary:
-    run_dir: Path
-    studies: list[StudyResults]
-    bundles: list[Bundle] = field(default_factory=list)
-    plots: list[Path] = field(default_factory=list)
-
-
-def load_run(run_dir: Path) -> RunSummary:
-    """Everything the report shows; a clear error when there are no results to show."""
-    run_dir = Path(run_dir)
-    layout = RunLayout(run_dir)
-    if not run_dir.is_dir():
-        raise ReportError(
-            f"{run_dir}: not a folder. Fix: pass the --out folder of a sweep (python sweeps/run_tune.py --out DIR)"
-        )
-    studies = []
-    for path in sorted(layout.results_dir.glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ReportError(f"{path}: not valid JSON ({e}). Fix: re-run the study or delete the file") from e
-        if isinstance(data, dict) and isinstance(data.get("table"), dict):  # other JSONs (per-class AP) are not studies
-            m = STUDY_KEY.match(path.stem)
-            named = data.get("study") or {}  # {dataset, split (its name), shots}, written by the sweep
-            dataset = named.get("dataset") or (m["dataset"] if m else path.stem)
-            split = named.get("split") or (m["split"] if m else None)
-            shots = named.get("shots") or (int(m["shots"]) if m else None)
-            studies.append(StudyResults(path.stem, dataset, split, shots, data))
-    if not studies:
-        raise ReportError(
-            f"{layout.results_dir}: no study results (*.json with a 'table'). Fix: pass the --out folder "
-            "of a sweep that finished at least one (split, K) study"
-        )
-    studies.sort(
-        key=lambda s: (s.dataset, str(s.split or ""), s.shots if s.shots is not None else -1, s.key)
-    )
-    plots = sorted(layout.plots_dir.rglob("*.png")) if layout.plots_dir.is_dir() else []
-    return RunSummary(run_dir, studies, _bundles(layout), plots)
-
-
-def _bundles(layout: RunLayout) -> list[Bundle]:
-    def files(folder: Path) -> list[str]:  # model / checkpoint files beside a bundle's config
-        return sorted(str(p.relative_to(layout.root)) for p in folder.iterdir()
-                      if p.suffix in (".pt", ".pth") or p.name == "MLmodel")
-
-    return [Bundle(path, prov, files(path.parent)) for path, prov in find_bundles(layout.bundles_dir)]
-
+from sweeps.outputs.run_folder import RunSummary, StudyResults, load_run
 
 # ---------------------------------------------------------------- tables
 
