@@ -12,7 +12,8 @@ import yaml
 from PIL import Image
 
 from dkan.cli import main
-from sweeps.outputs.report import ReportError, load_run, main_table, write_report
+from sweeps.outputs.report import main_table, write_report
+from sweeps.outputs.run_folder import ReportError, load_run
 
 PNG = Image.fromarray(np.full((8, 8, 3), 200, dtype=np.uint8))
 
@@ -166,7 +167,8 @@ def test_search_summary_names_the_failed_trials_and_counts_the_rest():
 
 
 def test_sentences_prefer_verdicts_and_name_failed_trials_and_voc07_reference_is_labelled():
-    from sweeps.outputs.report import StudyResults, sentences
+    from sweeps.outputs.report import sentences
+    from sweeps.outputs.run_folder import StudyResults
 
     data = {"verdict": ["no significant difference over 3 seeds (...): keep TFA"],
             "stats": {"dkan_vs_tfa": {"p_value": 0.25, "mean_diff": 0.01}},

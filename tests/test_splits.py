@@ -39,7 +39,7 @@ def test_user_split_defaults_novel_to_the_rest_and_rejects_bad_names():
         resolve_class_split(NEU, base=["cracks"])
     with pytest.raises(DataError, match="no such NEU-DET split"):
         resolve_class_split(NEU, split=4)
-    with pytest.raises(DataError, match="disjoint"):
+    with pytest.raises(DataError, match="classes listed twice"):
         resolve_class_split(NEU, base=["crazing"], novel=["crazing", "patches"])
     assert resolve_class_split(NEU, base=NEU, novel=[]).novel == ()
 
