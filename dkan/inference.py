@@ -106,15 +106,21 @@ def load_model_uri(uri: str, device: str | torch.device = "cpu", tracking_uri: s
     if store and not Path(store).is_file():  # never create an empty store on a lookup
         raise ModelError(f"--tracking-uri {tracking_uri}: no MLflow store at {store}. Fix: pass the mlflow.db of "
                          "the sweep's run folder")
+    # MLflow 3.17 resolves models:/ through the global registry URI (by default the global tracking URI),
+    # whatever download_artifacts is passed: the tracking URI is set for the download and given back after it
+    before = mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory(prefix="dkan-model-") as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri,
-                                                             registry_uri=tracking_uri))
+            if tracking_uri:
+                mlflow.set_tracking_uri(tracking_uri)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri))
         except Exception as e:  # MlflowException, connection and permission errors alike
             raise ModelError(
                 f"model URI {uri!r}: cannot download ({str(e)[:300]}). Fix: check the name/version "
                 "and --tracking-uri (or MLFLOW_TRACKING_URI)"
             ) from e
+        finally:
+            mlflow.set_tracking_uri(before)
         files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES)
         for path in sorted(files, key=lambda p: (p.name != "model_final.pt", str(p))):
             ckpt = load_checkpoint(path, "model file", "log the fit checkpoint (model_final.pt) with the model")
