@@ -110,6 +110,7 @@ class Plan:
     session: str = ""  # this invocation's id (complete_plan): a failure it recorded is not retried by it
     objective_kind: str = "ap_all"  # ap_all: the mean AP_all; pareto: AP_novel against AP_B retention
     min_retention: float = 0.9  # pareto: the pick keeps at least this share of the base model's AP_B
+    local: bool = True  # complete_plan: a local Ray (drivers on a CPU of their own) or a cluster's
 
     @property
     def select_split(self) -> str:
@@ -217,20 +218,24 @@ def describe_split(s: ClassSplitSpec) -> str:
 
 
 def complete_plan(plan: Plan, nodes: list[dict[str, float]], local: bool) -> Plan:
-    """The plan on this cluster (each alive node's resources): how many fine-tunes run at once.
+    """The plan on this cluster (each alive node's resources): how many fine-tunes run at once."""
+    fits = fits_now(plan.resources, nodes, local)
+    return replace(
+        plan, max_concurrent=min(plan.max_concurrent or fits, fits), node_cpus=max(n.get("CPU", 0.0) for n in nodes),
+        session=uuid.uuid4().hex[:12], local=local,
+    )
+
+
+def fits_now(res: WorkerResources, nodes: list[dict[str, float]], local: bool) -> int:
+    """How many fine-tunes run at once on these nodes (each alive node's resources).
 
     A local Ray was started with one logical CPU more than the machine has, for the trial
     drivers (they only wait): the fine-tunes get the machine's CPUs, the drivers the extra one."""
     if local:
         nodes = [{**nodes[0], "CPU": nodes[0].get("CPU", 1.0) - 1}]
-        fits = check_resources(plan.resources, nodes[0], nodes, driver_cpu=0.0)
-    else:
-        total = {k: sum(n.get(k, 0.0) for n in nodes) for k in ("CPU", "GPU")}
-        fits = check_resources(plan.resources, total, nodes)
-    return replace(
-        plan, max_concurrent=min(plan.max_concurrent or fits, fits), node_cpus=max(n.get("CPU", 0.0) for n in nodes),
-        session=uuid.uuid4().hex[:12],
-    )
+        return check_resources(res, nodes[0], nodes, driver_cpu=0.0)
+    total = {k: sum(n.get(k, 0.0) for n in nodes) for k in ("CPU", "GPU")}
+    return check_resources(res, total, nodes)
 
 
 def check_resources(
@@ -267,4 +272,33 @@ def check_resources(
     fit = math.floor(cpus / (need_cpu + driver_cpu) + 1e-9)
     if need_gpu:
         fit = min(fit, math.floor(gpus / need_gpu + 1e-9))
+    if nodes and driver_cpu:
+        fit = min(fit, _fits_wherever_the_drivers_land(res, nodes, driver_cpu, fit))
     return max(1, fit)
+
+
+def _slots(res: WorkerResources, cpu: float, gpu: float) -> int:
+    """Workers a node with these free resources holds."""
+    n = math.floor(cpu / res.cpus_per_worker + 1e-9)
+    return min(n, math.floor(gpu / res.gpus_per_worker + 1e-9)) if res.gpus_per_worker else n
+
+
+def _fits_wherever_the_drivers_land(res: WorkerResources, nodes: list[dict[str, float]], driver_cpu: float,
+                                    most: int) -> int:
+    """The most fine-tunes at once whose workers still find room however Ray places their drivers.
+
+    A trial's driver takes ``driver_cpu`` on some node; on nodes of a few CPUs it can cost a whole
+    worker slot (three 1-CPU nodes hold one trial, not two: two drivers on two nodes leave one slot
+    for two workers, and both trials wait for ever). The worst placement is found greedily: each
+    driver goes where it removes the most slots."""
+    for n in range(most, 0, -1):
+        free = [[node.get("CPU", 0.0), node.get("GPU", 0.0)] for node in nodes]
+        for _ in range(n):
+            room = [i for i, (c, _g) in enumerate(free) if c + 1e-9 >= driver_cpu]
+            if not room:
+                break
+            i = max(room, key=lambda i: _slots(res, *free[i]) - _slots(res, free[i][0] - driver_cpu, free[i][1]))
+            free[i][0] -= driver_cpu
+        if sum(_slots(res, c, g) for c, g in free) >= n * res.workers:
+            return n
+    return 1

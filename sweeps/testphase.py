@@ -18,7 +18,7 @@ from dkan import runfolder
 from dkan.errors import DkanError
 from sweeps.console import TestPhaseConsole
 from sweeps.jobs import DRIVER_CPU, SeedJob, finetune_job, run_jobs
-from sweeps.plan import Plan, StudySpec
+from sweeps.plan import Plan, StudySpec, fits_now
 from sweeps.search import fit_tuner, result_errors
 from sweeps.selection import Selection
 
@@ -75,18 +75,30 @@ def raise_failed_groups(key: str, grid) -> None:
             "Fix: fix the cause, then rerun with --resume (finished test jobs are kept, only the rest run)")
 
 
+def concurrency_now(plan: Plan) -> int:
+    """How many groups run at once: the plan's number, fewer when the cluster lost nodes since the plan
+    was made (a group whose workers find no room waits for ever)."""
+    if plan.local:
+        return plan.max_concurrent
+    import ray
+
+    alive = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    return min(plan.max_concurrent, fits_now(plan.resources, alive, local=False))
+
+
 def run_test_phase(plan: Plan, study: StudySpec, selection: Selection, base_ckpt: Path, resume: bool) -> PerRow:
     """{row: {seed: AP metrics}} on test; a row per candidate (``tfa``, ``plain``, ``dkan_defaults``, ``dkan``)
     and ``base``."""
     rows = row_jobs(plan, study, selection, base_ckpt)
     jobs = list({j.out: j for js in rows.values() for j in js}.values())  # a row may share another's jobs
-    groups = pack(jobs, plan.max_concurrent)
+    at_once = concurrency_now(plan)
+    groups = pack(jobs, at_once)
     path = plan.layout.tune_state(study.key, "test")
     trainable = tune.with_resources(tune.with_parameters(run_group, plan=plan, groups=groups), {"cpu": DRIVER_CPU})
     console = TestPhaseConsole(study.key, len(jobs), sum(1 for j in jobs if not j.reuse), len(groups))
     grid = fit_tuner(path, trainable, resume, lambda: tune.Tuner(
         trainable, param_space={"group": tune.grid_search(list(range(len(groups))))},
-        tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent),
+        tune_config=tune.TuneConfig(max_concurrent_trials=at_once),
         run_config=tune.RunConfig(name=path.name, storage_path=str(path.parent), verbose=1 if plan.verbose else 0,
                                   callbacks=[console],
                                   failure_config=tune.FailureConfig(max_failures=plan.budget.max_failures))))

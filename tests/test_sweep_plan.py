@@ -40,6 +40,15 @@ def test_resources_beyond_the_cluster_are_errors_not_hangs():
         check_resources(WorkerResources(2, 1.0, 0.0), {"CPU": 2.0}, two_small)
     with pytest.raises(PlanError, match=r"one worker needs 2 CPUs .* the largest node has 1 CPUs"):
         check_resources(WorkerResources(1, 2.0, 0.0), {"CPU": 2.0}, two_small)
+    # three 1-CPU nodes hold 3 CPUs, but two drivers (0.01 CPU) on two nodes leave one slot for two workers
+    three_small = [{"CPU": 0.0}, {"CPU": 1.0}, {"CPU": 1.0}, {"CPU": 1.0}]
+    assert check_resources(WorkerResources(1, 1.0, 0.0), {"CPU": 3.0}, three_small) == 1
+    assert check_resources(WorkerResources(1, 1.0, 0.0), {"CPU": 3.0}, three_small, driver_cpu=0.0) == 3
+    # nodes of 8 CPUs and one GPU each: a driver never costs a worker's slot there
+    gpu_nodes = [{"CPU": 8.0}] + [{"CPU": 8.0, "GPU": 1.0}] * 4
+    assert check_resources(WorkerResources(1, 4.0, 1.0), {"CPU": 40.0, "GPU": 4.0}, gpu_nodes) == 4
+    # two 2-CPU nodes: three drivers can leave two slots for three workers, so two trials at once
+    assert check_resources(WorkerResources(1, 1.0, 0.0), {"CPU": 4.0}, [{"CPU": 2.0}] * 2) == 2
 
 
 def test_missing_shots_and_bad_seeds(synthetic_prepared):
