@@ -11,7 +11,9 @@ this sweep (they inherit the raylet's environment) talks to its own cluster.
 What listens where (Ray 2.60, checked with /proc/net/tcp): the dashboard (job submission) on
 127.0.0.1; GCS, raylet, workers and agents on all interfaces, whatever ``_node_ip_address`` says
 (``ray.init`` turns 127.0.0.1 into the machine's address). Those ports take no request without
-the cluster's token: token auth is Ray's default for a new local cluster and is left on.
+the cluster's token: token auth is Ray's default for a new local cluster and is left on. When the
+driver is killed, a reaper beside it (``sweeps/reaper.py``) stops what Ray would leave listening
+for another minute (its two agents), within a second or two.
 """
 
 from __future__ import annotations
@@ -21,10 +23,13 @@ import os
 import socket
 from typing import Any
 
+from sweeps.reaper import start_reaper
+
 LOOPBACK = "127.0.0.1"
 # set for the sweep's own Ray, restored by stop_local_ray (tests run several sweeps in one process)
 _ENV_KEYS = ("RAY_ADDRESS", "RAY_GCS_SERVER_PORT", "RAY_USAGE_STATS_ENABLED")
 _saved_env: dict[str, str | None] = {}
+_reaper: list[Any] = []  # the reaper of the local Ray started here (at most one)
 
 # A Train run whose workers do not start within Ray's worker-group start timeout (60 s, or
 # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) is retried this many times, then fails with a message
@@ -63,12 +68,35 @@ def start_local_ray(num_cpus: float, logging_level: int = logging.INFO) -> str:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     # RAY_AUTH_MODE left alone: a new local Ray uses token auth unless the user turned it off.
     # The dashboard stays on (loopback): Ray Train's placement-group cleaner needs its State API.
+    before = _children()
     try:
         _init_with_retry(num_cpus, logging_level)
     except BaseException:
         stop_local_ray()
         raise
+    _reaper.append(start_reaper(_rays_processes(before)))
     return os.environ["RAY_ADDRESS"]
+
+
+def _children() -> set[int]:
+    import psutil
+
+    return {p.pid for p in psutil.Process().children()}
+
+
+def _rays_processes(before: set[int]) -> list[int]:
+    """The processes ``ray.init`` started here: this process's new children that are Ray's (its GCS,
+    raylet, dashboard, log monitor; their own children, the agents and workers, follow from them)."""
+    import psutil
+
+    mine = []
+    for p in psutil.Process().children():
+        try:
+            if p.pid not in before and (p.name() in ("gcs_server", "raylet") or "/ray/" in " ".join(p.cmdline())):
+                mine.append(p.pid)
+        except psutil.Error:
+            continue
+    return mine
 
 
 def _init_with_retry(num_cpus: float, logging_level: int = logging.INFO, attempts: int = 2) -> None:
@@ -94,6 +122,10 @@ def stop_local_ray() -> None:
     """Shut Ray down and give the environment back as it was before ``start_local_ray``."""
     import ray
 
+    while _reaper:
+        reaper = _reaper.pop()
+        reaper.kill()
+        reaper.wait()
     ray.shutdown()
     for k, v in _saved_env.items():
         if v is None:

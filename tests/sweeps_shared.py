@@ -4,8 +4,8 @@ Sweep A (candidates TFA, plain and DKAN's defaults, then 2 DKAN search trials; K
 ResNet-18 FPN; a selection margin no candidate can reach, so TFA, the simplest, is recommended and shipped)
 is the one whose outputs the end-to-end,
 bundle, registry and MLflow UI tests read. It is made the hard way: started as a command, Ctrl+C'd
-once its first seed is done (Tune saves, exit 130), resumed as a command and SIGKILLed with every
-Ray process it started once the next seed is done (a crash), then resumed here to its end. Sweep B
+once its first seed is done (Tune saves, exit 130), resumed as a command and its driver alone SIGKILLed
+once the next seed is done (a crash: what its Ray leaves running is watched), then resumed here to its end. Sweep B
 (2 trials) runs beside it from the start, with its own Ray: two sweeps on one machine. The resume
 tests and the two-sweeps test read what happened from ``SharedSweep``; the others read A's run folder,
 which must equal an uninterrupted sweep's in everything they check.
@@ -45,7 +45,7 @@ class SharedSweep:
     out: Path  # sweep A's run folder
     args: list[str]  # its command line (without --resume)
     ctrl_c: dict = field(default_factory=dict)  # {"seen": line, "code": exit code, "output": tail}
-    sigkill: dict = field(default_factory=dict)  # {"seen": line, "code": exit code}
+    sigkill: dict = field(default_factory=dict)  # {"seen": line, "code": exit code, what Ray left: _kill_driver_only}
     other_out: Path | None = None  # sweep B's run folder
     other_code: int | None = None
     other_log: str = ""
@@ -74,6 +74,41 @@ def _until(proc: subprocess.Popen, marker: str, timeout: float = 900.0) -> tuple
     return None, lines
 
 
+def _alive(p) -> bool:
+    import psutil
+
+    try:
+        return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _kill_driver_only(proc: subprocess.Popen, wait_s: float = 30.0) -> dict:
+    """SIGKILL the sweep's driver alone (as the OOM killer does) and watch the processes its Ray ran:
+    {"code", "ray_processes": their names, "gone_after_s": when the last was gone (None: not within
+    ``wait_s``), "left": what still ran then (killed afterwards with the process group)}."""
+    import psutil
+
+    if proc.poll() is not None:
+        return {"code": proc.returncode, "ray_processes": [], "gone_after_s": None, "left": []}
+    procs = psutil.Process(proc.pid).children(recursive=True)
+    names = sorted({p.name() for p in procs})
+    proc.send_signal(signal.SIGKILL)
+    t0, gone_after = time.time(), None
+    while time.time() - t0 < wait_s:
+        if not any(_alive(p) for p in procs):
+            gone_after = round(time.time() - t0, 2)
+            break
+        time.sleep(0.1)
+    left = [p.name() for p in procs if _alive(p)]
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # whatever is left, before the next sweep starts
+    except ProcessLookupError:
+        pass
+    proc.communicate(timeout=60)
+    return {"code": proc.returncode, "ray_processes": names, "gone_after_s": gone_after, "left": left}
+
+
 def run_shared(data: Path, root: Path) -> SharedSweep:
     from sweeps.run_tune import main
 
@@ -93,10 +128,7 @@ def run_shared(data: Path, root: Path) -> SharedSweep:
         a.ctrl_c = {"seen": seen, "code": first.returncode, "output": "".join(lines[-20:]) + rest[-3000:]}
         second = _command([*a.args, "--resume"], root)
         seen, _ = _until(second, SEED_DONE)
-        if second.poll() is None:
-            os.killpg(second.pid, signal.SIGKILL)
-        second.communicate(timeout=60)
-        a.sigkill = {"seen": seen, "code": second.returncode}
+        a.sigkill = {"seen": seen, **_kill_driver_only(second)}
         assert main([*a.args, "--resume"]) == 0
     finally:
         try:

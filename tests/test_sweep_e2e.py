@@ -99,14 +99,17 @@ def test_tiny_sweep_end_to_end(shared_sweep):
 
 
 def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(shared_sweep):
-    """Ctrl+C mid-search (Tune saves, exit 130), then SIGKILL of the resumed driver and every Ray process it
-    started (a crash), then --resume: every trial once in MLflow with a final state, no point sampled twice."""
+    """Ctrl+C mid-search (Tune saves, exit 130), then SIGKILL of the resumed driver alone (a crash: nothing its
+    Ray ran outlives it by more than a few seconds, the agents Ray keeps a minute included), then --resume:
+    every trial once in MLflow with a final state, no point sampled twice."""
     from dkan.names import HPARAMS
 
     c, k = shared_sweep.ctrl_c, shared_sweep.sigkill
     assert c["seen"] and c["code"] == 130, c["output"]
     assert "Resume with the same command plus --resume" in c["output"]
     assert k["seen"] and k["code"] == -signal.SIGKILL, k
+    assert {"gcs_server", "raylet", "ray::DashboardAgent", "ray::RuntimeEnvAgent"} <= set(k["ray_processes"]), k
+    assert k["gone_after_s"] is not None and k["gone_after_s"] <= 10, k
     _, runs = mlflow_runs(shared_sweep.out)
     trials = _kinds(runs)["trial"] + _kinds(runs)["candidate"]
     assert len(trials) == 5 and len({r.data.tags["dkan.trial_id"] for r in trials}) == 5
