@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,25 @@ def load_bundle_model(bundle: Path, device: str | torch.device = "cpu") -> Loade
     return model_from_checkpoint(ckpt, str(b.model_file), device, model_cfg, b.classes)
 
 
+@contextmanager
+def using_tracking_uri(uri: str | None) -> Iterator[None]:
+    """MLflow's global tracking URI set to ``uri`` (None: left alone) inside the block, then given back as it
+    was: ``mlflow.set_tracking_uri`` mirrors it into MLFLOW_TRACKING_URI, so that variable is the state."""
+    import os
+
+    import mlflow
+
+    if not uri:
+        yield
+        return
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(before)  # None: unset again, as before
+
+
 def load_model_uri(uri: str, device: str | torch.device = "cpu", tracking_uri: str | None = None) -> LoadedModel:
     """An MLflow model (``models:/name/version``, ``runs:/id/path`` or any artifact URI) whose files
     hold a fit checkpoint; the files are downloaded and the checkpoint read with weights only."""
@@ -108,19 +128,16 @@ def load_model_uri(uri: str, device: str | torch.device = "cpu", tracking_uri: s
                          "the sweep's run folder")
     # MLflow 3.17 resolves models:/ through the global registry URI (by default the global tracking URI),
     # whatever download_artifacts is passed: the tracking URI is set for the download and given back after it
-    before = mlflow.get_tracking_uri()
     with tempfile.TemporaryDirectory(prefix="dkan-model-") as tmp:
         try:
-            if tracking_uri:
-                mlflow.set_tracking_uri(tracking_uri)
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=tracking_uri))
+            with using_tracking_uri(tracking_uri):
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp,
+                                                                 tracking_uri=tracking_uri))
         except Exception as e:  # MlflowException, connection and permission errors alike
             raise ModelError(
                 f"model URI {uri!r}: cannot download ({str(e)[:300]}). Fix: check the name/version "
                 "and --tracking-uri (or MLFLOW_TRACKING_URI)"
             ) from e
-        finally:
-            mlflow.set_tracking_uri(before)
         files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES)
         for path in sorted(files, key=lambda p: (p.name != "model_final.pt", str(p))):
             ckpt = load_checkpoint(path, "model file", "log the fit checkpoint (model_final.pt) with the model")
