@@ -2,7 +2,8 @@
 
     config.yaml     the fine-tune config that made model.pt; its paths relative to this folder
                     (base_checkpoint: base_model.pt, out: reproduce), with a ``provenance`` section
-    model.pt        the selected model (a fit checkpoint: {"model", "meta"})
+    model.pt        the selected model (a fit checkpoint: {"model", "meta"}); a fine-tune's is a delta
+                    whose base reference is ``base_model.pt`` beside it (dkan.model.checkpoint)
     base_model.pt   the base model it was fine-tuned from
     classes.txt     one class name per line, in label order
 
@@ -56,7 +57,7 @@ def write_bundle(folder: Path, config: dict[str, Any], base: Path, model: Path |
     folder.mkdir(parents=True, exist_ok=True)
     place(Path(base), folder / BASE)
     if model is not None:
-        place(Path(model), folder / MODEL)
+        place_model(Path(model), folder / MODEL, folder / BASE)
     if classes:
         runfolder.write_text_atomic(folder / CLASSES, "".join(f"{c}\n" for c in classes))
     cfg = {**config, "base_checkpoint": BASE, "out": "reproduce"}
@@ -73,6 +74,20 @@ def place(src: Path, dst: Path) -> None:
         os.link(src, dst)
     except OSError:
         shutil.copy2(src, dst)
+
+
+def place_model(src: Path, dst: Path, base: Path) -> None:
+    """A fit checkpoint at ``dst``: a delta is rewritten to name ``base`` (beside it) as its base when that
+    is the base it was made from (the folder then holds both: self-contained), else written whole."""
+    from dkan.model.checkpoint import DELTA, file_sha256, load_checkpoint, rebased, save_checkpoint
+
+    stored = rebased(src, base.name)
+    if DELTA not in stored:
+        place(src, dst)
+    elif base.is_file() and stored[DELTA]["sha256"] == file_sha256(base):
+        save_checkpoint(dst, stored)
+    else:
+        save_checkpoint(dst, load_checkpoint(src, "model", "pass the fine-tune's model_final.pt"))
 
 
 def is_bundle_config(data: Any) -> bool:

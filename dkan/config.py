@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from dkan.errors import DkanError
-from dkan.names import BOX_HEADS, COSINE_NORMS, LKA_STUDENT, METHODS
+from dkan.names import BOX_HEADS, CHECKPOINT_FORMATS, COSINE_NORMS, LKA_STUDENT, METHODS
 
 T = TypeVar("T")
 
@@ -169,6 +169,9 @@ class FinetuneConfig:
     # frozen-feature caches (dkan.distill.cache), MiB each (training set; evaluation set across a worker's seeds):
     # -1 = the device's default (cpu 2048, cuda a quarter of its memory up to 16384), 0 = off
     cache_mb: int = -1
+    # model_final.pt: delta = the tensors the fine-tune changed + the base model's path and hash
+    # (dkan.model.checkpoint; every reader composes the two), full = every tensor
+    checkpoint_format: str = "delta"
     provenance: dict[str, Any] | None = None  # where an exported config came from (ignored by training)
 
 
@@ -208,6 +211,7 @@ def _check_values(cfg: Any, where: str) -> None:
             ("shots", cfg.shots >= 1, "at least 1 (K per class)"),
             ("fewshot_seed", cfg.fewshot_seed >= 1, "1 or more (the few-shot seeds prepare-data writes start at 1)"),
             ("cache_mb", cfg.cache_mb >= -1, "-1 (the device's default), 0 (off) or a size in MiB"),
+            ("checkpoint_format", cfg.checkpoint_format in CHECKPOINT_FORMATS, f"one of {CHECKPOINT_FORMATS}"),
         ]
     for name, ok, need in rules:
         if not ok:

@@ -18,6 +18,8 @@ LKA_STUDENT = ("scaled", "raw")  # distill.lka_student
 BOX_HEADS = ("cosine", "fc")
 COSINE_NORMS = ("graph", "inplace")  # model.cosine_norm: inside the autograd graph, or TFA's in-place renorm
 EVAL_SPLITS = ("val", "test")
+CHECKPOINT_FORMATS = ("delta", "full")  # a fine-tune's model_final.pt: what it changed + its base's hash, or all
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # precision: auto = bf16 on a GPU that has it, else fp32
 # AP50 interpolations: COCO 101-point (keys "AP_all", "AP/<class>") and VOC07 11-point ("voc07/AP_all", ...)
 METRICS = ("coco", "voc07")
 PROTOCOLS = ("val", "paper")  # select on val, or on test as the paper did

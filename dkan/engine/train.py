@@ -4,7 +4,8 @@
    the resume point and the frozen-feature cache; config.yaml written.
 2. ``_train``: the iterations (a distillation step each, ``dkan.distill.step.train_step``), with
    history.jsonl, progress.json for watchers and last.pt every ``checkpoint_every`` (resumable).
-3. ``_finish``: model_final.pt (the student only, never the teacher), the evaluation on
+3. ``_finish``: model_final.pt (the student only, never the teacher; a fine-tune's holds what it changed
+   and its base model's hash, ``dkan.model.checkpoint``), the evaluation on
    ``cfg.eval_split``, then metrics.json, written last: it marks the run done (``dkan.runfolder``).
 
 ``report`` (optional) receives the final metrics dict; the sweep's worker loop reports to Ray itself
@@ -34,7 +35,7 @@ from dkan.engine.distributed import average_gradients, broadcast_from_rank0, bro
 from dkan.engine.evaluate import evaluate
 from dkan.engine.setup import TrainingSetup, build_setup
 from dkan.errors import DkanError
-from dkan.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from dkan.model.checkpoint import CheckpointError, as_delta, load_checkpoint, save_checkpoint
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -173,6 +174,8 @@ def _finish(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, train_seconds: flo
     if run.lead:
         setup, out, cache = run.setup, run.out, run.cache
         final = {"model": setup.student.state_dict(), "meta": _meta(setup, cfg, run.sched.iterations)}
+        if setup.stage == "finetune" and cfg.checkpoint_format == "delta":
+            final = as_delta(final, Path(cfg.base_checkpoint))  # only what changed, beside the base's hash
         save_checkpoint(out / runfolder.FINAL, final)
         for stale in (runfolder.LAST, runfolder.PROGRESS):
             (out / stale).unlink(missing_ok=True)

@@ -1,7 +1,15 @@
-"""Checkpoints (atomic save, checked load) and the base -> all-classes surgery."""
+"""Checkpoints (atomic save, checked load, deltas against a base model) and the base -> all-classes surgery.
+
+A fine-tune's ``model_final.pt`` is a *delta*: the tensors its fine-tune changed, plus its base model's
+path and content hash under ``"delta"`` (a TFA seed stores its box predictor; DKAN and plain their FPN,
+RPN and RoI head; the frozen body is the base model's, byte for byte). ``load_checkpoint`` composes it
+with the base for every reader and refuses a base whose content changed. A relative base path is read
+from the delta's own folder (a bundle: ``model.pt`` beside ``base.pt``).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -16,6 +24,8 @@ PREDICTOR = "roi_heads.box_predictor."
 
 
 META_KEYS = ("stage", "classes", "base", "novel", "config", "iteration")  # what fit()'s _meta writes
+DELTA = "delta"  # {"base": path, "sha256": its content hash, "keys": every key of the composed state, in order}
+_digests: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256: a base is hashed once
 
 
 class CheckpointError(DkanError, ValueError):
@@ -65,7 +75,88 @@ def load_checkpoint(path: Path, what: str = "checkpoint", fix: str = "check the 
             f"finetune write), got {got}. Fix: {fix} (a bare state dict is not enough: the class list and "
             f"config in 'meta' are needed)"
         )
-    return ckpt
+    return _composed(ckpt, path, fix) if DELTA in ckpt else ckpt
+
+
+def file_sha256(path: Path) -> str:
+    """The content hash of a file (cached per process while its size and mtime stay)."""
+    st = Path(path).stat()
+    key = (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _digests[key] = h.hexdigest()
+    return _digests[key]
+
+
+def as_delta(payload: dict[str, Any], base_path: Path) -> dict[str, Any]:
+    """``payload`` (a full checkpoint) as a delta against the base model at ``base_path``: only the tensors
+    that differ from the base's (in value, shape or dtype) or that the base lacks."""
+    base_path = Path(base_path)
+    base = load_checkpoint(base_path, "base checkpoint", "pass the base model the fine-tune started from")["model"]
+    state = payload["model"]
+    changed = {k: v for k, v in state.items() if not _same(v, base.get(k))}
+    delta = {"base": str(base_path.resolve()), "sha256": file_sha256(base_path), "keys": list(state)}
+    return {**payload, "model": changed, DELTA: delta}
+
+
+def rebased(path: Path, base_path: str) -> dict[str, Any]:
+    """The checkpoint at ``path`` as stored (a delta stays a delta, checked whole first), its base reference
+    set to ``base_path`` (e.g. ``base_model.pt``, relative to the folder it is then written to)."""
+    load_checkpoint(path, "model", "pass the fine-tune's model_final.pt")  # readable, composable, hash matching
+    raw = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if DELTA in raw:
+        raw[DELTA] = {**raw[DELTA], "base": base_path}
+    return raw
+
+
+def is_delta(path: Path) -> bool:
+    """Whether the checkpoint file at ``path`` is stored as a delta (its tensors are not read)."""
+    try:
+        raw = torch.load(Path(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable: load_checkpoint names the problem
+        return False
+    return isinstance(raw, dict) and DELTA in raw
+
+
+def _same(a: torch.Tensor, b: torch.Tensor | None) -> bool:
+    if b is None or a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    return torch.equal(a.detach().cpu(), b.detach().cpu())
+
+
+def _composed(ckpt: dict[str, Any], path: Path, fix: str) -> dict[str, Any]:
+    """A delta checkpoint with its base model's tensors filled in (bit for bit the full model)."""
+    d = ckpt[DELTA]
+    if not (isinstance(d, dict) and isinstance(d.get("base"), str) and isinstance(d.get("sha256"), str)
+            and isinstance(d.get("keys"), list) and all(isinstance(k, str) for k in d["keys"])):
+        raise CheckpointError(f"{path}: a corrupt delta checkpoint (its 'delta' entry is malformed). Fix: {fix}")
+    base = Path(d["base"]) if Path(d["base"]).is_absolute() else path.parent / d["base"]
+    how = ("it holds only what its fine-tune changed and needs the base model it started from")
+    if not base.is_file():
+        raise CheckpointError(
+            f"{path}: {how}, {base}, which is missing. Fix: put that base model back at {base} (a moved cache: "
+            f"$DKAN_CACHE), or use the study's bundle, which holds both")
+    if file_sha256(base) != d["sha256"]:
+        raise CheckpointError(
+            f"{path}: {how}, {base}, but that file changed since (content hash {file_sha256(base)[:12]}, "
+            f"expected {d['sha256'][:12]}): composing the two would give a model no one trained. Fix: restore "
+            f"the base model that made it, or fine-tune again from the new one")
+    full = load_checkpoint(base, "base checkpoint of a delta", f"restore {base}")["model"]
+    state, missing = {}, []
+    for k in d["keys"]:
+        v = ckpt["model"].get(k, full.get(k))
+        if v is None:
+            missing.append(k)
+        state[k] = v
+    if missing:
+        raise CheckpointError(f"{path}: a corrupt delta checkpoint: {len(missing)} tensor(s) in neither it nor its "
+                              f"base {base} (e.g. {missing[0]}). Fix: {fix}")
+    out = {k: v for k, v in ckpt.items() if k != DELTA}
+    out["model"] = state
+    return out
 
 
 def check_base_checkpoint(ckpt: dict[str, Any], path: Path, base: tuple[str, ...]) -> None:

@@ -9,6 +9,7 @@ it again. The shipped model is chosen on the selection split (``sweeps.outcome.s
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 from sweeps.layout import RunLayout
@@ -36,6 +37,18 @@ def find_logged(tracker: Tracker, run_id: str) -> ModelRef | None:
                     Path(t[f"{TAG_MODEL}.checkpoint"]), int(t.get(f"{TAG_MODEL}.seed", 0)))
 
 
+def whole(checkpoint: Path, tmp: str) -> Path:
+    """A logged model holds every tensor (it must load anywhere): a delta is composed with its base into
+    ``tmp``, a full checkpoint is used as it is."""
+    from dkan.model.checkpoint import is_delta, load_checkpoint, save_checkpoint
+
+    if not is_delta(Path(checkpoint)):
+        return Path(checkpoint)
+    out = Path(tmp) / Path(checkpoint).name
+    save_checkpoint(out, load_checkpoint(Path(checkpoint), "model to log", "re-run the sweep with --resume"))
+    return out
+
+
 def log_detector(tracker: Tracker, run_id: str, checkpoint: Path, name: str, example: Path | None,
                  seed: int = 0) -> ModelRef:
     """``checkpoint`` logged to ``run_id`` as a pyfunc model and registered as ``name`` (its next version)."""
@@ -47,6 +60,7 @@ def log_detector(tracker: Tracker, run_id: str, checkpoint: Path, name: str, exa
     from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
     import dkan
+    from dkan.inference import using_tracking_uri
 
     found = find_logged(tracker, run_id)
     if found is not None:
@@ -60,17 +74,13 @@ def log_detector(tracker: Tracker, run_id: str, checkpoint: Path, name: str, exa
     # no requirement inference: it would load the model in a subprocess; the package is installed from the repo
     reqs = [f"dkan-sweep=={dkan.__version__}", f"torch=={torch.__version__.split('+')[0]}",
             f"torchvision=={torchvision.__version__.split('+')[0]}", "pandas", "pillow"]
-    before = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracker.uri)
-    try:
-        with mlflow.start_run(run_id=run_id):
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=str(PYFUNC_FILE), artifacts={"checkpoint": str(checkpoint)},
-                signature=signature, input_example=pd.DataFrame({"image": [str(example)]}) if example else None,
-                pip_requirements=reqs, registered_model_name=name,
-            )
-    finally:
-        mlflow.set_tracking_uri(before)
+    with using_tracking_uri(tracker.uri), mlflow.start_run(run_id=run_id), \
+            tempfile.TemporaryDirectory(prefix="dkan-log-") as tmp:
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(PYFUNC_FILE), artifacts={"checkpoint": str(whole(checkpoint, tmp))},
+            signature=signature, input_example=pd.DataFrame({"image": [str(example)]}) if example else None,
+            pip_requirements=reqs, registered_model_name=name,
+        )
     version = str(info.registered_model_version)
     ref = ModelRef(name, version, f"models:/{name}/{version}", run_id, Path(checkpoint), seed)
     tracker.tags(run_id, {f"{TAG_MODEL}.name": name, f"{TAG_MODEL}.version": version, f"{TAG_MODEL}.uri": ref.uri,
