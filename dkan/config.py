@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import yaml
 
 from dkan.errors import DkanError
-from dkan.names import BOX_HEADS, CHECKPOINT_FORMATS, COSINE_NORMS, LKA_STUDENT, METHODS
+from dkan.names import BOX_HEADS, CHECKPOINT_FORMATS, COSINE_NORMS, LKA_STUDENT, METHODS, PRECISIONS
 
 T = TypeVar("T")
 
@@ -144,6 +144,7 @@ class BaseTrainConfig:
     checkpoint_every: int = 200
     device: str = "auto"
     threads: int = 0  # torch CPU threads (0: torch's default); results depend on it at the last bit
+    precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16 (dkan.engine.precision)
 
 
 @dataclass
@@ -166,6 +167,7 @@ class FinetuneConfig:
     checkpoint_every: int = 200
     device: str = "auto"
     threads: int = 0
+    precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
     # frozen-feature caches (dkan.distill.cache), MiB each (training set; evaluation set across a worker's seeds):
     # -1 = the device's default (cpu 2048, cuda a quarter of its memory up to 16384), 0 = off
     cache_mb: int = -1
@@ -213,6 +215,8 @@ def _check_values(cfg: Any, where: str) -> None:
             ("cache_mb", cfg.cache_mb >= -1, "-1 (the device's default), 0 (off) or a size in MiB"),
             ("checkpoint_format", cfg.checkpoint_format in CHECKPOINT_FORMATS, f"one of {CHECKPOINT_FORMATS}"),
         ]
+    if isinstance(cfg, (BaseTrainConfig, FinetuneConfig)):
+        rules.append(("precision", cfg.precision in PRECISIONS, f"one of {PRECISIONS}"))
     for name, ok, need in rules:
         if not ok:
             raise ConfigError(f"{where}.{name}: {getattr(cfg, name)!r} is out of range. Fix: set it to {need}")

@@ -20,8 +20,9 @@ def fka_loss(student_feats: Sequence[torch.Tensor], teacher_feats: Sequence[torc
     """
     if len(student_feats) != len(teacher_feats) or not student_feats:
         raise ValueError(f"fka_loss: {len(student_feats)} student vs {len(teacher_feats)} teacher levels")
-    total = student_feats[0].new_zeros(())
+    total = student_feats[0].new_zeros((), dtype=torch.float32)
     for s, t in zip(student_feats, teacher_feats):
+        s, t = s.float(), t.float()  # fp32 under mixed precision: a softmax over H*W positions at tau
         n, c = s.shape[:2]
         log_ps = F.log_softmax(s.reshape(n, c, -1) / tau, dim=-1)
         log_pt = F.log_softmax(t.detach().reshape(n, c, -1) / tau, dim=-1)
@@ -37,7 +38,8 @@ def lka_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: fl
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"lka_loss: student {tuple(student_logits.shape)} vs teacher {tuple(teacher_logits.shape)}")
     if student_logits.shape[0] == 0:
-        return student_logits.sum() * 0.0
+        return student_logits.float().sum() * 0.0
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.float()  # fp32 under mixed precision
     log_ps = F.log_softmax(student_logits / tau, dim=1)
     log_pt = F.log_softmax(teacher_logits.detach() / tau, dim=1)
     return F.kl_div(log_ps, log_pt, reduction="batchmean", log_target=True) * tau**2

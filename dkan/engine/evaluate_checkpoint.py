@@ -7,6 +7,7 @@ from pathlib import Path
 from dkan.config import BaseTrainConfig, FinetuneConfig, from_dict
 from dkan.data.prepared import PreparedData
 from dkan.engine.evaluate import evaluate
+from dkan.engine.precision import resolve_precision
 from dkan.engine.setup import eval_ground_truth, resolve_device
 from dkan.model.checkpoint import load_checkpoint
 from dkan.model.detector import build_detector
@@ -27,6 +28,7 @@ def evaluate_checkpoint(
     dev = resolve_device(device)
     model = build_detector(cfg.model, len(classes))
     model.load_state_dict(ckpt["model"])
-    metrics = evaluate(model.to(dev), data.records(gt), gt, meta["base"], meta["novel"], dev)
+    precision = resolve_precision(cfg.precision, dev)  # as it was trained (auto: the device's choice)
+    metrics = evaluate(model.to(dev), data.records(gt), gt, meta["base"], meta["novel"], dev, precision=precision)
     metrics["eval_split"] = split
     return metrics

@@ -33,6 +33,7 @@ from dkan.distill.cache import FeatureCache, MiB, budget_mb, eval_cache, image_k
 from dkan.distill.step import backbone_is_frozen, train_step, weighted_total
 from dkan.engine.distributed import average_gradients, broadcast_from_rank0, broadcast_module, rank_and_world, shard
 from dkan.engine.evaluate import evaluate
+from dkan.engine.precision import autocast, grad_scaler, resolve_precision
 from dkan.engine.setup import TrainingSetup, build_setup
 from dkan.errors import DkanError
 from dkan.model.checkpoint import CheckpointError, as_delta, load_checkpoint, save_checkpoint
@@ -72,6 +73,8 @@ class _Run:
     start: int  # the first iteration to run (> 0 when resumed)
     cache: FeatureCache | None
     cache_bytes: int
+    precision: str  # fp32 | bf16 | fp16 (resolved for the device: dkan.engine.precision)
+    scaler: torch.amp.GradScaler  # enabled for fp16 only
 
 
 def fit(
@@ -116,13 +119,15 @@ def _start(cfg: BaseTrainConfig | FinetuneConfig, resume: bool) -> _Run:
     )
     params = [p for p in setup.student.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
-    start = _resume(out / runfolder.LAST, setup, cfg, opt) if resume else 0
+    precision = resolve_precision(cfg.precision, setup.device)
+    scaler = grad_scaler(precision, setup.device)
+    start = _resume(out / runfolder.LAST, setup, cfg, opt, scaler) if resume else 0
     cache_bytes = budget_mb(getattr(cfg, "cache_mb", 0), setup.device) * MiB  # base training: nothing is frozen
     cache = FeatureCache(cache_bytes) if cache_bytes and setup.stage == "finetune" else None
     if lead and start == 0:
         (out / runfolder.HISTORY).unlink(missing_ok=True)
     return _Run(setup, out, lead, world, train_set, Schedule.of(cfg.optim, len(train_set)), params, opt, start,
-                cache, cache_bytes)
+                cache, cache_bytes, precision, scaler)
 
 
 def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool) -> float:
@@ -142,17 +147,20 @@ def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool) -> 
         batch = shard(_batch_indices(cfg.seed, it, cfg.optim.batch_size, len(run.train_set)))
         images, targets = collate([run.train_set[i] for i in batch])
         keys = [image_key(im) for im in images] if run.cache is not None else None  # each image's view, for the cache
-        losses = train_step(
-            setup.student, [im.to(setup.device) for im in images], [_to(t, setup.device) for t in targets],
-            setup.teacher, setup.n_base, distill, cache=run.cache, keys=keys,
-        )
+        with autocast(run.precision, setup.device):  # the forward passes; the distillation losses in fp32
+            losses = train_step(
+                setup.student, [im.to(setup.device) for im in images], [_to(t, setup.device) for t in targets],
+                setup.teacher, setup.n_base, distill, cache=run.cache, keys=keys,
+            )
         _check_finite(losses, it, [setup.train_records[i].path for i in batch])
         opt.zero_grad(set_to_none=True)
-        weighted_total(losses, distill).backward()
+        run.scaler.scale(weighted_total(losses, distill)).backward()
         average_gradients(run.params)
+        run.scaler.unscale_(opt)  # a no-op unless fp16
         if cfg.optim.clip_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(run.params, cfg.optim.clip_grad_norm)
-        opt.step()
+        run.scaler.step(opt)
+        run.scaler.update()
         loss = sum(v.item() for v in losses.values())
         bar.set_postfix({k.removeprefix("loss_"): f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
         if not lead:
@@ -164,7 +172,7 @@ def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool) -> 
             last_note = time.time()
             _note_progress(out, it + 1, sched.iterations, (last_note - t0) / (it + 1 - run.start), loss)
         if cfg.checkpoint_every and (it + 1) % cfg.checkpoint_every == 0 and it + 1 < sched.iterations:
-            save_checkpoint(out / runfolder.LAST, _state(setup, cfg, opt, it + 1))
+            save_checkpoint(out / runfolder.LAST, _state(setup, cfg, opt, it + 1, run.scaler))
     return time.time() - t0
 
 
@@ -183,7 +191,7 @@ def _finish(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, train_seconds: flo
         frozen_body = cache is not None and backbone_is_frozen(setup.student)
         val_cache = eval_cache(setup.student.backbone.body, run.cache_bytes) if frozen_body else None
         metrics = evaluate(setup.student, setup.eval_records, setup.eval_gt, setup.base, setup.novel, setup.device,
-                           cache=val_cache)
+                           cache=val_cache, precision=run.precision)
         if cache is not None:  # the eval cache's counts depend on the seeds run before: in cache.json, not the metrics
             metrics.update(cache.stats.as_metrics())
             process = val_cache.stats.as_metrics("eval_cache") if val_cache else None  # this process's totals
@@ -195,6 +203,7 @@ def _finish(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, train_seconds: flo
         )
         metrics["fit_seconds"] = round(time.time() - t_start, 2)  # all of fit: setup, training, evaluation
         metrics["world_size"] = run.world
+        metrics["precision"] = run.precision
         runfolder.write_json(out / runfolder.METRICS, metrics)  # last: marks the run done
     return broadcast_from_rank0(metrics)
 
@@ -260,7 +269,8 @@ def _meta(setup: TrainingSetup, cfg: Any, iteration: int) -> dict[str, Any]:
     }
 
 
-def _state(setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer, iteration: int) -> dict[str, Any]:
+def _state(setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer, iteration: int,
+           scaler: torch.amp.GradScaler) -> dict[str, Any]:
     """The resume payload: tensors and plain types only, so ``weights_only=True`` loads it."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -276,10 +286,14 @@ def _state(setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer, iteration
         },
     }
     meta = _meta(setup, cfg, iteration)
-    return {"model": setup.student.state_dict(), "optimizer": opt.state_dict(), "meta": meta, "rng": rng}
+    state = {"model": setup.student.state_dict(), "optimizer": opt.state_dict(), "meta": meta, "rng": rng}
+    if scaler.is_enabled():
+        state["scaler"] = scaler.state_dict()
+    return state
 
 
-def _resume(path: Path, setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer) -> int:
+def _resume(path: Path, setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer,
+            scaler: torch.amp.GradScaler) -> int:
     if not path.is_file():
         return 0
     ckpt = load_checkpoint(path, "resume checkpoint", "delete it to start over")
@@ -291,6 +305,8 @@ def _resume(path: Path, setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimiz
     try:
         setup.student.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
+        if scaler.is_enabled() and "scaler" in ckpt:
+            scaler.load_state_dict(ckpt["scaler"])
         py, npy = ckpt["rng"]["python"], ckpt["rng"]["numpy"]
         torch.set_rng_state(ckpt["rng"]["torch"])
         random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
