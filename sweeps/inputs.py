@@ -22,7 +22,17 @@ from dkan.data.splits import (
 from dkan.profiles import choose_profile, finetune_config
 from sweeps.jobs import WorkerResources
 from sweeps.layout import CacheLayout, RunLayout
-from sweeps.plan import ALL_SEEDS, CANDIDATES, QUICK, QUICK_SEEDS, Budget, ClassSplitSpec, Plan, PlanError
+from sweeps.plan import (
+    ALL_SEEDS,
+    CANDIDATES,
+    KEEP_CHECKPOINTS,
+    QUICK,
+    QUICK_SEEDS,
+    Budget,
+    ClassSplitSpec,
+    Plan,
+    PlanError,
+)
 from sweeps.space import Space, describe, load_space, point_of, value_in
 from sweeps.tracking import check_tracking_uri, sqlite_uri
 
@@ -114,8 +124,13 @@ def _budget(args: argparse.Namespace, d: Budget) -> Budget:
     margin = getattr(args, "select_margin", None)
     if margin is not None and not 0 <= margin < 100:
         raise PlanError(f"--select-margin {margin}: AP points in [0, 100). Fix: e.g. --select-margin 0.5")
+    keep = getattr(args, "keep_checkpoints", None) or d.keep_checkpoints
+    if keep not in KEEP_CHECKPOINTS:
+        raise PlanError(f"--keep-checkpoints {keep}: one of {', '.join(KEEP_CHECKPOINTS)}. Fix: --keep-checkpoints "
+                        "selected (the default: model files no one can choose are deleted) or all")
     b = Budget(
-        trials=args.trials or d.trials, base_iterations=args.base_iterations or d.base_iterations,
+        keep_checkpoints=keep, trials=args.trials or d.trials,
+        base_iterations=args.base_iterations or d.base_iterations,
         finetune_iterations=args.finetune_iterations or d.finetune_iterations,
         grace_seeds=args.grace_seeds or d.grace_seeds, reduction_factor=args.reduction_factor or d.reduction_factor,
         early_stop=not args.no_early_stop and getattr(args, "scheduler", None) != "fifo",

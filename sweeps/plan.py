@@ -44,6 +44,7 @@ class Budget:
     max_failures: int = 2  # a trial (or base training) whose worker, driver or node was lost: retries
     candidates: tuple[str, ...] = ("tfa", "plain", "dkan")  # compared on val; dkan: its defaults and the tuned
     margin: float = 0.005  # a candidate replaces a simpler one when it beats it by this much AP_all (and its CI > 0)
+    keep_checkpoints: str = "selected"  # selected: a study's selection deletes the model files no one can choose
 
 
 # the embedded default (no --data): synthetic data, small enough for 2 cores (21.9 min measured for K = 1,3,5).
@@ -55,6 +56,7 @@ ALL_SEEDS = list(range(1, 11))
 # the methods a study can recommend, simplest first: a candidate replaces a simpler one only when it beats
 # it on val (sweeps.selection); dkan stands for two candidates, its authors' defaults and the tuned values
 CANDIDATES = ("tfa", "plain", "dkan")
+KEEP_CHECKPOINTS = ("selected", "all")  # --keep-checkpoints (sweeps.prune)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       "or the Pareto front of AP_novel against AP_B retention (the pick: --min-retention)")
     a("--min-retention", type=float, help="--objective pareto: the pick is the best AP_all on the front among "
       "the points keeping this share of the base model's AP_B (default 0.9)")
+    a("--keep-checkpoints", choices=("selected", "all"), help="selected (default): once a study has selected, the "
+      "model files of search trials no one can choose are deleted (metrics, config and history stay); all: keep them")
     a("--dry-run", action="store_true", help="check and print the whole plan (data, splits, space, resources, "
       "candidates), start no Ray, write nothing")
     a("--no-early-stop", action="store_true", help="run every trial on every seed (no ASHA)")

@@ -5,6 +5,7 @@ then each output written from (plan, layout, outcome).
                                    DKAN's search (told the defaults' result), then a baseline's own
                                    search where the space holds keys it uses
     selection   sweeps.selection   the candidates, simplest first, and the one recommended by the rule
+    pruning     sweeps.prune       the model files of trials no one can choose deleted (--keep-checkpoints)
     test phase  sweeps.testphase   every candidate's val checkpoints and the base model, evaluated on test
     outcome     sweeps.outcome     statistics, the recommendation and what test says of it, the model to ship
     outputs     sweeps.outputs     registry (first: the bundle records its model URIs), results, figures,
@@ -27,6 +28,7 @@ from sweeps.outputs.registry import register
 from sweeps.outputs.results import write_results
 from sweeps.plan import ClassSplitSpec, Plan, PlanError, StudySpec
 from sweeps.progress import TrialReport
+from sweeps.prune import prune_checkpoints
 from sweeps.search import RunSpec, run_tune
 from sweeps.selection import select
 from sweeps.space import first_points, of_method
@@ -40,6 +42,10 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, re
     parent = open_study_run(plan, study)
     runs = run_on_val(plan, study, parent, base_val_ap(plan, base_ckpt), resume)
     selection = select(plan, runs)
+    freed = prune_checkpoints(plan, study, selection)  # what no one can choose, before the test phase
+    if freed:
+        print(f"[{study.key}] pruned the model files of the trials no one can choose: {freed / 2**20:.0f} MiB freed "
+              "(--keep-checkpoints all keeps them)", flush=True)
     per_row = run_test_phase(plan, study, selection, base_ckpt, resume)
     outcome = conclude(plan, study, parent, base_ckpt, selection, per_row)
     outcome = replace(outcome, registered=register(plan, plan.layout, outcome))

@@ -96,6 +96,22 @@ def test_tiny_sweep_end_to_end(shared_sweep):
     report = (out / "report.md").read_text()
     assert report.startswith("# Sweep report") and f"- **{KEY}**: {rec['line']}" in report
     assert (out / "report.html").is_file()
+    # storage: the seeds' model files are deltas (the bundle's against its own base), and once the study
+    # selected, the search trials no candidate stands on lost theirs (metrics kept, MLflow told); the
+    # candidates' every seed kept (the test phase evaluated them)
+    from dkan.model.checkpoint import is_delta
+
+    trial_of = {r.data.tags["dkan.trial_id"]: r for r in kinds["trial"] + kinds["candidate"]}
+    pruned = {p.parent.parent.name for p in (out / "runs" / KEY).glob("*/seed*/pruned.json")}
+    assert 1 <= len(pruned) <= 2 and all(trial_of[t].data.tags["dkan.run_kind"] == "trial" for t in pruned)
+    assert all(client.get_run(trial_of[t].info.run_id).data.tags["dkan.checkpoint"] == "pruned" for t in pruned)
+    for t in pruned:
+        for seed_dir in (out / "runs" / KEY / t).glob("seed*"):
+            assert not (seed_dir / "model_final.pt").exists() and (seed_dir / "metrics.json").is_file()
+    for r in kinds["candidate"]:
+        files = [out / "runs" / KEY / r.data.tags["dkan.trial_id"] / f"seed{s}" / "model_final.pt" for s in (1, 2)]
+        assert all(f.is_file() and is_delta(f) for f in files), files
+    assert is_delta(out / "best_configs" / KEY / "model.pt")
 
 
 def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(shared_sweep):
