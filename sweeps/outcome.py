@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from dkan import runfolder
 from dkan.data.prepared import is_synthetic
@@ -80,6 +81,7 @@ class StudyOutcome:
     findings: Findings
     shipped: Shipped
     registered: Registered | None = None  # set once the models are registered
+    cost: dict[str, Any] | None = None  # {"estimate": ..., "actual": ...} (sweeps.estimate), set by run_study
 
     @property
     def key(self) -> str:

@@ -156,6 +156,7 @@ def dry_run(args: argparse.Namespace) -> int:
     import os
     import shutil
 
+    from sweeps.estimate import plan_line
     from sweeps.inputs import build_plan
     from sweeps.plan import complete_plan
 
@@ -168,6 +169,7 @@ def dry_run(args: argparse.Namespace) -> int:
                 "GPU": gpus}
         plan = complete_plan(plan, [node], local=args.address is None)
         print(plan.describe())
+        print(plan_line(plan))
         print("dry run: the plan above is checked; nothing was started or written"
               + (f" (on {args.address} the resources are the cluster's)" if args.address else ""))
     finally:

@@ -15,11 +15,13 @@ then each output written from (plan, layout, outcome).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+import time
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from dkan import runfolder
 from dkan.config import authors_defaults
+from sweeps.estimate import estimate, measured, rates_for
 from sweeps.outcome import StudyOutcome, conclude
 from sweeps.outputs.export import write_bundle
 from sweeps.outputs.figures import write_figures
@@ -39,6 +41,9 @@ WRITERS = (write_results, write_figures, write_bundle, log_study)  # each f(plan
 
 def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, resume: bool) -> StudyOutcome:
     study = plan.study(split, shots, base_ckpt)
+    t0, rates = time.time(), rates_for(plan, base_ckpt)
+    guess = estimate(plan, rates) if rates else None
+    print(f"[{study.key}] {guess.line() if guess else 'estimate: no rates for this profile yet'}", flush=True)
     parent = open_study_run(plan, study)
     runs = run_on_val(plan, study, parent, base_val_ap(plan, base_ckpt), resume)
     selection = select(plan, runs)
@@ -49,6 +54,8 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, re
     per_row = run_test_phase(plan, study, selection, base_ckpt, resume)
     outcome = conclude(plan, study, parent, base_ckpt, selection, per_row)
     outcome = replace(outcome, registered=register(plan, plan.layout, outcome))
+    cost = {"estimate": asdict(guess) if guess else None, "actual": measured(plan, study, time.time() - t0)}
+    outcome = replace(outcome, cost=cost)
     for write in WRITERS:
         write(plan, plan.layout, outcome)
     return outcome

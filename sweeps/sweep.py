@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dkan import runfolder
 from sweeps.console import quiet_libraries
+from sweeps.estimate import plan_line
 from sweeps.jobs import SeedJob, run_jobs
 from sweeps.localray import start_local_ray, stop_local_ray
 from sweeps.outcome import StudyOutcome
@@ -83,6 +84,7 @@ def run_sweep(plan: Plan, address: str | None, num_cpus: int | None, resume: boo
     try:
         plan = complete_plan(plan, [n["Resources"] for n in ray.nodes() if n.get("Alive")], local)
         print(plan.describe(), flush=True)
+        print(plan_line(plan), flush=True)
         outcomes = []
         for split in plan.splits:
             base = ensure_base(plan, split)

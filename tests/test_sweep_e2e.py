@@ -112,6 +112,13 @@ def test_tiny_sweep_end_to_end(shared_sweep):
         files = [out / "runs" / KEY / r.data.tags["dkan.trial_id"] / f"seed{s}" / "model_final.pt" for s in (1, 2)]
         assert all(f.is_file() and is_delta(f) for f in files), files
     assert is_delta(out / "best_configs" / KEY / "model.pt")
+    # the estimate made before the study beside what it cost; the study's own rates calibrate the next one
+    cost = table["cost"]
+    assert cost["estimate"]["finetunes"] >= cost["actual"]["seed_finetunes"] >= 2 * 3  # 3 candidates x 2 seeds
+    assert cost["actual"]["test_evaluations"] == 2 * (len(per_seed) - 1) + 1 and cost["actual"]["disk_mb"] > 0
+    assert "cost: estimated " in md and " actual " in md
+    calibrated = json.loads((out.parent / "cache" / "calibration" / "cpu-quick_w1.json").read_text())
+    assert calibrated["s_per_iter"] > 0 and calibrated["source"] == f"calibrated on this cluster ({KEY})"
 
 
 def test_interrupted_sweep_resumes_without_losing_or_duplicating_trials(shared_sweep):

@@ -246,3 +246,24 @@ def test_a_failed_test_phase_group_is_a_clear_error_naming_the_fix():
                        r"error: sweeps.jobs.SeedFailed: base/0: DataError: data/x: not a prepared dataset\. "
                        r"Fix: .*--resume"):
         raise_failed_groups("neu-det_split1_5shot", [ok, bad])
+
+
+def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates(synthetic_prepared, tmp_path):
+    from sweeps.estimate import Rates, counts, estimate, plan_line
+
+    common = ["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o"),
+              "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick", "--trials", "4",
+              "--finetune-iterations", "10"]
+    plan = complete_plan(build_plan(parse_args(common)), [{"CPU": 3.0}], local=True)  # 2 at once
+    # tfa, plain, the defaults and 3 more DKAN trials, 2 seeds each; every candidate's seeds kept and tested
+    assert counts(plan) == ((3 + 3) * 2, 4 * 2, 4 * 2 + 1, 6 + 2)
+    rates = Rates(s_per_iter=1.0, s_per_seed=5.0, s_per_eval=2.0, s_per_run=10.0, model_mb=100.0, delta_share=0.2,
+                  source="test")
+    e = estimate(plan, rates)
+    work = 12 * (10 * 1.0 + 5.0) + 9 * 2.0 + 8 * 10.0
+    assert e.wall_s == pytest.approx(work / 2) and e.worker_h == pytest.approx(work / 3600) and e.unit == "CPU"
+    assert e.disk_mb == pytest.approx((8 - 2) * 100 * 0.2 + 200)  # TFA's seeds are a few KB
+    assert "seed fine-tunes at most" in e.line()
+    tfa_only = complete_plan(build_plan(parse_args([*common, "--candidates", "tfa"])), [{"CPU": 3.0}], local=True)
+    assert counts(tfa_only) == (2, 2, 3, 1 + 2)
+    assert "built-in" in plan_line(plan)  # no calibration and no base model yet: the 2-core measurement

@@ -49,12 +49,23 @@ def markdown(plan: Plan, outcome: StudyOutcome) -> str:
     parts += [f"- {v}" for v in f.verdicts]
     parts.append("\n".join(selection_lines(plan, outcome)))
     parts.append("\n".join(search_lines(sel.search_summary(), len(plan.seeds))))
+    if outcome.cost:
+        parts.append(cost_line(outcome.cost))
     if f.reference:
         ours = {k: v for k, v in f.table.items() if not k.startswith("base")}
         parts.append("Compared with the paper (VOC07 11-point AP50; the paper used one few-shot seed and chose its "
                      "best checkpoint on test):\n\n"
                      + to_markdown({**ours, **f.reference}, list(HEADLINE), metric=REFERENCE_METRIC))
     return "\n\n".join(parts)
+
+
+def cost_line(cost: Mapping[str, Any]) -> str:
+    """The estimate made before the study beside what it cost."""
+    a, e = cost["actual"], cost.get("estimate")
+    said = (f"estimated {e['wall_s'] / 60:.1f} min, {e['finetunes']} seed fine-tunes at most, {e['disk_mb']:.0f} MB "
+            f"({e['source']})" if e else "no estimate (no rates yet)")
+    return (f"cost: {said}; actual {a['wall_s'] / 60:.1f} min (up to the registry), {a['seed_finetunes']} seed "
+            f"fine-tunes, {a['test_evaluations']} test evaluations, {a['disk_mb']:.0f} MB")
 
 
 def selection_lines(plan: Plan, outcome: StudyOutcome) -> list[str]:
@@ -84,7 +95,8 @@ def write_results(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> list[
             "stats": f.comparisons, "verdict": [f.recommendation, *f.verdicts], "retention": f.retention,
             "reference": f.reference,
             "reference_protocol": reference_protocol() if f.reference else None,
-            "seed_finetunes_in_search": outcome.selection.finetunes, "search": outcome.selection.search_summary()}
+            "seed_finetunes_in_search": outcome.selection.finetunes, "search": outcome.selection.search_summary(),
+            "cost": outcome.cost}
     return [
         runfolder.write_text_atomic(layout.results_md(key), markdown(plan, outcome) + "\n"),
         runfolder.write_text_atomic(layout.results_json(key), to_json(full)),
