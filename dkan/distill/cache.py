@@ -155,13 +155,15 @@ def batch_keys(kind: str, image_keys: Sequence[str], image_sizes: Sequence[Seque
 _EVAL: dict[str, object] = {"digest": None, "cache": None}
 
 
-def eval_cache(body: torch.nn.Module, budget_bytes: int) -> FeatureCache:
+def eval_cache(body: torch.nn.Module, budget_bytes: int, precision: str = "fp32") -> FeatureCache:
     """The process's cache of evaluation-set body features for this body's weights.
 
     A sweep worker runs a trial's seeds one after another in one process: their students share the
     base model's frozen body, so the val images' body features are computed once. A body with other
-    weights (another study, or a trained body) empties it: one body's features are kept at a time."""
-    digest = module_digest(body)
+    weights (another study, or a trained body) empties it: one body's features are kept at a time. The test
+    phase evaluates many checkpoints of one base model in a worker: the body runs once per image for all.
+    ``precision``: features computed under another autocast are not reused."""
+    digest = f"{module_digest(body)}/{precision}"
     cache = _EVAL["cache"]
     if _EVAL["digest"] != digest or not isinstance(cache, FeatureCache) or cache.budget != budget_bytes:
         cache = FeatureCache(budget_bytes)

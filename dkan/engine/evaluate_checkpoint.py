@@ -6,6 +6,7 @@ from pathlib import Path
 
 from dkan.config import BaseTrainConfig, FinetuneConfig, from_dict
 from dkan.data.prepared import PreparedData
+from dkan.distill.cache import MiB, budget_mb, eval_cache
 from dkan.engine.evaluate import evaluate
 from dkan.engine.precision import resolve_precision
 from dkan.engine.setup import eval_ground_truth, resolve_device
@@ -29,6 +30,11 @@ def evaluate_checkpoint(
     model = build_detector(cfg.model, len(classes))
     model.load_state_dict(ckpt["model"])
     precision = resolve_precision(cfg.precision, dev)  # as it was trained (auto: the device's choice)
-    metrics = evaluate(model.to(dev), data.records(gt), gt, meta["base"], meta["novel"], dev, precision=precision)
+    model.to(dev)
+    # the body's features of these images kept for the next checkpoint of the same base model (the test phase
+    # evaluates many in one worker: the frozen body runs once per image for all of them; another body empties it)
+    budget = budget_mb(getattr(cfg, "cache_mb", -1), dev) * MiB
+    cache = eval_cache(model.backbone.body, budget, precision) if budget else None
+    metrics = evaluate(model, data.records(gt), gt, meta["base"], meta["novel"], dev, precision=precision, cache=cache)
     metrics["eval_split"] = split
     return metrics

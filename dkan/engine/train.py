@@ -189,7 +189,7 @@ def _finish(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, train_seconds: flo
             (out / stale).unlink(missing_ok=True)
         # the val body features of a frozen body are shared by the seeds this process runs
         frozen_body = cache is not None and backbone_is_frozen(setup.student)
-        val_cache = eval_cache(setup.student.backbone.body, run.cache_bytes) if frozen_body else None
+        val_cache = eval_cache(setup.student.backbone.body, run.cache_bytes, run.precision) if frozen_body else None
         metrics = evaluate(setup.student, setup.eval_records, setup.eval_gt, setup.base, setup.novel, setup.device,
                            cache=val_cache, precision=run.precision)
         if cache is not None:  # the eval cache's counts depend on the seeds run before: in cache.json, not the metrics
