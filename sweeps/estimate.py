@@ -32,6 +32,7 @@ class Rates:
     model_mb: float  # a full model file
     delta_share: float  # a DKAN / plain seed's file against the full model (TFA's is ~0.1%)
     source: str
+    overhead: float = 1.0  # the study's wall time over what the rates above account for (calibrated)
 
     def with_source(self, source: str) -> Rates:
         return Rates(**{**asdict(self), "source": source})
@@ -49,7 +50,7 @@ class Estimate:
     wall_s: float
     worker_h: float
     unit: str  # GPU | CPU
-    disk_mb: float  # after pruning (the candidates' seed files, the bundle)
+    disk_mb: float  # the study's run folders after pruning (the candidates' seed files)
     source: str
 
     def line(self) -> str:
@@ -58,30 +59,42 @@ class Estimate:
                 f"evaluations; rates: {self.source})")
 
 
-def counts(plan: Plan) -> tuple[int, int, int, int]:
-    """(seed fine-tunes at most, of them kept as candidates, test evaluations, Train runs) of one study."""
-    wanted, trials, seeds = plan.budget.candidates, plan.budget.trials, len(plan.seeds)
+def runs_of(plan: Plan) -> list[int]:
+    """The trials of each Tune run of one study on val, in order: the fixed candidates side by side, DKAN's
+    search, each baseline's own search."""
+    wanted, trials = plan.budget.candidates, plan.budget.trials
     fixed = sum(1 for m in ("tfa", "plain") if m in wanted and not of_method(plan.space, m))
     fixed += 1 if "dkan" in wanted else 0
-    search = trials - 1 if "dkan" in wanted and trials > 1 else 0
-    own = sum(math.ceil(trials / 2) for m in ("tfa", "plain") if m in wanted and of_method(plan.space, m))
+    runs = [fixed] if fixed else []
+    if "dkan" in wanted and trials > 1:
+        runs.append(trials - 1)
+    runs += [math.ceil(trials / 2) for m in ("tfa", "plain") if m in wanted and of_method(plan.space, m)]
+    return runs
+
+
+def counts(plan: Plan) -> tuple[int, int, int, int]:
+    """(seed fine-tunes at most, of them kept as candidates, test evaluations, Train runs) of one study."""
+    seeds, runs = len(plan.seeds), runs_of(plan)
     candidates = len(plan.candidate_names())
     groups = max(1, plan.max_concurrent)
-    return (fixed + search + own) * seeds, candidates * seeds, candidates * seeds + 1, fixed + search + own + groups
+    return sum(runs) * seeds, candidates * seeds, candidates * seeds + 1, sum(runs) + groups
 
 
 def estimate(plan: Plan, rates: Rates) -> Estimate:
-    """One study's estimate at these rates."""
+    """One study's estimate at these rates: each Tune run in waves of ``max_concurrent`` trials (a trial runs
+    its seeds one after another), then the test phase's groups side by side; times ``rates.overhead``."""
     finetunes, kept, evaluations, runs = counts(plan)
     iters = plan.study(plan.splits[0], plan.shots[0], Path("base.pt")).template.optim.iterations
-    res = plan.resources
-    per_seed = iters * rates.s_per_iter / max(1, res.workers) + rates.s_per_seed
-    work = finetunes * per_seed + evaluations * rates.s_per_eval + runs * rates.s_per_run
-    wall = work / max(1, plan.max_concurrent)
+    res, at_once, seeds = plan.resources, max(1, plan.max_concurrent), len(plan.seeds)
+    per_trial = seeds * (iters * rates.s_per_iter / max(1, res.workers) + rates.s_per_seed) + rates.s_per_run
+    groups = min(at_once, evaluations)
+    test = rates.s_per_run + math.ceil(evaluations / groups) * rates.s_per_eval
+    wall = (sum(math.ceil(n / at_once) for n in runs_of(plan)) * per_trial + test) * rates.overhead
+    work = (sum(runs_of(plan)) * per_trial + groups * rates.s_per_run + evaluations * rates.s_per_eval) * rates.overhead
     unit, per_worker = ("GPU", res.gpus_per_worker) if res.gpus_per_worker else ("CPU", res.cpus_per_worker)
     worker_h = work * res.workers * per_worker / 3600
     tfa = len(plan.seeds) if "tfa" in plan.budget.candidates else 0  # TFA's seed files are a few KB
-    disk = (kept - tfa) * rates.model_mb * rates.delta_share + rates.model_mb * 2  # the seeds kept; logged models
+    disk = (kept - tfa) * rates.model_mb * rates.delta_share  # the candidates' seeds kept in the run folder
     return Estimate(finetunes, evaluations, runs, wall, worker_h, unit, disk, rates.source)
 
 
@@ -113,7 +126,7 @@ def measured(plan: Plan, study: StudySpec, wall_s: float) -> dict[str, Any]:
     trained = [m for m in seeds if m.get("source") != "reused" and m.get("s_per_iter")]
     reused = [m for m in seeds if m.get("source") == "reused"]
     files = [p for p in root.glob("*/seed*/model_final.pt")]
-    disk = _bytes(root) + _bytes(plan.layout.bundle(study.key))
+    disk = _bytes(root)
     actual = {"wall_s": round(wall_s, 1), "seed_finetunes": len(trained), "test_evaluations": len(reused),
               "disk_mb": round(disk / 1e6, 1)}
     if trained:
@@ -128,7 +141,9 @@ def measured(plan: Plan, study: StudySpec, wall_s: float) -> dict[str, Any]:
             s_per_run=RUN_START_S, model_mb=full or 1.0,
             delta_share=statistics.median(delta) / 1e6 / full if delta and full else 0.2,
             source=f"calibrated on this cluster ({study.key})")
-        runfolder.write_json(calibration_file(plan), asdict(rates))
+        # what the rates leave out (Tune and MLflow book-keeping, uneven waves), as a factor on the next estimate
+        overhead = min(5.0, max(0.5, wall_s / max(1.0, estimate(plan, rates).wall_s)))
+        runfolder.write_json(calibration_file(plan), {**asdict(rates), "overhead": round(overhead, 3)})
     return actual
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from dataclasses import replace
 
 import pytest
 
@@ -260,9 +261,13 @@ def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates
     rates = Rates(s_per_iter=1.0, s_per_seed=5.0, s_per_eval=2.0, s_per_run=10.0, model_mb=100.0, delta_share=0.2,
                   source="test")
     e = estimate(plan, rates)
-    work = 12 * (10 * 1.0 + 5.0) + 9 * 2.0 + 8 * 10.0
-    assert e.wall_s == pytest.approx(work / 2) and e.worker_h == pytest.approx(work / 3600) and e.unit == "CPU"
-    assert e.disk_mb == pytest.approx((8 - 2) * 100 * 0.2 + 200)  # TFA's seeds are a few KB
+    trial = 2 * (10 * 1.0 + 5.0) + 10.0  # its 2 seeds one after another, and its Train run's start
+    test = 10.0 + 5 * 2.0  # 9 evaluations in 2 groups side by side
+    assert e.wall_s == pytest.approx((2 + 2) * trial + test)  # 3 candidates, then 3 trials: 2 waves each
+    assert e.worker_h == pytest.approx((6 * trial + 2 * 10.0 + 9 * 2.0) / 3600) and e.unit == "CPU"
+    assert e.disk_mb == pytest.approx((8 - 2) * 100 * 0.2)  # TFA's seeds are a few KB
+    slower = estimate(plan, replace(rates, overhead=1.5))  # a calibrated study's measured overhead
+    assert slower.wall_s == pytest.approx(1.5 * e.wall_s)
     assert "seed fine-tunes at most" in e.line()
     tfa_only = complete_plan(build_plan(parse_args([*common, "--candidates", "tfa"])), [{"CPU": 3.0}], local=True)
     assert counts(tfa_only) == (2, 2, 3, 1 + 2)
