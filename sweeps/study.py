@@ -23,6 +23,7 @@ from dkan import runfolder
 from dkan.config import authors_defaults
 from sweeps.estimate import estimate, measured, rates_for
 from sweeps.outcome import StudyOutcome, conclude
+from sweeps.outputs.dedupe import link_duplicates
 from sweeps.outputs.export import write_bundle
 from sweeps.outputs.figures import write_figures
 from sweeps.outputs.mlflow_log import log_study, open_study_run
@@ -58,6 +59,7 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, re
     outcome = replace(outcome, cost=cost)
     for write in WRITERS:
         write(plan, plan.layout, outcome)
+    link_duplicates(plan.out)  # a split's base model, in every study's bundle and logged model: one file
     return outcome
 
 

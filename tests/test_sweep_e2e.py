@@ -112,6 +112,9 @@ def test_tiny_sweep_end_to_end(shared_sweep):
         files = [out / "runs" / KEY / r.data.tags["dkan.trial_id"] / f"seed{s}" / "model_final.pt" for s in (1, 2)]
         assert all(f.is_file() and is_delta(f) for f in files), files
     assert is_delta(out / "best_configs" / KEY / "model.pt")
+    # the logged (registered) model is the delta and its base beside it; the base file is one file in the folder
+    logged = [p for p in out.glob("mlartifacts/**/artifacts/base_model.pt")]
+    assert logged and all(os.path.samefile(p, out / "best_configs" / KEY / "base_model.pt") for p in logged)
     # the estimate made before the study beside what it cost; the study's own rates calibrate the next one
     cost = table["cost"]
     assert cost["estimate"]["finetunes"] >= cost["actual"]["seed_finetunes"] >= 2 * 3  # 3 candidates x 2 seeds

@@ -37,16 +37,32 @@ def find_logged(tracker: Tracker, run_id: str) -> ModelRef | None:
                     Path(t[f"{TAG_MODEL}.checkpoint"]), int(t.get(f"{TAG_MODEL}.seed", 0)))
 
 
-def whole(checkpoint: Path, tmp: str) -> Path:
-    """A logged model holds every tensor (it must load anywhere): a delta is composed with its base into
-    ``tmp``, a full checkpoint is used as it is."""
-    from dkan.model.checkpoint import is_delta, load_checkpoint, save_checkpoint
+def model_artifacts(checkpoint: Path, tmp: str) -> dict[str, str]:
+    """A logged model's files, self-contained: a delta rewritten to name ``base_model.pt`` beside it (MLflow
+    keeps a model's artifacts in one folder), with its base model; a full checkpoint alone. The run folder's
+    identical files (a split's base model in every study's logged model and bundle) are hard links of one
+    (``sweeps.outputs.dedupe``)."""
+    from dkan.bundle import BASE, place
+    from dkan.model.checkpoint import is_delta, rebased, save_checkpoint
 
     if not is_delta(Path(checkpoint)):
-        return Path(checkpoint)
-    out = Path(tmp) / Path(checkpoint).name
-    save_checkpoint(out, load_checkpoint(Path(checkpoint), "model to log", "re-run the sweep with --resume"))
-    return out
+        return {"checkpoint": str(checkpoint)}
+    stored = rebased(Path(checkpoint), BASE)  # checked whole first: the base is there and unchanged
+    base = Path(torch_load_delta_base(checkpoint))
+    out, base_copy = Path(tmp) / Path(checkpoint).name, Path(tmp) / BASE
+    save_checkpoint(out, stored)
+    place(base, base_copy)
+    return {"checkpoint": str(out), "base": str(base_copy)}
+
+
+def torch_load_delta_base(checkpoint: Path) -> str:
+    """The base model path a delta checkpoint records (resolved against its folder when relative)."""
+    import torch
+
+    from dkan.model.checkpoint import DELTA
+
+    base = torch.load(Path(checkpoint), map_location="cpu", weights_only=True, mmap=True)[DELTA]["base"]
+    return base if Path(base).is_absolute() else str(Path(checkpoint).parent / base)
 
 
 def log_detector(tracker: Tracker, run_id: str, checkpoint: Path, name: str, example: Path | None,
@@ -77,7 +93,7 @@ def log_detector(tracker: Tracker, run_id: str, checkpoint: Path, name: str, exa
     with using_tracking_uri(tracker.uri), mlflow.start_run(run_id=run_id), \
             tempfile.TemporaryDirectory(prefix="dkan-log-") as tmp:
         info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(PYFUNC_FILE), artifacts={"checkpoint": str(whole(checkpoint, tmp))},
+            name="model", python_model=str(PYFUNC_FILE), artifacts=model_artifacts(checkpoint, tmp),
             signature=signature, input_example=pd.DataFrame({"image": [str(example)]}) if example else None,
             pip_requirements=reqs, registered_model_name=name,
         )
