@@ -90,7 +90,9 @@ def run_sweep(plan: Plan, address: str | None, num_cpus: int | None, resume: boo
             base = ensure_base(plan, split)
             for shots in plan.shots:
                 outcome = run_study(plan, split, shots, base, resume)
-                print(f"\n{markdown(plan, outcome)}\nexported: {plan.layout.bundle(outcome.key)}\n"
+                reg = outcome.registered
+                model = f"; registered: models:/{reg.model.name}@champion" if reg else ""
+                print(f"\n{markdown(plan, outcome)}\nexported: {plan.layout.bundle(outcome.key)}{model}\n"
                       f"[{outcome.key}] {outcome.findings.recommendation}\n", flush=True)
                 outcomes.append(outcome)
         write_sweep_report(plan.out)  # OUT/report.html and report.md over every study

@@ -8,6 +8,8 @@ it again. The shipped model is chosen on the selection split (``sweeps.outcome.s
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import tempfile
 from pathlib import Path
@@ -90,8 +92,10 @@ def log_detector(tracker: Tracker, run_id: str, checkpoint: Path, name: str, exa
     # no requirement inference: it would load the model in a subprocess; the package is installed from the repo
     reqs = [f"dkan-sweep=={dkan.__version__}", f"torch=={torch.__version__.split('+')[0]}",
             f"torchvision=={torchvision.__version__.split('+')[0]}", "pandas", "pillow"]
+    # MLflow prints "Successfully registered model" and "Created version" itself: the sweep's console names
+    # the registered model once, at the end of the study
     with using_tracking_uri(tracker.uri), mlflow.start_run(run_id=run_id), \
-            tempfile.TemporaryDirectory(prefix="dkan-log-") as tmp:
+            tempfile.TemporaryDirectory(prefix="dkan-log-") as tmp, contextlib.redirect_stderr(io.StringIO()):
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_FILE), artifacts=model_artifacts(checkpoint, tmp),
             signature=signature, input_example=pd.DataFrame({"image": [str(example)]}) if example else None,
