@@ -104,15 +104,13 @@ def test_copied_run_folder_serves_its_artifacts_and_models(sweep, tmp_path, synt
         assert "TFA 2-shot" in Path(got).read_text()
         image = next(p for p in synthetic_prepared.rglob("*") if p.suffix.lower() in (".jpg", ".png", ".bmp"))
         uri = f"sqlite:///{copy / 'mlflow.db'}"
-        before = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(uri)
-        try:
+        from dkan.inference import using_tracking_uri
+
+        with using_tracking_uri(uri):  # given back as it was: later tests see no MLFLOW_TRACKING_URI
             model = mlflow.pyfunc.load_model("models:/prepared-split1-2shot/1")
             import pandas as pd
 
             det = model.predict(pd.DataFrame({"image": [str(image)]}), params={"score_thresh": 0.0})
-        finally:
-            mlflow.set_tracking_uri(before)
         assert list(det.columns)[:4] == ["image", "category", "category_id", "score"]
         assert set(det["image"]) <= {str(image)} and (det["width"] >= 0).all()
         threads = torch.get_num_threads()

@@ -270,7 +270,7 @@ def _meta(setup: TrainingSetup, cfg: Any, iteration: int) -> dict[str, Any]:
 
 
 def _state(setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer, iteration: int,
-           scaler: torch.amp.GradScaler) -> dict[str, Any]:
+           scaler: torch.amp.GradScaler | None = None) -> dict[str, Any]:
     """The resume payload: tensors and plain types only, so ``weights_only=True`` loads it."""
     version, internal, gauss = random.getstate()
     name, keys, pos, has_gauss, cached = np.random.get_state()
@@ -287,13 +287,13 @@ def _state(setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer, iteration
     }
     meta = _meta(setup, cfg, iteration)
     state = {"model": setup.student.state_dict(), "optimizer": opt.state_dict(), "meta": meta, "rng": rng}
-    if scaler.is_enabled():
+    if scaler is not None and scaler.is_enabled():  # fp16's loss scale resumes where it was
         state["scaler"] = scaler.state_dict()
     return state
 
 
 def _resume(path: Path, setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimizer,
-            scaler: torch.amp.GradScaler) -> int:
+            scaler: torch.amp.GradScaler | None = None) -> int:
     if not path.is_file():
         return 0
     ckpt = load_checkpoint(path, "resume checkpoint", "delete it to start over")
@@ -305,7 +305,7 @@ def _resume(path: Path, setup: TrainingSetup, cfg: Any, opt: torch.optim.Optimiz
     try:
         setup.student.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        if scaler.is_enabled() and "scaler" in ckpt:
+        if scaler is not None and scaler.is_enabled() and "scaler" in ckpt:
             scaler.load_state_dict(ckpt["scaler"])
         py, npy = ckpt["rng"]["python"], ckpt["rng"]["numpy"]
         torch.set_rng_state(ckpt["rng"]["torch"])
