@@ -133,19 +133,20 @@ def recommendation(plan: Plan, selection: Selection, on_test: dict[str, dict], m
     rec, n = selection.recommended, selection.n_seeds
     why = (f"best on {plan.select_split} over {n} seeds by the rule" if len(selection.candidates) > 1
            else f"the only candidate ({plan.select_split}, {n} seeds)")
+    worse = {o.split("_vs_", 1)[1]: d for o, d in on_test.items()  # another candidate better beyond noise
+             if math.isfinite(d.get("ci95_high", math.nan)) and d["ci95_high"] < 0}
+    disagree = ""
+    if worse:
+        beaten = ", ".join(f"{ROW_NAMES[o]} beats it on test by {_pts(-d['mean_diff'])} {metric} (95% CI "
+                           f"{_pts(-d['ci95_high'])} to {_pts(-d['ci95_low'])})" for o, d in worse.items())
+        disagree = f"TEST DISAGREES: {beaten}; the choice stands (made on {plan.select_split})"
     if rec != "tfa" and f"{rec}_vs_tfa" in on_test:
         d = on_test[f"{rec}_vs_tfa"]
         sure = _above_zero(d)
         said = (f"test {'confirms' if sure else 'does not confirm'} ({_diff(d, metric)} vs TFA, "
-                f"95% CI {_pts(d['ci95_low'])} to {_pts(d['ci95_high'])})")
-    else:
-        said = "test: " + ("no other candidate beats it beyond noise" if on_test else "nothing to compare")
-    worse = {o.split("_vs_", 1)[1]: d for o, d in on_test.items()  # another candidate better beyond noise
-             if math.isfinite(d.get("ci95_high", math.nan)) and d["ci95_high"] < 0}
-    if worse:
-        beaten = ", ".join(f"{ROW_NAMES[o]} beats it on test by {_pts(-d['mean_diff'])} {metric} (95% CI "
-                           f"{_pts(-d['ci95_high'])} to {_pts(-d['ci95_low'])})" for o, d in worse.items())
-        said += f"; TEST DISAGREES: {beaten}; the choice stands (made on {plan.select_split})"
+                f"95% CI {_pts(d['ci95_low'])} to {_pts(d['ci95_high'])})") + (f"; {disagree}" if disagree else "")
+    else:  # never "no other candidate beats it" beside a candidate that does
+        said = disagree or "test: " + ("no other candidate beats it beyond noise" if on_test else "nothing to compare")
     paper = " [PAPER PROTOCOL: chosen on test]" if plan.protocol == "paper" else ""
     return f"recommended: {describe_candidate(selection, rec)}: {why}; {said}{paper}"
 

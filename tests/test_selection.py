@@ -139,3 +139,11 @@ def test_the_recommendation_line_says_what_ships_and_what_test_says(tmp_path):
     alone = Selection({"tfa": _cand("tfa", BASE)}, "tfa", (), (), 5, 0.005, "")
     assert recommendation(plan, alone, {}, "AP_all") == ("recommended: TFA: the only candidate (val, 5 seeds); "
                                                          "test: nothing to compare")
+    # TFA recommended on val and beaten on test: the line says so, never "no other candidate beats it" beside it
+    kept = Selection({"tfa": _cand("tfa", BASE), "dkan_defaults": _cand("dkan_defaults", BASE)}, "tfa", (), (), 5,
+                     0.005, "")
+    beaten = {"tfa_vs_dkan_defaults": {"mean_diff": -0.02, "ci95_low": -0.039, "ci95_high": -0.002}}
+    line = recommendation(plan, kept, beaten, "AP_all")
+    assert line.startswith("recommended: TFA: best on val over 5 seeds by the rule; TEST DISAGREES: ")
+    assert "beats it on test by 2.0 AP_all (95% CI 0.2 to 3.9); the choice stands (made on val)" in line
+    assert "no other candidate" not in line
