@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import tempfile
 from pathlib import Path
 
@@ -70,17 +69,6 @@ def measured(root: Path) -> dict:
     return out
 
 
-def folder_bytes(path: Path) -> int:
-    seen, total = set(), 0
-    for dirpath, _, files in os.walk(path):
-        for f in files:
-            st = os.lstat(os.path.join(dirpath, f))
-            if (st.st_dev, st.st_ino) not in seen:  # a hard link counted once
-                seen.add((st.st_dev, st.st_ino))
-                total += st.st_size
-    return total
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench_storage.json")
@@ -101,6 +89,8 @@ def main() -> None:
         full, delta = (per["dkan"][k] * jobs / 2**30 for k in ("full_bytes", "delta_bytes"))
         result["sweep_600_dkan_seed_jobs_gib"][p] = {"full": round(full, 1), "delta": round(delta, 1)}
         print(f"20 trials x 10 seeds x 3 K of DKAN at {p}: {full:.1f} GiB full, {delta:.1f} GiB as deltas")
+    from sweeps.estimate import folder_bytes
+
     result["run_folders"] = {f: folder_bytes(Path(f)) for f in args.run_folder}
     for f, b in result["run_folders"].items():
         print(f"run folder {f}: {b / MiB:.0f} MiB")

@@ -125,8 +125,8 @@ def measured(plan: Plan, study: StudySpec, wall_s: float) -> dict[str, Any]:
     seeds = [m for m in (runfolder.done_metrics(d) for d in root.glob("*/seed*")) if m]
     trained = [m for m in seeds if m.get("source") != "reused" and m.get("s_per_iter")]
     reused = [m for m in seeds if m.get("source") == "reused"]
-    files = [p for p in root.glob("*/seed*/model_final.pt")]
-    disk = _bytes(root)
+    files = list(root.glob("*/seed*/model_final.pt"))
+    disk = folder_bytes(root)
     actual = {"wall_s": round(wall_s, 1), "seed_finetunes": len(trained), "test_evaluations": len(reused),
               "disk_mb": round(disk / 1e6, 1)}
     if trained:
@@ -147,7 +147,8 @@ def measured(plan: Plan, study: StudySpec, wall_s: float) -> dict[str, Any]:
     return actual
 
 
-def _bytes(path: Path) -> int:
+def folder_bytes(path: Path) -> int:
+    """Bytes under ``path``, a hard-linked file counted once."""
     seen, total = set(), 0
     for dirpath, _, names in os.walk(path):
         for n in names:
