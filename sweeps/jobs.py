@@ -106,27 +106,57 @@ def setup_worker(threads: float, use_gpu: bool) -> str:
 
 
 def _run_job(job: SeedJob, device: str, threads: int) -> dict[str, Any]:
+    from dkan.engine.train import fit
+
+    # threads recorded in the run's config.yaml: a re-run matches bit for bit
+    return fit(replace(job.cfg, threads=threads, device=device), progress=False, resume=True)
+
+
+def _evaluate_reused(jobs: list[SeedJob], device: str, session: str) -> set[Path]:
+    """Score every unfinished ``reuse`` job of the group in one pass over its images (rank 0; the others
+    wait): the parts their checkpoints share run once (``dkan.engine.evaluate_many``). Returns their folders."""
     import ray.train
 
     from dkan.engine.distributed import broadcast_from_rank0
-    from dkan.engine.train import fit
 
-    if not job.reuse:  # threads recorded in the run's config.yaml: a re-run matches bit for bit
-        return fit(replace(job.cfg, threads=threads, device=device), progress=False, resume=True)
-    m = evaluate_reused(job, device) if ray.train.get_context().get_world_rank() == 0 else None
-    return broadcast_from_rank0(m)
+    todo = [j for j in jobs if j.reuse and not (j.out / FAILED).exists() and runfolder.done_metrics(j.out) is None]
+    if not todo:
+        return set()
+    ok = evaluate_reused(todo, device, session) if ray.train.get_context().get_world_rank() == 0 else None
+    if not broadcast_from_rank0(ok):
+        raise SeedFailed("; ".join(recorded_failures(todo, session)) or "a test evaluation failed on rank 0")
+    return {j.out for j in todo}
 
 
-def evaluate_reused(job: SeedJob, device: str) -> dict[str, Any]:
-    """Score ``job.reuse`` on the sweep's data (not the data root the checkpoint recorded: a
-    ``--base-checkpoint`` may come from another folder or machine); metrics.json in ``job.out``."""
-    from dkan.engine.evaluate_checkpoint import evaluate_checkpoint
+def evaluate_reused(jobs: list[SeedJob], device: str, session: str = "") -> bool:
+    """Score each job's ``reuse`` checkpoint on the sweep's data (not the data root the checkpoint recorded: a
+    ``--base-checkpoint`` may come from another folder or machine), all in one pass; metrics.json in each
+    ``job.out``, ``fit_seconds`` its share of the pass. A checkpoint that cannot be read is recorded as its
+    job's failure (False)."""
+    from dkan.engine.evaluate_checkpoint import MAX_AT_ONCE, load_evaluand
+    from dkan.engine.evaluate_many import evaluate_many
+    from dkan.engine.setup import resolve_device
 
-    t = time.time()
-    m = evaluate_checkpoint(Path(job.reuse), split=job.cfg.eval_split, data_root=job.cfg.data.root, device=device)
-    m.update(source="reused", checkpoint=job.reuse, fit_seconds=round(time.time() - t, 2))
-    runfolder.write_json(job.out / runfolder.METRICS, m)
-    return m
+    for start in range(0, len(jobs), MAX_AT_ONCE):
+        chunk, loaded, data = jobs[start:start + MAX_AT_ONCE], [], {}
+        t = time.time()
+        for j in chunk:
+            try:
+                loaded.append(load_evaluand(Path(j.reuse), j.cfg.eval_split, j.cfg.data.root, device, data))
+            except DkanError as e:  # the same on any retry: recorded, never run again by this sweep
+                record_failure(j, session, f"{type(e).__name__}: {e}")
+                return False
+        try:
+            metrics = evaluate_many(loaded, resolve_device(device))
+        except DkanError as e:  # e.g. an unreadable test image: the same on any retry
+            for j in chunk:
+                record_failure(j, session, f"{type(e).__name__}: {e}")
+            return False
+        share = round((time.time() - t) / len(chunk), 2)
+        for j, m in zip(chunk, metrics):
+            m.update(eval_split=j.cfg.eval_split, source="reused", checkpoint=j.reuse, fit_seconds=share)
+            runfolder.write_json(j.out / runfolder.METRICS, m)
+    return True
 
 
 def record_failure(job: SeedJob, session: str, error: str) -> None:
@@ -160,11 +190,16 @@ def _worker_loop(config: dict[str, Any]) -> None:
     device = setup_worker(config["threads"], config["use_gpu"])
     done: list[tuple[SeedJob, dict[str, Any]]] = []
     reported = 0
+    fresh = _evaluate_reused(config["jobs"], device, config["session"])
     for job in config["jobs"]:
         if (job.out / FAILED).exists():  # failed in an earlier attempt of this run: run_jobs raises its error
             return
         m = runfolder.done_metrics(job.out)  # finished before a restart: counted, not run again
-        if m is None:
+        if m is not None and job.out in fresh:  # evaluated together just now: reported one by one
+            done.append((job, m))
+            ray.train.report(progress_report(done, config["split"], config["base_ap"]).to_metrics())
+            reported = len(done)
+        elif m is None:
             try:
                 m = _run_job(job, device, max(1, int(config["threads"])))
             except DkanError as e:  # the same on any retry: recorded, never run again by this sweep

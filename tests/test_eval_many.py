@@ -1,4 +1,5 @@
-"""Evaluating many checkpoints of one base model: the frozen body runs once per image for all of them."""
+"""Evaluating many checkpoints of one base model in one pass: what their weights share runs once, and each
+scores exactly as alone."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import json
 import pytest
 
 from dkan.config import FinetuneConfig
-from dkan.distill.cache import _EVAL, reset_eval_cache
-from dkan.engine.evaluate_checkpoint import evaluate_checkpoint
+from dkan.engine.evaluate import evaluate
+from dkan.engine.evaluate_checkpoint import evaluate_checkpoint, evaluate_checkpoints, load_evaluand
+from dkan.engine.evaluate_many import evaluate_many, stage_prefixes
 from dkan.engine.train import fit
 from tests.test_train import base_cfg, ft_kwargs
 
@@ -24,15 +26,37 @@ def checkpoints(synthetic_prepared, tmp_path_factory):
     return out
 
 
-def test_checkpoints_of_one_base_share_the_body_pass_and_score_as_alone(checkpoints):
-    alone = []
-    for ckpt in checkpoints:
-        reset_eval_cache()
-        alone.append(evaluate_checkpoint(ckpt, "test", device="cpu"))
-    reset_eval_cache()
-    together = [evaluate_checkpoint(ckpt, "test", device="cpu") for ckpt in checkpoints]
-    assert [json.dumps(m, sort_keys=True) for m in together] == [json.dumps(m, sort_keys=True) for m in alone]
-    stats = _EVAL["cache"].stats
-    images = stats.misses  # the body ran once per test image, for the base model's evaluation
-    assert images > 0 and stats.hits == 2 * images  # the TFA and DKAN students took every image's body from it
-    reset_eval_cache()
+def _same(a, b):
+    return [json.dumps(m, sort_keys=True) for m in a] == [json.dumps(m, sort_keys=True) for m in b]
+
+
+def test_checkpoints_evaluated_together_score_as_alone_and_as_the_plain_forward(checkpoints):
+    alone = [evaluate_checkpoint(ckpt, "test", device="cpu") for ckpt in checkpoints]
+    together = evaluate_checkpoints(checkpoints, "test", device="cpu")
+    assert _same(together, alone)
+    e = load_evaluand(checkpoints[2], "test", device="cpu")  # the DKAN student through model(images)
+    plain = evaluate(e.model, e.records, e.gt, e.base, e.novel, e.model.backbone.body.conv1.weight.device)
+    assert json.dumps(plain, sort_keys=True) == json.dumps({k: v for k, v in alone[2].items() if k != "eval_split"},
+                                                            sort_keys=True)
+
+
+def test_what_the_weights_share_runs_once_per_batch(checkpoints):
+    base, tfa, dkan = (load_evaluand(c, "test", device="cpu") for c in checkpoints)
+    # TFA trains the last layer only: every stage before it is the base model's; DKAN shares the frozen body only
+    pb, pt, pd = (stage_prefixes(e.model, e.precision) for e in (base, tfa, dkan))
+    assert pt == pb and pd[:2] == pb[:2] and all(a != b for a, b in zip(pd[2:], pb[2:]))
+    calls = {}
+
+    def count(name):
+        def hook(*_):
+            calls[name] = calls.get(name, 0) + 1
+        return hook
+
+    for name, e in (("base", base), ("tfa", tfa), ("dkan", dkan)):
+        for part, module in (("body", e.model.backbone.body), ("box_head", e.model.roi_heads.box_head),
+                             ("predictor", e.model.roi_heads.box_predictor)):
+            module.register_forward_hook(count(f"{name}.{part}"))
+    evaluate_many([base, tfa, dkan], base.model.backbone.body.conv1.weight.device, batch_size=4)
+    batches = -(-len(base.records) // 4)
+    assert calls == {"base.body": batches, "base.box_head": batches, "dkan.box_head": batches,
+                     "base.predictor": batches, "tfa.predictor": batches, "dkan.predictor": batches}

@@ -160,8 +160,8 @@ def eval_cache(body: torch.nn.Module, budget_bytes: int, precision: str = "fp32"
 
     A sweep worker runs a trial's seeds one after another in one process: their students share the
     base model's frozen body, so the val images' body features are computed once. A body with other
-    weights (another study, or a trained body) empties it: one body's features are kept at a time. The test
-    phase evaluates many checkpoints of one base model in a worker: the body runs once per image for all.
+    weights (another study, or a trained body) empties it: one body's features are kept at a time. (The test
+    phase evaluates its checkpoints together instead: ``dkan.engine.evaluate_many``.)
     ``precision``: features computed under another autocast are not reused."""
     digest = f"{module_digest(body)}/{precision}"
     cache = _EVAL["cache"]

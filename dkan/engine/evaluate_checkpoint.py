@@ -1,40 +1,63 @@
-"""`dkan evaluate`: score a saved model on val or test, rebuilt from the config stored in it."""
+"""`dkan evaluate` and the test phase: score saved models on val or test, each rebuilt from the config
+stored in it; many at once share what their weights share (``dkan.engine.evaluate_many``)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from dkan.config import BaseTrainConfig, FinetuneConfig, from_dict
 from dkan.data.prepared import PreparedData
-from dkan.distill.cache import MiB, budget_mb, eval_cache
-from dkan.engine.evaluate import evaluate
+from dkan.engine.evaluate_many import Evaluand, evaluate_many
 from dkan.engine.precision import resolve_precision
 from dkan.engine.setup import eval_ground_truth, resolve_device
 from dkan.model.checkpoint import load_checkpoint
 from dkan.model.detector import build_detector
 
+MAX_AT_ONCE = 16  # models held at once by one pass (each a full model in memory)
 
-def evaluate_checkpoint(
-    path: Path, split: str = "test", data_root: str | None = None, device: str = "auto"
-) -> dict[str, float]:
-    """Load (safely: tensors and plain types only) and score a dkan checkpoint."""
+
+def load_evaluand(path: Path, split: str = "test", data_root: str | None = None, device: str = "auto",
+                  data: dict[str, PreparedData] | None = None) -> Evaluand:
+    """A checkpoint (loaded safely: tensors and plain types only) as an ``Evaluand`` on ``split``.
+    ``data``: prepared data sets already read, by root (filled as they are read)."""
     ckpt = load_checkpoint(Path(path), "model checkpoint", "pass a model_final.pt written by base-train or finetune")
     meta = ckpt["meta"]
     cls = FinetuneConfig if meta["stage"] == "finetune" else BaseTrainConfig
     cfg = from_dict(cls, meta["config"], str(path))
-    data = PreparedData.load(Path(data_root or cfg.data.root))
+    root = str(data_root or cfg.data.root)
+    data = {} if data is None else data
+    if root not in data:
+        data[root] = PreparedData.load(Path(root))
+    prepared = data[root]
     classes = tuple(meta["classes"])
-    shots = data.fewshot(cfg.fewshot_seed, cfg.shots) if meta["stage"] == "finetune" else None
-    gt = eval_ground_truth(data, split, classes, shots)
+    shots = prepared.fewshot(cfg.fewshot_seed, cfg.shots) if meta["stage"] == "finetune" else None
+    gt = eval_ground_truth(prepared, split, classes, shots)
     dev = resolve_device(device)
-    model = build_detector(cfg.model, len(classes))
+    model = build_detector(cfg.model, len(classes), pretrained=False)
     model.load_state_dict(ckpt["model"])
-    precision = resolve_precision(cfg.precision, dev)  # as it was trained (auto: the device's choice)
     model.to(dev)
-    # the body's features of these images kept for the next checkpoint of the same base model (the test phase
-    # evaluates many in one worker: the frozen body runs once per image for all of them; another body empties it)
-    budget = budget_mb(getattr(cfg, "cache_mb", -1), dev) * MiB
-    cache = eval_cache(model.backbone.body, budget, precision) if budget else None
-    metrics = evaluate(model, data.records(gt), gt, meta["base"], meta["novel"], dev, precision=precision, cache=cache)
-    metrics["eval_split"] = split
-    return metrics
+    precision = resolve_precision(cfg.precision, dev)  # as it was trained (auto: the device's choice)
+    return Evaluand(model, prepared.records(gt), gt, meta["base"], meta["novel"], precision)
+
+
+def evaluate_checkpoints(
+    paths: Sequence[Path], split: str = "test", data_root: str | None = None, device: str = "auto"
+) -> list[dict[str, float]]:
+    """The metrics of each checkpoint, in order: up to ``MAX_AT_ONCE`` of them in one pass over the images
+    (the same AP as one at a time)."""
+    out: list[dict[str, float]] = []
+    data: dict[str, PreparedData] = {}
+    for start in range(0, len(paths), MAX_AT_ONCE):
+        chunk = [load_evaluand(Path(p), split, data_root, device, data) for p in paths[start:start + MAX_AT_ONCE]]
+        for m in evaluate_many(chunk, resolve_device(device)):
+            m["eval_split"] = split
+            out.append(m)
+    return out
+
+
+def evaluate_checkpoint(
+    path: Path, split: str = "test", data_root: str | None = None, device: str = "auto"
+) -> dict[str, float]:
+    """Load (safely) and score one dkan checkpoint."""
+    return evaluate_checkpoints([Path(path)], split, data_root, device)[0]
