@@ -10,7 +10,7 @@ import torch
 from dkan.config import DistillConfig, FinetuneConfig
 from dkan.distill.cache import FeatureCache, batch_keys, eval_cache, image_key, reset_eval_cache
 from dkan.distill.step import train_step, weighted_total
-from dkan.engine.evaluate import predict_cached
+from dkan.engine.evaluate_many import Evaluand, forward_shared
 from dkan.engine.setup import freeze_for_method
 from tests.test_model import batch, teacher_and_student
 
@@ -110,7 +110,7 @@ def test_a_body_in_train_mode_is_not_cached():
     assert cache.stats.misses == 0 and cache.entries == 0
 
 
-def test_predict_cached_equals_the_model_and_the_eval_cache_follows_the_body():
+def test_the_cached_forward_equals_the_model_and_the_eval_cache_follows_the_body():
     reset_eval_cache()
     _, student = teacher_and_student()
     student.eval()
@@ -120,7 +120,7 @@ def test_predict_cached_equals_the_model_and_the_eval_cache_follows_the_body():
     with torch.no_grad():
         want = student(images)
         for _ in range(2):
-            got = predict_cached(student, images, keys, cache)
+            got = forward_shared(Evaluand(student, [], {}, (), (), body_cache=cache), images, {}, keys)
             for w, g in zip(want, got):
                 assert w["boxes"].shape == g["boxes"].shape and torch.allclose(w["scores"], g["scores"], atol=1e-4)
     assert (cache.stats.hits, cache.stats.misses) == (3, 3)
