@@ -93,8 +93,11 @@ def estimate(plan: Plan, rates: Rates) -> Estimate:
     work = (sum(runs_of(plan)) * per_trial + groups * rates.s_per_run + evaluations * rates.s_per_eval) * rates.overhead
     unit, per_worker = ("GPU", res.gpus_per_worker) if res.gpus_per_worker else ("CPU", res.cpus_per_worker)
     worker_h = work * res.workers * per_worker / 3600
-    tfa = len(plan.seeds) if "tfa" in plan.budget.candidates else 0  # TFA's seed files are a few KB
-    disk = (kept - tfa) * rates.model_mb * rates.delta_share  # the candidates' seeds kept in the run folder
+    tfa = seeds if "tfa" in plan.budget.candidates else 0  # TFA's seed files are a few KB
+    # the tuned DKAN is the defaults' own files when no search trial beats them: counted as likely as any
+    # other of the DKAN trials to win (1 in --trials)
+    same = seeds / max(1, plan.budget.trials) if "dkan" in plan.budget.candidates else 0.0
+    disk = (kept - tfa - same) * rates.model_mb * rates.delta_share  # the candidates' seeds in the run folder
     return Estimate(finetunes, evaluations, runs, wall, worker_h, unit, disk, rates.source)
 
 
