@@ -24,6 +24,7 @@ from sweeps.selection import Selection
 
 PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: AP metrics on test}}
 REUSE_COST, TRAIN_COST = 1.0, 3.0  # evaluating a reused checkpoint costs about a third of a fine-tune
+SHARED_COST = 0.2  # a reused TFA or base-model checkpoint beside another one: only its last layer runs
 
 
 def row_jobs(plan: Plan, study: StudySpec, selection: Selection, base_ckpt: Path) -> dict[str, list[SeedJob]]:
@@ -45,14 +46,21 @@ def row_jobs(plan: Plan, study: StudySpec, selection: Selection, base_ckpt: Path
 
 
 def pack(jobs: list[SeedJob], bins: int) -> list[list[SeedJob]]:
-    """Jobs into at most ``bins`` groups of about equal cost (largest first, each to the lightest group)."""
-    def cost(j: SeedJob) -> float:
-        return REUSE_COST if j.reuse else TRAIN_COST
+    """Jobs into at most ``bins`` groups of about equal cost (largest first, each to the lightest group). The
+    reused TFA and base-model checkpoints go together: they differ in the last layer only, and a group
+    evaluates its checkpoints in one pass (``dkan.engine.evaluate_many``), everything before it once."""
+    shared = [j for j in jobs if j.reuse and j.method in ("tfa", "base")]
+    units = [[j] for j in jobs if j not in shared] + ([shared] if shared else [])
 
-    groups: list[list[SeedJob]] = [[] for _ in range(max(1, min(bins, len(jobs))))]
-    for j in sorted(jobs, key=cost, reverse=True):
-        min(groups, key=lambda g: sum(map(cost, g))).append(j)
-    return [sorted(g, key=lambda j: (j.method, j.seed)) for g in groups if g]
+    def cost(unit: list[SeedJob]) -> float:
+        if unit is shared:
+            return REUSE_COST + SHARED_COST * (len(unit) - 1)
+        return REUSE_COST if unit[0].reuse else TRAIN_COST
+
+    groups: list[list[list[SeedJob]]] = [[] for _ in range(max(1, min(bins, len(units))))]
+    for u in sorted(units, key=cost, reverse=True):
+        min(groups, key=lambda g: sum(map(cost, g))).append(u)
+    return [sorted((j for u in g for j in u), key=lambda j: (j.method, j.seed)) for g in groups if g]
 
 
 def run_group(config: dict[str, Any], *, plan: Plan, groups: list[list[SeedJob]]) -> None:

@@ -177,6 +177,13 @@ def test_test_phase_jobs_are_packed_into_balanced_trials():
     assert len(groups) == 2 and max(cost) - min(cost) <= 1  # 12 units: 6 / 6, not 3 evaluations vs 3 fine-tunes
     assert pack(jobs, 1) == [sorted(jobs, key=lambda j: (j.method, j.seed))]
     assert len(pack(jobs[:1], 4)) == 1
+    # reused TFA seeds and the base model share all but the last layer: one group evaluates them in one pass
+    reused = [SeedJob(m, s, cfg, reuse=f"/x/{m}{s}.pt") for m in ("tfa", "plain", "dkan") for s in (1, 2, 3)]
+    groups = pack([*reused, SeedJob("base", 0, cfg, reuse="/x/base.pt")], 2)
+    together = [g for g in groups if any(j.method == "tfa" for j in g)]
+    assert len(together) == 1 and {(j.method, j.seed) for j in together[0] if j.method in ("tfa", "base")} == {
+        ("tfa", 1), ("tfa", 2), ("tfa", 3), ("base", 0)}
+    assert sorted(len(g) for g in groups) == [4, 6]  # 1 + 3 x 0.2 + 2 others (3.6) against 4 others
 
 
 def test_dkan_sweep_has_exactly_the_options_of_run_tune(tmp_path):
