@@ -271,3 +271,9 @@ def sample_points(n: int, seed: int, space: Space = DEFAULT_SPACE) -> list[dict[
         pts.append({k: (d.low * (d.high / d.low) ** rng.random()) if d.log else rng.uniform(d.low, d.high)
                     for k, d in space.items()})
     return pts
+
+
+def baseline_trials(space: Space, method: str, trials: int) -> int:
+    """A baseline's trials: its own search (half of ``--trials``, its profile values first) where the space
+    holds keys it uses, else 0. One trial is its profile values alone: it runs with the fixed candidates."""
+    return math.ceil(trials / 2) if of_method(space, method) else 0

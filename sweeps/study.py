@@ -34,7 +34,7 @@ from sweeps.progress import TrialReport
 from sweeps.prune import prune_checkpoints
 from sweeps.search import RunSpec, run_tune
 from sweeps.selection import select
-from sweeps.space import first_points, of_method
+from sweeps.space import baseline_trials, first_points, of_method
 from sweeps.testphase import run_test_phase
 
 WRITERS = (write_results, write_figures, write_bundle, log_study)  # each f(plan, layout, outcome), in this order
@@ -67,7 +67,8 @@ def run_on_val(plan: Plan, study: StudySpec, parent: str, base_ap: float | None,
     """Every run of the study on the selection split, in order: [(RunSpec, ResultGrid), ...]."""
     space, wanted, trials = plan.space, plan.budget.candidates, plan.budget.trials
     defaults = first_points(of_method(space, "dkan"), study.template, authors_defaults(study.split.number))
-    fixed = {m: (m, {}) for m in ("tfa", "plain") if m in wanted and not of_method(space, m)}
+    fixed = {m: (m, first_points(of_method(space, m), study.template)) for m in ("tfa", "plain")
+             if m in wanted and baseline_trials(space, m, trials) <= 1}  # no search of its own, or its start alone
     if "dkan" in wanted:
         fixed["dkan_defaults"] = ("dkan", defaults)
     runs = []
@@ -80,12 +81,13 @@ def run_on_val(plan: Plan, study: StudySpec, parent: str, base_ap: float | None,
         spec = RunSpec("search", "dkan", space, trials - 1, points, tuple(prior), base_ap=base_ap)
         runs.append((spec, run_tune(plan, study, parent, resume, spec)))
     for method in ("tfa", "plain"):
-        keys = of_method(space, method)
-        if method in wanted and keys:  # the baseline's own search over the keys it uses, its defaults first
+        keys, n = of_method(space, method), baseline_trials(space, method, trials)
+        if method in wanted and n > 1:  # the baseline's own search over the keys it uses, its defaults first
             start = first_points(keys, study.template)
-            spec = RunSpec(f"search_{method}", method, keys, math.ceil(trials / 2), (start,), base_ap=base_ap)
+            spec = RunSpec(f"search_{method}", method, keys, n, (start,), base_ap=base_ap)
             runs.append((spec, run_tune(plan, study, parent, resume, spec)))
     return runs
+
 
 
 def _objective(runs: list, candidate: str) -> float:

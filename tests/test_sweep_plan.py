@@ -257,7 +257,7 @@ def test_a_failed_test_phase_group_is_a_clear_error_naming_the_fix():
 
 
 def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates(synthetic_prepared, tmp_path):
-    from sweeps.estimate import Rates, counts, estimate, plan_line
+    from sweeps.estimate import Rates, counts, estimate, plan_line, runs_of
 
     common = ["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o"),
               "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick", "--trials", "4",
@@ -280,3 +280,11 @@ def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates
     tfa_only = complete_plan(build_plan(parse_args([*common, "--candidates", "tfa"])), [{"CPU": 3.0}], local=True)
     assert counts(tfa_only) == (2, 2, 3, 1 + 2)
     assert "built-in" in plan_line(plan)  # no calibration and no base model yet: the 2-core measurement
+    lr = tmp_path / "lr.yaml"
+    lr.write_text("optim.lr: {low: 0.001, high: 0.05, log: true}\n")
+    searched = complete_plan(build_plan(parse_args([*common, "--search-space", str(lr)])), [{"CPU": 3.0}], local=True)
+    # TFA and plain search the lr too: half the trials each, their profile values first
+    assert runs_of(searched) == [1, 3, 2, 2]
+    two = complete_plan(build_plan(parse_args([*common[:-4], "--trials", "2", *common[-2:], "--search-space",
+                                               str(lr)])), [{"CPU": 3.0}], local=True)
+    assert runs_of(two) == [3, 1]  # a baseline's one trial is its profile values: side by side with the defaults
