@@ -32,7 +32,7 @@ from typing import Any
 
 from sweeps.inputs import build_plan
 from sweeps.run_tune import parse_args
-from sweeps.space import DEFAULT_SPACE, sample_points
+from sweeps.space import DISTILL_SPACE, sample_points
 from sweeps.sweep import ensure_base
 
 
@@ -50,7 +50,7 @@ def search(plan, split, shots: int, base: Path, name: str):
 
 
 def per_config(grid) -> dict[tuple, dict]:
-    return {tuple(round(float(r.config[k]), 9) for k in DEFAULT_SPACE): r.metrics for r in grid if r.metrics}
+    return {tuple(round(float(r.config[k]), 9) for k in DISTILL_SPACE): r.metrics for r in grid if r.metrics}
 
 
 # label -> (scheduler, grace seeds, trials at once, alpha): ASHA as the sweep runs it, the paired
@@ -159,7 +159,7 @@ def main() -> None:
                 (c for c, m in r["grid"].items() if m.get("seeds_done") == len(plan.seeds)) or r["grid"],
                 key=lambda c: r["grid"][c]["val_AP_all"],
             )
-            r["selected"] = dict(zip(DEFAULT_SPACE, pick))
+            r["selected"] = dict(zip(DISTILL_SPACE, pick))
             r["selected_full_seed_val_AP_all"] = full[pick]["val_AP_all"]
             del r["grid"]
         if runs:

@@ -26,7 +26,7 @@ from dkan.names import parse_int_list
 from sweeps.inputs import build_plan
 from sweeps.jobs import SeedJob, finetune_job
 from sweeps.run_tune import parse_args
-from sweeps.space import DEFAULT_SPACE, sample_points
+from sweeps.space import DISTILL_SPACE, sample_points
 
 
 def _run(job: SeedJob) -> dict:
@@ -92,7 +92,7 @@ def write(path: Path, plan, study, names, points, per_seed) -> None:
         "finetune_iterations": study.template.optim.iterations, "metric": "AP_all", "split": plan.select_split,
         "seeds": list(plan.seeds), "base_iterations": plan.base_template(plan.splits[0]).optim.iterations,
         "finetune_overrides": list(plan.finetune_overrides), "base_overrides": list(plan.base_overrides),
-        "trials": [{"id": n, "config": {k: pt[k] for k in DEFAULT_SPACE}, "seed_AP_all": per_seed[n]}
+        "trials": [{"id": n, "config": {k: pt[k] for k in DISTILL_SPACE}, "seed_AP_all": per_seed[n]}
                    for n, pt in zip(names, points)],
     }
     path.parent.mkdir(parents=True, exist_ok=True)

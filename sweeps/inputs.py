@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from dkan.config import read_yaml
+from dkan.config import FinetuneConfig, apply_overrides, read_yaml
 from dkan.data.fewshot import fewshot_path
 from dkan.data.prepared import PreparedData
 from dkan.data.splits import (
@@ -19,6 +19,7 @@ from dkan.data.splits import (
     resolve_class_split,
     split_name,
 )
+from dkan.names import HPARAMS
 from dkan.profiles import choose_profile, finetune_config
 from sweeps.jobs import WorkerResources
 from sweeps.layout import CacheLayout, RunLayout
@@ -33,7 +34,7 @@ from sweeps.plan import (
     Plan,
     PlanError,
 )
-from sweeps.space import Space, describe, load_space, point_of, value_in
+from sweeps.space import Space, describe, first_points, load_space, point_of, value_in
 from sweeps.tracking import check_tracking_uri, sqlite_uri
 
 OBJECTIVES = ("ap_all", "pareto")
@@ -56,7 +57,8 @@ def build_plan(args: argparse.Namespace, prepare: bool = True) -> Plan:
     # cpu-quick sizes its input from the data (recorded by prepare-data); paper keeps the authors' 800 px
     input_size = data.manifest().get("input_size") if profile == "cpu-quick" else None
     budget = _budget(args, QUICK if embedded else Budget())
-    space = load_space(Path(args.search_space) if args.search_space else None, finetune_config(profile))
+    template = apply_overrides(finetune_config(profile), list(args.set))  # the default lr range: around --set's
+    space = load_space(Path(args.search_space) if args.search_space else None, template)
     objective, min_retention = _objective(args)
     out = Path(args.out).absolute()
     uri = args.tracking_uri or sqlite_uri(RunLayout(out).mlflow_db)
@@ -72,7 +74,7 @@ def build_plan(args: argparse.Namespace, prepare: bool = True) -> Plan:
         resources=WorkerResources(args.workers, args.cpus_per_worker, args.gpus_per_worker), out=out, tracking_uri=uri,
         protocol=args.protocol, base_checkpoint=Path(args.base_checkpoint).absolute() if args.base_checkpoint else None,
         cache_dir=cache, base_overrides=tuple(args.base_set), finetune_overrides=tuple(args.set),
-        extra_points=tuple(load_points(args.points, space)), max_concurrent=args.max_concurrent or 0,
+        extra_points=tuple(load_points(args.points, space, template)), max_concurrent=args.max_concurrent or 0,
         verbose=bool(getattr(args, "verbose", False)),
     )
     if plan.base_checkpoint:
@@ -205,19 +207,23 @@ def check_data(data_root: Path, splits: tuple[ClassSplitSpec, ...], shots: list[
     return data
 
 
-def load_points(path: str | None, space: Space) -> list[dict[str, Any]]:
-    """A YAML list of DKAN points to evaluate first, each setting exactly the space's keys, inside it."""
+def load_points(path: str | None, space: Space, template: FinetuneConfig | None = None) -> list[dict[str, Any]]:
+    """A YAML list of DKAN points to evaluate first, each inside the space: every distillation key of the
+    space set; a key it leaves out (e.g. ``optim.lr``) takes the profile's value (``template``)."""
     if not path:
         return []
     p = Path(path)
     points = read_yaml(p, "--points file", PlanError) or []
     if not isinstance(points, list):
         raise PlanError(f"--points {p}: expected a list of {{{', '.join(space)}}} mappings")
+    must = sorted(k for k in space if k in HPARAMS)
+    fill = first_points({k: d for k, d in space.items() if k not in HPARAMS}, template or FinetuneConfig())
     for i, pt in enumerate(points):
-        if not isinstance(pt, dict) or set(pt) != set(space):
-            raise PlanError(f"--points {p}: entry {i} must set exactly {sorted(space)}, got {pt!r}")
+        if not isinstance(pt, dict) or not set(must) <= set(pt) or not set(pt) <= set(space):
+            raise PlanError(f"--points {p}: entry {i} must set {must} and may set {sorted(set(space) - set(must))} "
+                            f"(the profile's value where it does not), got {pt!r}")
         for k, v in pt.items():
             if not value_in(space[k], v):
                 raise PlanError(f"--points {p}: entry {i}: {k}={v!r} lies outside the space "
                                 f"({describe({k: space[k]})})")
-    return [point_of(pt, space) for pt in points]
+    return [point_of({**fill, **pt}, space) for pt in points]

@@ -12,7 +12,7 @@ from sweeps.console import TrialConsole, error_line
 from sweeps.jobs import WorkerResources
 from sweeps.plan import Budget, ClassSplitSpec, Plan
 from sweeps.progress import JobsReport, TrialReport
-from sweeps.space import DEFAULT_SPACE
+from sweeps.space import DISTILL_SPACE
 
 HP = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}
 
@@ -126,7 +126,7 @@ def test_overall_line_every_n_events_and_every_interval(clock, capsys):
 def test_pickles_for_tune_restore_and_knows_its_study(tmp_path):
     plan = Plan(data_root=tmp_path, dataset="d", splits=(ClassSplitSpec("split1", 1), ClassSplitSpec("split2", 2)),
                 shots=(1, 3, 5), seeds=(1, 2, 3), profile="cpu-quick", budget=Budget(trials=7),
-                space=dict(DEFAULT_SPACE), resources=WorkerResources(), out=tmp_path, tracking_uri="sqlite:///x.db",
+                space=dict(DISTILL_SPACE), resources=WorkerResources(), out=tmp_path, tracking_uri="sqlite:///x.db",
                 protocol="val", base_checkpoint=None, cache_dir=tmp_path, max_concurrent=2)
     study = SimpleNamespace(split=plan.splits[1], shots=3, key="d_split2_3shot")
     c = pickle.loads(pickle.dumps(TrialConsole.for_study(plan, study)))

@@ -25,7 +25,7 @@ from sweeps.plan import Budget, ClassSplitSpec, Plan, StudySpec
 from sweeps.progress import TrialReport
 from sweeps.search import RunSpec
 from sweeps.selection import Candidate, Selection, summarize
-from sweeps.space import DEFAULT_SPACE
+from sweeps.space import DISTILL_SPACE
 
 CLASSES = NEU_DET_SPLITS[1].base
 KEY = "prepared_split1_1shot"
@@ -33,12 +33,12 @@ KEY = "prepared_split1_1shot"
 
 def _plan(data: Path, out: Path, seeds=(1, 2)) -> Plan:
     return Plan(data_root=data, dataset="prepared", splits=(ClassSplitSpec("split1", 1),), shots=(1,), seeds=seeds,
-                profile="cpu-quick", budget=Budget(trials=3), space=dict(DEFAULT_SPACE), resources=WorkerResources(),
+                profile="cpu-quick", budget=Budget(trials=3), space=dict(DISTILL_SPACE), resources=WorkerResources(),
                 out=out, tracking_uri=f"sqlite:///{out / 'mlflow.db'}", protocol="val", base_checkpoint=None,
                 cache_dir=out / "cache")
 
 
-SPEC = RunSpec("search", "dkan", DEFAULT_SPACE)
+SPEC = RunSpec("search", "dkan", DISTILL_SPACE)
 
 
 def _outcome(plan: Plan, grid: list, tuned: str = "t0") -> StudyOutcome:
@@ -127,7 +127,7 @@ def test_optuna_study_rebuilt_from_the_grid_and_trial_states():
     rows = trial_rows(summarize(_grid(), SPEC), "val_AP_all", 2, "t0")
     assert [r["state"] for r in rows] == ["selected", "stopped early", "failed", "completed"]
     assert math.isnan(rows[2]["val_AP_all"])
-    study = optuna_study(rows, DEFAULT_SPACE, "val_AP_all")
+    study = optuna_study(rows, DISTILL_SPACE, "val_AP_all")
     assert [t.value for t in study.trials] == [0.30, 0.10, 0.20]  # the failed trial has no value
     assert study.best_trial.params["fka_weight"] == 1.0 and study.direction.name == "MAXIMIZE"
 
@@ -141,7 +141,7 @@ def test_the_pareto_search_draws_its_front(synthetic_prepared, tmp_path):
     def result(tid, novel, retention):
         r = TrialReport.of_seeds("val", [(s, {"AP_all": 0.3, "AP_novel": novel, "AP_base": 0.4}) for s in (1, 2)])
         metrics = {"trial_id": tid, **replace(r, retention=retention).to_metrics()}
-        return SimpleNamespace(config={**dict(zip(DEFAULT_SPACE, (1.0, 0.01, 5.0, 2.0))), "fka_weight": novel},
+        return SimpleNamespace(config={**dict(zip(DISTILL_SPACE, (1.0, 0.01, 5.0, 2.0))), "fka_weight": novel},
                                error=None, metrics=metrics)
 
     grid = [result("t0", 0.5, 0.85), result("t1", 0.6, 0.5), result("t2", 0.2, 0.6)]  # t2: dominated by t0

@@ -15,14 +15,14 @@ from sweeps.plan import Budget, ClassSplitSpec, Plan
 from sweeps.progress import TrialReport
 from sweeps.search import RunSpec
 from sweeps.selection import Candidate, Selection, pareto_front, recommend, select
-from sweeps.space import DEFAULT_SPACE
+from sweeps.space import DISTILL_SPACE
 
 DEFAULTS = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}
 
 
 def _plan(tmp_path, seeds=(1, 2, 3, 4, 5), **kw) -> Plan:
     return Plan(data_root=tmp_path, dataset="d", splits=(ClassSplitSpec("split1", 1),), shots=(5,), seeds=seeds,
-                profile="cpu-quick", budget=Budget(trials=4), space=dict(DEFAULT_SPACE), resources=WorkerResources(),
+                profile="cpu-quick", budget=Budget(trials=4), space=dict(DISTILL_SPACE), resources=WorkerResources(),
                 out=tmp_path, tracking_uri="sqlite:///x.db", protocol="val", base_checkpoint=None, cache_dir=tmp_path,
                 **kw)
 
@@ -68,7 +68,7 @@ def test_select_reads_the_runs_drops_early_stopped_trials_and_a_baseline_can_win
     plan = _plan(tmp_path)
     fixed = RunSpec("candidates", fixed={"tfa": ("tfa", {}), "plain": ("plain", {}),
                                          "dkan_defaults": ("dkan", DEFAULTS)})
-    search = RunSpec("search", "dkan", DEFAULT_SPACE, 3)
+    search = RunSpec("search", "dkan", DISTILL_SPACE, 3)
     cands = [_result("c1", [v + 0.05 for v in BASE], {"candidate": "tfa"}),
              _result("c2", BASE, {"candidate": "plain"}),
              _result("c3", BASE, {"candidate": "dkan_defaults"})]
@@ -90,7 +90,7 @@ def test_select_reads_the_runs_drops_early_stopped_trials_and_a_baseline_can_win
 
 def test_a_baselines_own_search_gives_its_candidate(tmp_path):
     plan = _plan(tmp_path, seeds=(1, 2))
-    spec = RunSpec("search_tfa", "tfa", {"optim.lr": DEFAULT_SPACE["fka_tau"]}, 2)
+    spec = RunSpec("search_tfa", "tfa", {"optim.lr": DISTILL_SPACE["fka_tau"]}, 2)
     sel = select(plan, [(spec, [_result("a", [0.1, 0.2], {"optim.lr": 2.0}),
                                 _result("b", [0.3, 0.2], {"optim.lr": 3.0})])])
     assert list(sel.candidates) == ["tfa"] and sel.choice.point == {"optim.lr": 3.0}
@@ -108,7 +108,7 @@ def test_every_candidate_failing_is_a_clear_error(tmp_path):
 def test_the_pareto_pick_keeps_the_retention_asked_for(tmp_path):
     plan = _plan(tmp_path, seeds=(1, 2), objective_kind="pareto", min_retention=0.9)
     fixed = RunSpec("candidates", fixed={"dkan_defaults": ("dkan", DEFAULTS)})
-    search = RunSpec("search", "dkan", DEFAULT_SPACE, 3)
+    search = RunSpec("search", "dkan", DISTILL_SPACE, 3)
     grid = [_result("hi_novel", [0.5, 0.5], {**DEFAULTS, "fka_weight": 0.1}, novel=0.6, retention=0.7),
             _result("balanced", [0.4, 0.4], {**DEFAULTS, "fka_weight": 2.0}, novel=0.4, retention=0.95),
             _result("dominated", [0.45, 0.45], {**DEFAULTS, "fka_weight": 5.0}, novel=0.3, retention=0.9)]

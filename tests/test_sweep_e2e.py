@@ -47,7 +47,8 @@ def test_tiny_sweep_end_to_end(shared_sweep):
     assert "| TFA 2-shot |" in md
     rec = table["recommendation"]
     assert rec["candidate"] == "tfa" and rec["method"] == "tfa"
-    assert rec["line"].startswith("recommended: TFA: best on val")
+    # the default space searches the lr too: TFA's one run is at the profile's (a baseline's trials at --trials 2)
+    assert rec["line"].startswith("recommended: TFA optim.lr 0.01: best on val")
     assert md.count("recommended: ") == 1 and table["verdict"][0] == rec["line"]
     assert all(not st["replaced"] for st in table["candidates"]["steps"])  # a margin of 99 points: TFA stays
     # every candidate on test, from its val checkpoints (nothing fine-tuned on test), and their statistics

@@ -13,7 +13,7 @@ from sweeps.inputs import build_plan, check_data
 from sweeps.jobs import SeedJob, WorkerResources, progress_report
 from sweeps.plan import Budget, ClassSplitSpec, Plan, PlanError, check_resources, complete_plan
 from sweeps.run_tune import main, parse_args
-from sweeps.space import DEFAULT_SPACE
+from sweeps.space import DISTILL_SPACE, Range
 from sweeps.tracking import TrackingError, check_tracking_uri
 
 SPLIT1 = (ClassSplitSpec("split1", 1),)
@@ -83,22 +83,9 @@ def test_cli_refuses_bad_input_before_starting_ray(synthetic_prepared, tmp_path,
 
 
 def test_base_cache_key_follows_config_and_data(synthetic_prepared, tmp_path):
-    args = parse_args(
-        [
-            "--data",
-            str(synthetic_prepared),
-            "--shots",
-            "1",
-            "--seeds",
-            "1-2",
-            "--out",
-            str(tmp_path / "o"),
-            "--cache-dir",
-            str(tmp_path / "c"),
-            "--profile",
-            "cpu-quick",
-        ]
-    )
+    args_list = ["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o"),
+                 "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick"]
+    args = parse_args(args_list)
     plan = build_plan(args)
     same = build_plan(args)
     other = build_plan(
@@ -118,7 +105,10 @@ def test_base_cache_key_follows_config_and_data(synthetic_prepared, tmp_path):
     assert plan.base_cache_dir(s1) == same.base_cache_dir(s1) != other.base_cache_dir(s1)
     assert plan.base_cache_dir(s1) != plan.base_cache_dir(s2)
     assert plan.study(s1, 2, tmp_path / "b.pt").template.shots == 2
-    assert isinstance(plan.budget, Budget) and plan.space == DEFAULT_SPACE and isinstance(plan, Plan)
+    assert isinstance(plan.budget, Budget) and isinstance(plan, Plan)
+    assert plan.space == {**DISTILL_SPACE, "optim.lr": Range(0.01 / 5, 0.01 * 5, True)}  # cpu-quick's lr 0.01
+    assert build_plan(parse_args([*args_list, "--set", "optim.lr=0.002"])).space["optim.lr"] == Range(
+        0.002 / 5, 0.002 * 5, True)  # around the fine-tune's lr the user set
 
 
 def test_points_file_is_checked_against_the_space(tmp_path):
@@ -126,16 +116,25 @@ def test_points_file_is_checked_against_the_space(tmp_path):
 
     f = tmp_path / "p.yaml"
     f.write_text("- {fka_weight: 2, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n")
-    assert load_points(str(f), DEFAULT_SPACE) == [
+    assert load_points(str(f), DISTILL_SPACE) == [
         {"fka_weight": 2.0, "lka_weight": 0.1, "fka_tau": 3.0, "lka_tau": 4.0}
     ]
     f.write_text("- {fka_weight: 20, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n")
     with pytest.raises(PlanError, match=r"fka_weight=20 lies outside the space \(fka_weight log \[0.01, 10\]\)"):
-        load_points(str(f), DEFAULT_SPACE)
+        load_points(str(f), DISTILL_SPACE)
     f.write_text("- {fka_weight: 2}\n")
-    with pytest.raises(PlanError, match="must set exactly"):
-        load_points(str(f), DEFAULT_SPACE)
-    assert load_points(None, DEFAULT_SPACE) == []
+    with pytest.raises(PlanError, match="must set"):
+        load_points(str(f), DISTILL_SPACE)
+    assert load_points(None, DISTILL_SPACE) == []
+    # a key of the space the entry leaves out takes the profile's value; one outside the space is refused
+    space = {**DISTILL_SPACE, "optim.lr": Range(0.0005, 0.05, True)}
+    f.write_text("- {fka_weight: 2, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n"
+                 "- {fka_weight: 2, lka_weight: 0.1, fka_tau: 3, lka_tau: 4, optim.lr: 0.003}\n")
+    got = load_points(str(f), space, FinetuneConfig())
+    assert [p["optim.lr"] for p in got] == [FinetuneConfig().optim.lr, 0.003]
+    f.write_text("- {fka_weight: 2, lka_weight: 0.1, fka_tau: 3, lka_tau: 4, optim.momentum: 0.5}\n")
+    with pytest.raises(PlanError, match="may set"):
+        load_points(str(f), space)
 
 
 def test_seed_results_on_disk_and_running_report(tmp_path):
@@ -221,7 +220,7 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
     from sweeps.progress import TrialReport
     from sweeps.search import RunSpec
     from sweeps.selection import pick_best, summarize
-    from sweeps.space import DEFAULT_SPACE
+    from sweeps.space import DISTILL_SPACE
 
     def seeds(*aps):
         return {"trial_id": f"t{aps}", **TrialReport.of_seeds("val", [(s, {"AP_all": a}) for s, a in
@@ -230,7 +229,7 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
     ok = R(error=None, metrics=seeds(0.3, 0.3), config={"fka_weight": 1.0})
     better_but_failed = R(error=RuntimeError("x"), metrics=seeds(0.9), config={"fka_weight": 2.0})
     partial = R(error=None, metrics=seeds(0.8), config={"fka_weight": 3.0})  # stopped early: not picked over ok
-    trials = summarize([ok, better_but_failed, partial], RunSpec("search", "dkan", DEFAULT_SPACE))
+    trials = summarize([ok, better_but_failed, partial], RunSpec("search", "dkan", DISTILL_SPACE))
     assert pick_best(trials, 2) == trials[0] and trials[0].point == {"fka_weight": 1.0}
     lost = R(error=RuntimeError("Traceback ...\nActorDiedError: the node running it was removed"), metrics={},
              config={})
@@ -259,10 +258,13 @@ def test_a_failed_test_phase_group_is_a_clear_error_naming_the_fix():
 def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates(synthetic_prepared, tmp_path):
     from sweeps.estimate import Rates, counts, estimate, plan_line, runs_of
 
+    fixed_lr = tmp_path / "fixed_lr.yaml"
+    fixed_lr.write_text("optim.lr: {choices: [0.01]}\n")  # one choice fixes it: the baselines have nothing to search
     common = ["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o"),
               "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick", "--trials", "4",
               "--finetune-iterations", "10"]
-    plan = complete_plan(build_plan(parse_args(common)), [{"CPU": 3.0}], local=True)  # 2 at once
+    plan = complete_plan(build_plan(parse_args([*common, "--search-space", str(fixed_lr)])), [{"CPU": 3.0}],
+                         local=True)  # 2 at once
     # tfa, plain, the defaults and 3 more DKAN trials, 2 seeds each; every candidate's seeds kept and tested
     assert counts(plan) == ((3 + 3) * 2, 4 * 2, 4 * 2 + 1, 6 + 2)
     rates = Rates(s_per_iter=1.0, s_per_seed=5.0, s_per_eval=2.0, s_per_run=10.0, model_mb=100.0, delta_share=0.2,
@@ -278,13 +280,11 @@ def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates
     assert slower.wall_s == pytest.approx(1.5 * e.wall_s)
     assert "seed fine-tunes at most" in e.line()
     tfa_only = complete_plan(build_plan(parse_args([*common, "--candidates", "tfa"])), [{"CPU": 3.0}], local=True)
-    assert counts(tfa_only) == (2, 2, 3, 1 + 2)
+    assert counts(tfa_only) == (2 * 2, 2, 3, 2 + 2)  # its own lr search (the default space): 2 trials
     assert "built-in" in plan_line(plan)  # no calibration and no base model yet: the 2-core measurement
-    lr = tmp_path / "lr.yaml"
-    lr.write_text("optim.lr: {low: 0.001, high: 0.05, log: true}\n")
-    searched = complete_plan(build_plan(parse_args([*common, "--search-space", str(lr)])), [{"CPU": 3.0}], local=True)
-    # TFA and plain search the lr too: half the trials each, their profile values first
-    assert runs_of(searched) == [1, 3, 2, 2]
-    two = complete_plan(build_plan(parse_args([*common[:-4], "--trials", "2", *common[-2:], "--search-space",
-                                               str(lr)])), [{"CPU": 3.0}], local=True)
+    searched = complete_plan(build_plan(parse_args(common)), [{"CPU": 3.0}], local=True)
+    # the default space holds the lr: TFA and plain search it too, half the trials each, their profile values first
+    assert runs_of(searched) == [1, 3, 2, 2] and counts(searched)[0] == 8 * 2
+    two = complete_plan(build_plan(parse_args([*common[:-4], "--trials", "2", *common[-2:]])), [{"CPU": 3.0}],
+                        local=True)
     assert runs_of(two) == [3, 1]  # a baseline's one trial is its profile values: side by side with the defaults

@@ -8,11 +8,12 @@ import pytest
 from dkan.config import authors_defaults
 from dkan.profiles import finetune_config
 from sweeps.space import (
-    DEFAULT_SPACE,
+    DISTILL_SPACE,
     Choice,
     Range,
     SearchSpaceError,
     apply_point,
+    baseline_trials,
     first_points,
     load_space,
     of_method,
@@ -24,13 +25,26 @@ TEMPLATE = finetune_config("cpu-quick")
 
 
 def test_default_space_matches_the_issue_and_starts_at_the_authors_values():
-    assert DEFAULT_SPACE["fka_weight"] == Range(0.01, 10.0, True) and DEFAULT_SPACE["lka_weight"] == Range(
+    assert DISTILL_SPACE["fka_weight"] == Range(0.01, 10.0, True) and DISTILL_SPACE["lka_weight"] == Range(
         0.001, 1.0, True
     )
-    assert DEFAULT_SPACE["fka_tau"] == Range(1.0, 10.0) and DEFAULT_SPACE["lka_tau"] == Range(1.0, 10.0)
-    assert first_points(DEFAULT_SPACE, TEMPLATE, authors_defaults(1)) == authors_defaults(1)
-    dist = to_optuna(DEFAULT_SPACE)
+    assert DISTILL_SPACE["fka_tau"] == Range(1.0, 10.0) and DISTILL_SPACE["lka_tau"] == Range(1.0, 10.0)
+    assert first_points(DISTILL_SPACE, TEMPLATE, authors_defaults(1)) == authors_defaults(1)
+    dist = to_optuna(DISTILL_SPACE)
     assert dist["fka_weight"].log and dist["lka_tau"].low == 1.0
+    # the default space adds the fine-tune's learning rate around the profile's, which starts every candidate
+    space = load_space(None, TEMPLATE)
+    assert space == {**DISTILL_SPACE, "optim.lr": Range(TEMPLATE.optim.lr / 5, TEMPLATE.optim.lr * 5, True)}
+    assert first_points(space, TEMPLATE, authors_defaults(1)) == {**authors_defaults(1), "optim.lr": TEMPLATE.optim.lr}
+    assert load_space(None, finetune_config("paper"))["optim.lr"] == Range(0.001 / 5, 0.001 * 5, True)
+
+
+def test_a_baseline_searches_only_what_it_uses_and_varies():
+    space = load_space(None, TEMPLATE)
+    assert baseline_trials(space, "tfa", 12) == 6 and baseline_trials(space, "plain", 2) == 1  # 1: its start alone
+    assert baseline_trials(DISTILL_SPACE, "tfa", 12) == 1  # no key of its own: one fixed run
+    fixed = {**space, "optim.lr": Choice((0.01,))}  # a single choice fixes the value: nothing to search
+    assert baseline_trials(fixed, "tfa", 12) == 1
 
 
 def test_file_overrides_ranges_and_adds_any_config_key(tmp_path):
@@ -39,7 +53,7 @@ def test_file_overrides_ranges_and_adds_any_config_key(tmp_path):
                  "optim.iterations: {low: 5, high: 40}\ndistill.lka_student: {choices: [scaled, raw]}\n"
                  "distill.lka_weight: {low: 0.001, high: 0.1, log: true}\n")
     space = load_space(f, TEMPLATE)
-    assert space["fka_tau"] == Range(2.0, 4.0) and space["lka_tau"] == DEFAULT_SPACE["lka_tau"]
+    assert space["fka_tau"] == Range(2.0, 4.0) and space["lka_tau"] == DISTILL_SPACE["lka_tau"]
     assert space["lka_weight"] == Range(0.001, 0.1, True)  # distill.lka_weight is the same key as lka_weight
     assert space["optim.lr"] == Range(0.001, 0.05, True) and space["optim.iterations"] == Range(5, 40, False, True)
     assert space["distill.lka_student"] == Choice(("scaled", "raw"))
