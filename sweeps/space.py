@@ -287,8 +287,8 @@ def sample_points(n: int, seed: int, space: Space = DISTILL_SPACE) -> list[dict[
 
 
 def baseline_trials(space: Space, method: str, trials: int) -> int:
-    """A baseline's trials: its own search (half of ``--trials``, its profile values first) where the space
-    varies keys it uses, else 1. One trial is its profile values (or the single choices) alone: it runs with
-    the fixed candidates."""
+    """A baseline's trials: its own search (a quarter of ``--trials``: it varies fewer keys than DKAN, usually
+    the learning rate alone; its profile values first) where the space varies keys it uses, else 1. One trial
+    is its profile values (or the single choices) alone: it runs with the fixed candidates."""
     varied = [d for d in of_method(space, method).values() if not (isinstance(d, Choice) and len(d.choices) == 1)]
-    return max(1, math.ceil(trials / 2)) if varied else 1
+    return max(1, math.ceil(trials / 4)) if varied else 1

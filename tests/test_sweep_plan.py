@@ -280,11 +280,12 @@ def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates
     assert slower.wall_s == pytest.approx(1.5 * e.wall_s)
     assert "seed fine-tunes at most" in e.line()
     tfa_only = complete_plan(build_plan(parse_args([*common, "--candidates", "tfa"])), [{"CPU": 3.0}], local=True)
-    assert counts(tfa_only) == (2 * 2, 2, 3, 2 + 2)  # its own lr search (the default space): 2 trials
+    assert counts(tfa_only) == (2, 2, 3, 1 + 2)  # at --trials 4 its lr search is its profile value alone
     assert "built-in" in plan_line(plan)  # no calibration and no base model yet: the 2-core measurement
-    searched = complete_plan(build_plan(parse_args(common)), [{"CPU": 3.0}], local=True)
-    # the default space holds the lr: TFA and plain search it too, half the trials each, their profile values first
-    assert runs_of(searched) == [1, 3, 2, 2] and counts(searched)[0] == 8 * 2
+    eight = complete_plan(build_plan(parse_args([*common[:-4], "--trials", "8", *common[-2:]])), [{"CPU": 3.0}],
+                          local=True)
+    # the default space holds the lr: TFA and plain search it too, a quarter of the trials each, profile values first
+    assert runs_of(eight) == [1, 7, 2, 2] and counts(eight)[0] == 12 * 2
     two = complete_plan(build_plan(parse_args([*common[:-4], "--trials", "2", *common[-2:]])), [{"CPU": 3.0}],
                         local=True)
     assert runs_of(two) == [3, 1]  # a baseline's one trial is its profile values: side by side with the defaults

@@ -41,7 +41,7 @@ def test_default_space_matches_the_issue_and_starts_at_the_authors_values():
 
 def test_a_baseline_searches_only_what_it_uses_and_varies():
     space = load_space(None, TEMPLATE)
-    assert baseline_trials(space, "tfa", 12) == 6 and baseline_trials(space, "plain", 2) == 1  # 1: its start alone
+    assert baseline_trials(space, "tfa", 12) == 3 and baseline_trials(space, "plain", 4) == 1  # 1: its start alone
     assert baseline_trials(DISTILL_SPACE, "tfa", 12) == 1  # no key of its own: one fixed run
     fixed = {**space, "optim.lr": Choice((0.01,))}  # a single choice fixes the value: nothing to search
     assert baseline_trials(fixed, "tfa", 12) == 1
