@@ -289,3 +289,27 @@ def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates
     two = complete_plan(build_plan(parse_args([*common[:-4], "--trials", "2", *common[-2:]])), [{"CPU": 3.0}],
                         local=True)
     assert runs_of(two) == [3, 1]  # a baseline's one trial is its profile values: side by side with the defaults
+
+
+def test_test_rows_name_their_jobs_by_row_and_reuse_the_val_checkpoints(synthetic_prepared, tmp_path):
+    from sweeps.selection import Candidate, Selection, TrialSummary
+    from sweeps.testphase import row_jobs
+
+    plan = complete_plan(build_plan(parse_args([
+        "--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o"),
+        "--cache-dir", str(tmp_path / "c"), "--profile", "cpu-quick"])), [{"CPU": 3.0}], local=True)
+    study = plan.study(*plan.studies()[0], tmp_path / "base.pt")
+    ran = plan.layout.trial_seed(study.key, "t_defaults", 1) / "model_final.pt"  # seed 2 did not finish on val
+    ran.parent.mkdir(parents=True)
+    ran.write_bytes(b"x")
+
+    def cand(name: str, method: str, trial_id: str) -> Candidate:
+        return Candidate(name, method, {}, TrialSummary(trial_id, method, {}, None, None))
+
+    cands = {"tfa": cand("tfa", "tfa", "t_tfa"), "dkan_defaults": cand("dkan_defaults", "dkan", "t_defaults"),
+             "dkan": cand("dkan", "dkan", "t_tuned")}
+    rows = row_jobs(plan, study, Selection(cands, "tfa", (), (), 2, 0.5, ""), tmp_path / "base.pt")
+    labels = [j.label for jobs in rows.values() for j in jobs]
+    # two DKAN rows, one method: the progress lines tell them apart by the row's name
+    assert labels == ["tfa/1", "tfa/2", "dkan_defaults/1", "dkan_defaults/2", "dkan/1", "dkan/2", "base/0"]
+    assert [j.reuse for j in rows["dkan_defaults"]] == [str(ran), None]  # the unfinished seed is fine-tuned here
