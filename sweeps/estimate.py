@@ -57,7 +57,7 @@ class Estimate:
     source: str
 
     def line(self) -> str:
-        return (f"estimate: {self.wall_s / 60:.0f} min, {self.worker_h:.2g} {self.unit}-hours, "
+        return (f"estimate: {self.wall_s / 60:.1f} min, {self.worker_h:.2g} {self.unit}-hours, "
                 f"{self.disk_mb:.0f} MB ({self.finetunes} seed fine-tunes at most, {self.evaluations} test "
                 f"evaluations; rates: {self.source})")
 
@@ -172,6 +172,6 @@ def plan_line(plan: Plan) -> str:
     if rates is None:
         return "  estimate    after the base model: no rates for this profile on this cluster yet"
     one, n = estimate(plan, rates), len(plan.studies())
-    return (f"  estimate    {n} stud{'y' if n == 1 else 'ies'}: {one.wall_s * n / 60:.0f} min, "
+    return (f"  estimate    {n} stud{'y' if n == 1 else 'ies'}: {one.wall_s * n / 60:.1f} min, "
             f"{one.worker_h * n:.2g} {one.unit}-hours, {one.disk_mb * n:.0f} MB ({one.finetunes * n} seed fine-tunes "
             f"at most; base training not included; rates: {rates.source})")
