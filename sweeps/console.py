@@ -36,8 +36,8 @@ class _TrialState:
 def quiet_libraries() -> int:
     """The sweep's console without the libraries' chatter (``--verbose`` keeps it): Tune's experiment box,
     "View detailed results" and TensorBoard lines (its old output engine at verbosity 0 prints none), Ray,
-    MLflow and Optuna INFO lines, MLflow's artifact download bars, Optuna's importance note. Returns
-    the logging level for ``ray.init``."""
+    MLflow and Optuna INFO lines, MLflow's artifact download bars, Optuna's importance note, Ray's note that
+    the local Ray's token authentication is on. Returns the logging level for ``ray.init``."""
     import warnings
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -45,6 +45,8 @@ def quiet_libraries() -> int:
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
     for name in ("ray", "mlflow", "optuna", "alembic"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # the local Ray's token is on by design (docs/security.md); Ray warns that it is, and how to turn it off
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", message=r"Target and region quantiles", category=UserWarning)  # Optuna's
     # importance on a handful of trials (the figure is still drawn)
     try:
@@ -217,8 +219,9 @@ class TrialConsole(Callback):
 
 
 class TestPhaseConsole(Callback):
-    """Prints the test phase's progress: one line when it starts and one per job done (its Train
-    runs report a ``sweeps.progress.JobsReport`` after each job)."""
+    """Prints the test phase's progress: one line when it starts and one per report of its Train runs (a
+    ``sweeps.progress.JobsReport`` after each fine-tune, and one for a group's checkpoints evaluated in
+    one pass)."""
 
     def __init__(self, key: str, n_jobs: int, n_train: int, groups: int):
         self.key, self.n_jobs, self.n_train, self.groups = key, n_jobs, n_train, groups

@@ -86,13 +86,13 @@ def finetune_job(
 
 
 def progress_report(done: list[tuple[SeedJob, dict[str, Any]]], split: str | None,
-                    base_ap: float | None = None) -> TrialReport | JobsReport:
+                    base_ap: float | None = None, new: int = 1) -> TrialReport | JobsReport:
     """The report after the jobs ``done``: a search trial's (``split``: the selection split; every job a
     seed of one method; ``base_ap``: the base model's AP_base there) or, without ``split``, counts only
-    (the test phase's mixed jobs, base training)."""
+    (the test phase's mixed jobs, base training), naming the ``new`` jobs done since the last report."""
     seconds = sum(m.get("fit_seconds", 0.0) for _, m in done)
     if split is None:
-        return JobsReport(len(done), done[-1][0].label, seconds)
+        return JobsReport(len(done), ", ".join(j.label for j, _ in done[-max(1, new):]), seconds)
     return TrialReport.of_seeds(split, [(j.seed, m) for j, m in done], seconds, base_ap)
 
 
@@ -190,28 +190,36 @@ def _worker_loop(config: dict[str, Any]) -> None:
     device = setup_worker(config["threads"], config["use_gpu"])
     done: list[tuple[SeedJob, dict[str, Any]]] = []
     reported = 0
+
+    def report() -> None:  # one round trip to the driver for every job done since the last one
+        nonlocal reported
+        ray.train.report(progress_report(done, config["split"], config["base_ap"], len(done) - reported).to_metrics())
+        reported = len(done)
+
     fresh = _evaluate_reused(config["jobs"], device, config["session"])
+    batch = 0  # jobs of that pass not reported yet: one report for all (each is a round trip to the driver)
     for job in config["jobs"]:
         if (job.out / FAILED).exists():  # failed in an earlier attempt of this run: run_jobs raises its error
             return
         m = runfolder.done_metrics(job.out)  # finished before a restart: counted, not run again
-        if m is not None and job.out in fresh:  # evaluated together just now: reported one by one
+        if m is not None and job.out in fresh:  # evaluated together just now
             done.append((job, m))
-            ray.train.report(progress_report(done, config["split"], config["base_ap"]).to_metrics())
-            reported = len(done)
+            batch += 1
         elif m is None:
+            if batch:  # those first, then the fine-tune
+                report()
+                batch = 0
             try:
                 m = _run_job(job, device, max(1, int(config["threads"])))
             except DkanError as e:  # the same on any retry: recorded, never run again by this sweep
                 record_failure(job, config["session"], f"{type(e).__name__}: {e}")
                 raise
             done.append((job, m))
-            ray.train.report(progress_report(done, config["split"], config["base_ap"]).to_metrics())
-            reported = len(done)
+            report()
         else:
             done.append((job, m))
-    if reported < len(done):  # the last jobs were done before: say so once
-        ray.train.report(progress_report(done, config["split"], config["base_ap"]).to_metrics())
+    if reported < len(done):  # the pass's jobs, or the last jobs done before: said once
+        report()
 
 
 def run_jobs(

@@ -161,6 +161,9 @@ def test_seed_results_on_disk_and_running_report(tmp_path):
     assert TrialReport.from_result(sent) == TrialReport.from_result(flatten_dict(sent)) == r
     mixed = progress_report(per_seed, None)  # the test phase's jobs: counts only
     assert mixed == JobsReport(2, "", 8.0) and TrialReport.from_result(mixed.to_metrics()) is None
+    named = [(replace(j, label=f"{j.method}/{j.seed}"), m) for j, m in per_seed]
+    assert progress_report(named, None).last_job == "dkan/2"
+    assert progress_report(named, None, new=2).last_job == "dkan/1, dkan/2"  # a group's pass: one report for both
 
 
 def test_test_phase_jobs_are_packed_into_balanced_trials():
