@@ -48,7 +48,8 @@ class SharedSweep:
     sigkill: dict = field(default_factory=dict)  # {"seen": line, "code": exit code, what Ray left: _kill_driver_only}
     other_out: Path | None = None  # sweep B's run folder
     other_code: int | None = None
-    other_log: str = ""
+    other_log: str = ""  # the end of its console
+    other_console: str = ""  # all of it
 
 
 def _env() -> dict[str, str]:
@@ -137,5 +138,6 @@ def run_shared(data: Path, root: Path) -> SharedSweep:
             if b.poll() is None:
                 b.terminate()
             b_log.close()
-    a.other_out, a.other_log = root / "other", (root / "other.log").read_text()[-3000:]
+    a.other_console = (root / "other.log").read_text()
+    a.other_out, a.other_log = root / "other", a.other_console[-3000:]
     return a

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import time
 from dataclasses import replace
@@ -272,3 +273,13 @@ def test_two_sweeps_on_one_machine_both_complete(shared_sweep):
     assert shared_sweep.other_code == 0, shared_sweep.other_log
     assert (shared_sweep.other_out / "results" / f"{KEY}.json").is_file()
     assert (shared_sweep.out / "results" / f"{KEY}.json").is_file()
+
+
+def test_the_console_ends_the_study_with_its_recommendation_and_no_library_chatter(shared_sweep):
+    """Sweep B's whole console (stdout and stderr, a plain run without --verbose)."""
+    console = shared_sweep.other_console
+    assert console.count(f"[{KEY}] recommended: ") == 1
+    for chatter in ("View detailed results", "TensorBoard", "Token authentication is enabled", "Add type hints",
+                    "Downloading artifacts"):
+        assert chatter not in console, chatter
+    assert not re.search(r"\sINFO\s", console)  # Ray's, MLflow's and Optuna's log lines at INFO
