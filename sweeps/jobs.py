@@ -75,14 +75,15 @@ class SeedJob:
 
 def finetune_job(
     template: FinetuneConfig, method: str, seed: int, out: Path, eval_split: str,
-    point: dict[str, Any] | None = None, reuse: str | None = None,
+    point: dict[str, Any] | None = None, reuse: str | None = None, name: str | None = None,
 ) -> SeedJob:
     """The fine-tune of one seed: the template with a point of the search space (``sweeps.space``) and this
-    method, seed, output and evaluation split."""
+    method, seed, output and evaluation split; labelled ``name/seed`` (a test row's name: two DKAN rows
+    share the method), else ``method/seed``."""
     cfg = apply_point(template, point or {})
     cfg = replace(cfg, distill=replace(cfg.distill, method=method), fewshot_seed=seed, out=str(out),
                   eval_split=eval_split)
-    return SeedJob(method, seed, cfg, reuse, f"{method}/{seed}")
+    return SeedJob(method, seed, cfg, reuse, f"{name or method}/{seed}")
 
 
 def progress_report(done: list[tuple[SeedJob, dict[str, Any]]], split: str | None,

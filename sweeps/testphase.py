@@ -36,9 +36,8 @@ def row_jobs(plan: Plan, study: StudySpec, selection: Selection, base_ckpt: Path
         for s in plan.seeds:
             ckpt = layout.trial_seed(study.key, c.trial.trial_id, s) / runfolder.FINAL
             reuse = str(ckpt) if ckpt.is_file() else None
-            job = finetune_job(study.template, c.method, s, layout.test_seed(study.key, name, s), "test", c.point,
-                               reuse)
-            jobs.append(replace(job, label=f"{name}/{s}"))  # the row's name: dkan_defaults/1 is not dkan/1
+            jobs.append(finetune_job(study.template, c.method, s, layout.test_seed(study.key, name, s), "test",
+                                     c.point, reuse, name))
         rows[name] = jobs
     base_cfg = replace(plan.base_template(study.split), out=str(layout.test_seed(study.key, "base", 0)),
                        eval_split="test")
