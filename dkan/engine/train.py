@@ -9,7 +9,10 @@
    ``cfg.eval_split``, then metrics.json, written last: it marks the run done (``dkan.runfolder``).
 
 ``report`` (optional) receives the final metrics dict; the sweep's worker loop reports to Ray itself
-after each job. Nothing here imports Ray, Optuna or MLflow.
+after each job. ``on_iteration`` (optional, rank 0) is called after each optimizer step with the number of
+iterations done and the setup (the student in train mode; a caller that evaluates it there puts it back
+with ``dkan.engine.setup.set_train_mode``): ``scripts/record_grid.py`` scores points along one run.
+Nothing here imports Ray, Optuna or MLflow.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from dkan.errors import DkanError
 from dkan.model.checkpoint import CheckpointError, as_delta, load_checkpoint, save_checkpoint
 
 Report = Callable[[dict[str, Any]], None]
+OnIteration = Callable[[int, TrainingSetup], None]
 
 
 class TrainingError(DkanError, RuntimeError):
@@ -78,7 +82,8 @@ class _Run:
 
 
 def fit(
-    cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, resume: bool = False, progress: bool = True
+    cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, resume: bool = False, progress: bool = True,
+    on_iteration: OnIteration | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint, evaluate on ``cfg.eval_split``; returns (and reports) the metrics.
 
@@ -87,7 +92,7 @@ def fit(
     """
     t_start = time.time()
     run = _start(cfg, resume)
-    train_seconds = _train(run, cfg, progress)
+    train_seconds = _train(run, cfg, progress, on_iteration)
     metrics = _finish(run, cfg, train_seconds, t_start)
     if report:
         report(metrics)
@@ -130,7 +135,8 @@ def _start(cfg: BaseTrainConfig | FinetuneConfig, resume: bool) -> _Run:
                 cache, cache_bytes, precision, scaler)
 
 
-def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool) -> float:
+def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool,
+           on_iteration: OnIteration | None = None) -> float:
     """Phase 2: iterations ``run.start`` to the end; returns the seconds they took."""
     setup, sched, opt, out, lead = run.setup, run.sched, run.opt, run.out, run.lead
     lr_at = _lr_lambda(cfg.optim, sched)
@@ -165,6 +171,8 @@ def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool) -> 
         bar.set_postfix({k.removeprefix("loss_"): f"{v.item():.3f}" for k, v in losses.items()}, refresh=False)
         if not lead:
             continue
+        if on_iteration is not None:
+            on_iteration(it + 1, setup)
         if (it + 1) % history_every == 0 or it + 1 == sched.iterations:
             row = {"iteration": it + 1, "loss": loss, "lr": opt.param_groups[0]["lr"]}
             runfolder.append_jsonl(out / runfolder.HISTORY, row | {k: v.item() for k, v in losses.items()})
