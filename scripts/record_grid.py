@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
@@ -37,7 +39,7 @@ from dkan.names import parse_int_list
 from sweeps.inputs import build_plan
 from sweeps.jobs import finetune_job
 from sweeps.run_tune import parse_args
-from sweeps.space import default_space, sample_points
+from sweeps.space import Range, default_space
 
 GRID_VERSION = 1
 KEYS = ("AP_all", "AP_base", "AP_novel")
@@ -58,8 +60,9 @@ def rungs(iterations: int, fractions: tuple[float, ...]) -> list[int]:
     return sorted({max(1, min(iterations, round(f * iterations))) for f in fractions})
 
 
-def _scores(m: dict[str, float]) -> dict[str, float]:
-    return {k: round(float(m[k]), 6) for k in KEYS}
+def _scores(m: dict[str, float]) -> dict[str, float | None]:
+    """AP_all / AP_base / AP_novel, 6 digits; None where undefined (the base model has no novel class)."""
+    return {k: round(float(m[k]), 6) if math.isfinite(float(m[k])) else None for k in KEYS}
 
 
 def run_cell(cell: Cell) -> dict[str, Any]:
@@ -110,9 +113,17 @@ def _base(plan, split) -> tuple[Path, dict[str, Any]]:
 
 def configs(template, n_points: int, points_seed: int) -> list[tuple[str, str, dict[str, Any]]]:
     """(id, method, point): the fixed candidates at the profile's values, then the sampled DKAN points."""
-    space = default_space(template)
-    pts = sample_points(n_points + 1, points_seed, space)[1:]  # [0] is the authors' defaults: a fixed candidate
+    space, rng = default_space(template), random.Random(points_seed)
+    pts = [{k: round(_draw(d, rng), 6) for k, d in space.items()} for _ in range(n_points)]
     return [(c, m, {}) for c, m in FIXED] + [(f"p{i:02d}", "dkan", p) for i, p in enumerate(pts, 1)]
+
+
+def _draw(d, rng: random.Random):
+    """One value of a dimension, uniform (log-uniform when ``d.log``), as a search's start-up trial draws it."""
+    if not isinstance(d, Range):
+        return rng.choice(list(d.choices))
+    x = d.low * (d.high / d.low) ** rng.random() if d.log else rng.uniform(d.low, d.high)
+    return round(x) if d.integer else x
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,6 +153,11 @@ def main(argv: list[str] | None = None) -> None:
                  *(["--cache-dir", a.cache_dir] if a.cache_dir else [])]
     plan = build_plan(parse_args(argv_plan))
     split = plan.splits[0]
+    from dkan.data.prepared import PreparedData
+    from dkan.data.splits import resolve_class_split
+
+    classes = resolve_class_split(list(PreparedData.load(plan.data_root).classes), split.number,
+                                  list(split.base) if split.base else None, list(split.novel) if split.novel else None)
     base_ckpt, base_m = _base(plan, split)
     studies = {k: plan.study(split, k, base_ckpt) for k in plan.shots}
     template = studies[plan.shots[0]].template
@@ -151,8 +167,8 @@ def main(argv: list[str] | None = None) -> None:
                  "one fine-tune's length (scripts/record_grid.py)",
         "version": GRID_VERSION, "command": "python scripts/record_grid.py " + " ".join(sys.argv[1:] if argv is None
                                                                                           else argv),
-        "dataset": plan.dataset, "data_classes": list(split.base) + list(split.novel), "split": split.name,
-        "base": list(split.base), "novel": list(split.novel), "profile": plan.profile,
+        "dataset": plan.dataset, "split": split.name, "base": list(classes.base), "novel": list(classes.novel),
+        "profile": plan.profile,
         "shots": list(plan.shots), "seeds": list(plan.seeds), "finetune_iterations": template.optim.iterations,
         "images_per_iteration": template.optim.batch_size, "fractions": list(fractions),
         "rungs": rungs(template.optim.iterations, fractions), "base_iterations": a.base_iterations,
