@@ -66,7 +66,7 @@ def main() -> None:
 def _packed(checkpoints: list[str], groups: int) -> list[list[str]]:
     from dkan.config import FinetuneConfig
     from dkan.model.checkpoint import load_checkpoint
-    from sweeps.jobs import SeedJob
+    from sweeps.jobspec import SeedJob
     from sweeps.testphase import pack
 
     jobs = [SeedJob(_kind(load_checkpoint(Path(c))["meta"]), i, FinetuneConfig(), reuse=c)

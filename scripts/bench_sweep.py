@@ -37,8 +37,10 @@ from sweeps.sweep import ensure_base
 
 
 def search(plan, split, shots: int, base: Path, name: str):
-    from sweeps.search import RunSpec, run_tune
-    from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
+    from sweeps.search import run_tune
+    from sweeps.shape import RunSpec
+    from sweeps.tracker import Tracker
+    from sweeps.tracking import TAG_KEY, TAG_KIND
 
     tracker = Tracker(plan.tracking_uri, plan.dataset)
     parent = tracker.run(name, {TAG_KEY: f"bench|{plan.out}|{name}", TAG_KIND: "sweep"})

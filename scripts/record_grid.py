@@ -35,7 +35,7 @@ from typing import Any
 from dkan import runfolder
 from dkan.names import parse_int_list
 from sweeps.inputs import build_plan
-from sweeps.jobs import finetune_job
+from sweeps.jobspec import finetune_job
 from sweeps.run_tune import parse_args
 from sweeps.space import default_space, sample_points
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from dkan import runfolder
 from dkan.names import parse_int_list
 from sweeps.inputs import build_plan
-from sweeps.jobs import SeedJob, finetune_job
+from sweeps.jobspec import SeedJob, finetune_job
 from sweeps.run_tune import parse_args
 from sweeps.space import DISTILL_SPACE, sample_points
 

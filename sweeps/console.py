@@ -22,7 +22,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.progress import JobsReport, TrialReport
+from sweeps.progress import JobsReport, TrialReport, error_line
 
 
 @dataclass
@@ -56,17 +56,6 @@ def quiet_libraries() -> int:
     except ImportError:
         pass
     return logging.WARNING
-
-
-def error_line(text: str | None) -> str:
-    """The line of a (Tune error file's) traceback that says what went wrong: the last exception line."""
-    if not text:
-        return "unknown error"
-    skip = ("Traceback", "The above exception", "During handling", "Failure #", "^", "~")
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    top = [ln for ln in lines if not ln.startswith(skip) and not ln.startswith(("File ", '"'))]
-    said = [ln for ln in top if ":" in ln and not ln.startswith(" ")]
-    return (said or top or lines or ["unknown error"])[-1][:300]
 
 
 def _trial_error(trial: Any) -> str:

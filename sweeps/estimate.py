@@ -18,7 +18,6 @@ from typing import Any
 
 from dkan import runfolder
 from sweeps.plan import Plan, StudySpec
-from sweeps.space import baseline_trials
 
 RUN_START_S = 14.0  # a Ray Train run's start (measured on 2 cores; the same order on a cluster)
 # a study's fine-tune iteration over a base-training one, its candidates' mix (TFA trains the last layer only,
@@ -63,15 +62,9 @@ class Estimate:
 
 
 def runs_of(plan: Plan) -> list[int]:
-    """The trials of each Tune run of one study on val, in order: the fixed candidates side by side, DKAN's
-    search, each baseline's own search."""
-    wanted, trials = plan.budget.candidates, plan.budget.trials
-    searched = {m: baseline_trials(plan.space, m, trials) for m in ("tfa", "plain") if m in wanted}
-    fixed = sum(1 for n in searched.values() if n <= 1) + (1 if "dkan" in wanted else 0)
-    runs = [fixed] if fixed else []
-    if "dkan" in wanted and trials > 1:
-        runs.append(trials - 1)
-    return runs + [n for n in searched.values() if n > 1]
+    """The trials of each Tune run of one study on val, in order (``sweeps.shape``: the runs ``sweeps.study``
+    makes)."""
+    return plan.shape.trials
 
 
 def counts(plan: Plan) -> tuple[int, int, int, int]:

@@ -21,7 +21,7 @@ from dkan.data.splits import (
 )
 from dkan.names import HPARAMS
 from dkan.profiles import choose_profile, finetune_config
-from sweeps.jobs import WorkerResources
+from sweeps.jobspec import WorkerResources
 from sweeps.layout import CacheLayout, RunLayout
 from sweeps.plan import (
     ALL_SEEDS,

@@ -18,9 +18,10 @@ from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, apply_over
 from dkan.data.splits import NEU_DET_SPLITS
 from dkan.errors import DkanError
 from dkan.profiles import base_config, finetune_config
-from sweeps.jobs import DRIVER_CPU, WorkerResources
+from sweeps.jobspec import DRIVER_CPU, WorkerResources
 from sweeps.layout import CacheLayout, RunLayout, study_key
 from sweeps.progress import metric_name
+from sweeps.shape import METHODS, StudyShape, study_shape
 from sweeps.space import Space, describe
 from sweeps.tracking import mask_uri
 
@@ -42,7 +43,7 @@ class Budget:
     scheduler: str = "asha"  # asha | paired (sweeps.schedulers) | fifo: how weak trials stop between seeds
     paired_alpha: float = 0.1  # paired: the one-sided level of the per-seed t test against the incumbent
     max_failures: int = 2  # a trial (or base training) whose worker, driver or node was lost: retries
-    candidates: tuple[str, ...] = ("tfa", "plain", "dkan")  # compared on val; dkan: its defaults and the tuned
+    candidates: tuple[str, ...] = METHODS  # compared on val (sweeps.shape); dkan: its defaults and the tuned
     margin: float = 0.005  # a candidate replaces a simpler one when it beats it by this much AP_all (and its CI > 0)
     keep_checkpoints: str = "selected"  # selected: a study's selection deletes the model files no one can choose
 
@@ -53,9 +54,8 @@ class Budget:
 QUICK = Budget(trials=2, base_iterations=100, finetune_iterations=10, grace_seeds=1, reduction_factor=3)
 QUICK_SEEDS = [1, 2, 3]
 ALL_SEEDS = list(range(1, 11))
-# the methods a study can recommend, simplest first: a candidate replaces a simpler one only when it beats
-# it on val (sweeps.selection); dkan stands for two candidates, its authors' defaults and the tuned values
-CANDIDATES = ("tfa", "plain", "dkan")
+# the methods a study can recommend, simplest first (sweeps.shape): dkan stands for two candidates
+CANDIDATES = METHODS
 KEEP_CHECKPOINTS = ("selected", "all")  # --keep-checkpoints (sweeps.prune)
 
 
@@ -207,10 +207,14 @@ class Plan:
             f"  outputs     {self.out} (best configs in {self.layout.bundles_dir})",
         ])
 
+    @property
+    def shape(self) -> StudyShape:
+        """Every study's candidates and runs on the selection split (``sweeps.shape``)."""
+        return study_shape(self.space, self.budget.candidates, self.budget.trials)
+
     def candidate_names(self) -> list[str]:
         """The candidates of every study, simplest first (``dkan``: its authors' defaults, then the tuned)."""
-        names = {"tfa": ["tfa"], "plain": ["plain"], "dkan": ["dkan_defaults", "dkan"]}
-        return [n for c in CANDIDATES if c in self.budget.candidates for n in names[c]]
+        return self.shape.names
 
 
 def describe_split(s: ClassSplitSpec) -> str:

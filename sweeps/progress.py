@@ -104,3 +104,14 @@ class JobsReport:
             return None
         seconds = float(result.get("fit_seconds_total", 0))
         return cls(int(result["jobs_done"]), str(result.get("last_job", "?")), seconds)
+
+
+def error_line(text: str | None) -> str:
+    """The line of a (Tune error file's) traceback that says what went wrong: the last exception line."""
+    if not text:
+        return "unknown error"
+    skip = ("Traceback", "The above exception", "During handling", "Failure #", "^", "~")
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    top = [ln for ln in lines if not ln.startswith(skip) and not ln.startswith(("File ", '"'))]
+    said = [ln for ln in top if ":" in ln and not ln.startswith(" ")]
+    return (said or top or lines or ["unknown error"])[-1][:300]

@@ -15,7 +15,8 @@ from pathlib import Path
 from dkan import runfolder
 from sweeps.plan import Plan, StudySpec
 from sweeps.selection import Selection
-from sweeps.tracking import TAG_KEY, TAG_TRIAL, Tracker
+from sweeps.tracker import Tracker
+from sweeps.tracking import TAG_KEY, TAG_TRIAL
 
 PRUNED = "pruned.json"
 TAG_CHECKPOINT = "dkan.checkpoint"

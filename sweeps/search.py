@@ -19,7 +19,6 @@ import hashlib
 import math
 import signal
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,35 +26,20 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.console import TrialConsole, error_line
-from sweeps.jobs import DRIVER_CPU, finetune_job, run_jobs
+from sweeps.console import TrialConsole
+from sweeps.jobs import run_jobs
+from sweeps.jobspec import DRIVER_CPU, finetune_job
+from sweeps.optuna_space import to_optuna
 from sweeps.plan import Plan, StudySpec
-from sweeps.progress import metric_name
+from sweeps.progress import error_line, metric_name
 from sweeps.schedulers import make_scheduler
-from sweeps.space import Space, point_of, to_optuna
+from sweeps.shape import RunSpec
+from sweeps.space import point_of
 from sweeps.trial_logger import TrialLogger
 
 
 class SweepInterrupted(KeyboardInterrupt):
     pass
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One Tune run of a study: fixed candidates side by side, or one method's Optuna search."""
-
-    name: str  # candidates | search | search_<method>: names its Tune state and MLflow runs
-    method: str = "dkan"  # the searched method (a search)
-    space: Space = field(default_factory=dict)  # the keys searched (a search)
-    trials: int = 1
-    points: tuple[dict[str, Any], ...] = ()  # evaluated first (a search)
-    prior: tuple[tuple[dict[str, Any], float], ...] = ()  # already evaluated elsewhere: (point, objective)
-    fixed: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # candidate -> (method, point)
-    base_ap: float | None = None  # the base model's AP_base on the selection split (for the retention)
-
-    @property
-    def is_search(self) -> bool:
-        return not self.fixed
 
 
 def seed_trial(config: dict[str, Any], *, plan: Plan, study: StudySpec, spec: RunSpec) -> None:

@@ -248,20 +248,6 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg
 
 
-def to_optuna(space: Space) -> dict:
-    """Optuna distributions for ``OptunaSearch(space=...)``."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    def dist(d: Dimension):
-        if isinstance(d, Choice):
-            return CategoricalDistribution(list(d.choices))
-        if d.integer:
-            return IntDistribution(int(d.low), int(d.high), log=d.log)
-        return FloatDistribution(d.low, d.high, log=d.log)
-
-    return {k: dist(d) for k, d in space.items()}
-
-
 def describe(space: Space) -> str:
     def one(k: str, d: Dimension) -> str:
         if isinstance(d, Choice):

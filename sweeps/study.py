@@ -32,9 +32,10 @@ from sweeps.outputs.results import write_results
 from sweeps.plan import ClassSplitSpec, Plan, PlanError, StudySpec
 from sweeps.progress import TrialReport
 from sweeps.prune import prune_checkpoints
-from sweeps.search import RunSpec, run_tune
+from sweeps.search import run_tune
 from sweeps.selection import select
-from sweeps.space import baseline_trials, first_points, of_method
+from sweeps.shape import RunSpec
+from sweeps.space import first_points, of_method
 from sweeps.testphase import run_test_phase
 
 WRITERS = (write_results, write_figures, write_bundle, log_study)  # each f(plan, layout, outcome), in this order
@@ -64,30 +65,27 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, re
 
 
 def run_on_val(plan: Plan, study: StudySpec, parent: str, base_ap: float | None, resume: bool) -> list:
-    """Every run of the study on the selection split, in order: [(RunSpec, ResultGrid), ...]."""
-    space, wanted, trials = plan.space, plan.budget.candidates, plan.budget.trials
-    defaults = first_points(of_method(space, "dkan"), study.template, authors_defaults(study.split.number))
-    fixed = {m: (m, first_points(of_method(space, m), study.template)) for m in ("tfa", "plain")
-             if m in wanted and baseline_trials(space, m, trials) <= 1}  # no search of its own, or its start alone
-    if "dkan" in wanted:
-        fixed["dkan_defaults"] = ("dkan", defaults)
-    runs = []
-    if fixed:
-        spec = RunSpec("candidates", fixed=fixed, base_ap=base_ap)
+    """Every run of the study on the selection split, in the order of its shape (``sweeps.shape``):
+    [(RunSpec, ResultGrid), ...]."""
+    space, runs = plan.space, []
+    defaults = {c.method: first_points(of_method(space, c.method), study.template, authors_defaults(study.split.number))
+                for c in plan.shape.of_role("defaults")}
+    for shape in plan.shape.runs:
+        if shape.fixed:  # a baseline at its profile values, a method at its authors' defaults
+            fixed = {c.name: (c.method, defaults[c.method] if c.role == "defaults"
+                              else first_points(of_method(space, c.method), study.template)) for c in shape.fixed}
+            spec = RunSpec(shape.name, fixed=fixed, base_ap=base_ap)
+        elif shape.method in defaults:  # the tuned method's search, told its defaults' result
+            start = defaults[shape.method]
+            told = [c.name for c in plan.shape.of_role("defaults") if c.method == shape.method]
+            prior = tuple((start, _objective(runs, name)) for name in told)
+            points = tuple(p for p in plan.extra_points if p != start)
+            spec = RunSpec(shape.name, shape.method, shape.space, shape.trials, points, prior, base_ap=base_ap)
+        else:  # a baseline's own search over the keys it uses, its profile values first
+            start = first_points(shape.space, study.template)
+            spec = RunSpec(shape.name, shape.method, shape.space, shape.trials, (start,), base_ap=base_ap)
         runs.append((spec, run_tune(plan, study, parent, resume, spec)))
-    if "dkan" in wanted and trials > 1:
-        prior = [(defaults, _objective(runs, "dkan_defaults"))]
-        points = tuple(p for p in plan.extra_points if p != defaults)
-        spec = RunSpec("search", "dkan", space, trials - 1, points, tuple(prior), base_ap=base_ap)
-        runs.append((spec, run_tune(plan, study, parent, resume, spec)))
-    for method in ("tfa", "plain"):
-        keys, n = of_method(space, method), baseline_trials(space, method, trials)
-        if method in wanted and n > 1:  # the baseline's own search over the keys it uses, its defaults first
-            start = first_points(keys, study.template)
-            spec = RunSpec(f"search_{method}", method, keys, n, (start,), base_ap=base_ap)
-            runs.append((spec, run_tune(plan, study, parent, resume, spec)))
     return runs
-
 
 
 def _objective(runs: list, candidate: str) -> float:

@@ -11,7 +11,8 @@ from pathlib import Path
 from dkan import runfolder
 from sweeps.console import quiet_libraries
 from sweeps.estimate import plan_line
-from sweeps.jobs import SeedJob, run_jobs
+from sweeps.jobs import run_jobs
+from sweeps.jobspec import SeedJob
 from sweeps.localray import start_local_ray, stop_local_ray
 from sweeps.outcome import StudyOutcome
 from sweeps.outputs.registry import register_base

@@ -17,12 +17,13 @@ from ray import tune
 from dkan import runfolder
 from dkan.errors import DkanError
 from sweeps.console import TestPhaseConsole
-from sweeps.jobs import DRIVER_CPU, SeedJob, finetune_job, run_jobs
+from sweeps.jobs import run_jobs
+from sweeps.jobspec import DRIVER_CPU, SeedJob, finetune_job
+from sweeps.outcome import PerRow
 from sweeps.plan import Plan, StudySpec, fits_now
 from sweeps.search import fit_tuner, result_errors
 from sweeps.selection import Selection
 
-PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: AP metrics on test}}
 REUSE_COST, TRAIN_COST = 1.0, 3.0  # evaluating a reused checkpoint costs about a third of a fine-tune
 SHARED_COST = 0.2  # a reused TFA or base-model checkpoint beside another one: only its last layer runs
 

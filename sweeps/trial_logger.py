@@ -15,14 +15,8 @@ from typing import Any
 from ray.tune import Callback
 
 from sweeps.progress import TrialReport
-from sweeps.tracking import TAG_KEY, TAG_KIND, TAG_TRIAL, Tracker, mask_uri, real_uri, remember_uri
-
-
-def trial_state(seeds_done: int, n_seeds: int, failed: bool = False) -> str:
-    """A trial run's ``dkan.state``: completed, stopped early (n/N seeds) or failed."""
-    if failed:
-        return "failed"
-    return "completed" if seeds_done >= n_seeds else f"stopped early ({seeds_done}/{n_seeds} seeds)"
+from sweeps.tracker import Tracker
+from sweeps.tracking import TAG_KEY, TAG_KIND, TAG_TRIAL, mask_uri, real_uri, remember_uri, trial_state
 
 
 def trial_name(n: int, config: dict[str, Any], method: str = "dkan") -> str:

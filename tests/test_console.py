@@ -8,10 +8,10 @@ from types import SimpleNamespace
 import pytest
 
 import sweeps.console as console
-from sweeps.console import TrialConsole, error_line
-from sweeps.jobs import WorkerResources
+from sweeps.console import TrialConsole
+from sweeps.jobspec import WorkerResources
 from sweeps.plan import Budget, ClassSplitSpec, Plan
-from sweeps.progress import JobsReport, TrialReport
+from sweeps.progress import JobsReport, TrialReport, error_line
 from sweeps.space import DISTILL_SPACE
 
 HP = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}
@@ -167,7 +167,8 @@ def test_base_training_progress_skips_a_killed_runs_stale_file(tmp_path, capsys)
     import time
 
     from dkan.profiles import base_config
-    from sweeps.jobs import SeedJob, _print_progress
+    from sweeps.jobs import _print_progress
+    from sweeps.jobspec import SeedJob
 
     cfg = base_config("cpu-quick")
     cfg.out = str(tmp_path / "base")

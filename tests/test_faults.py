@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.jobs import WorkerResources
+from sweeps.jobspec import WorkerResources
 from sweeps.localray import WorkersDidNotStart
-from sweeps.tracking import Tracker, TrackingError, filter_value, mask_uri, real_uri
+from sweeps.tracker import Tracker
+from sweeps.tracking import TrackingError, filter_value, mask_uri, real_uri
 from sweeps.trial_logger import TrialLogger
 
 
@@ -295,7 +296,8 @@ def test_train_workers_that_cannot_start_fail_with_the_holders_named(local_ray, 
     import ray
 
     from dkan.profiles import finetune_config
-    from sweeps.jobs import SeedJob, run_jobs
+    from sweeps.jobs import run_jobs
+    from sweeps.jobspec import SeedJob
     from tests.conftest import tiny_model_config
 
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")
@@ -318,7 +320,7 @@ def _job_in(folder: Path, data_root: Path):
     from dataclasses import replace
 
     from dkan.profiles import finetune_config
-    from sweeps.jobs import SeedJob
+    from sweeps.jobspec import SeedJob
     from tests.conftest import tiny_model_config
 
     cfg = finetune_config("cpu-quick")

@@ -17,14 +17,14 @@ from dkan.config import BaseTrainConfig, DataConfig, FinetuneConfig, to_dict
 from dkan.data.splits import NEU_DET_SPLITS
 from dkan.model.checkpoint import save_checkpoint
 from dkan.model.detector import build_detector
-from sweeps.jobs import WorkerResources
+from sweeps.jobspec import WorkerResources
 from sweeps.layout import model_in
 from sweeps.outcome import Findings, Shipped, StudyOutcome
 from sweeps.outputs.figures import FigureWarning, optuna_study, trial_rows, write_figures
 from sweeps.plan import Budget, ClassSplitSpec, Plan, StudySpec
 from sweeps.progress import TrialReport
-from sweeps.search import RunSpec
 from sweeps.selection import Candidate, Selection, summarize
+from sweeps.shape import RunSpec
 from sweeps.space import DISTILL_SPACE
 
 CLASSES = NEU_DET_SPLITS[1].base

@@ -9,12 +9,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from sweeps.jobs import WorkerResources
-from sweeps.outcome import ROW_NAMES, describe_candidate, recommendation
+from sweeps.jobspec import WorkerResources
+from sweeps.outcome import describe_candidate, recommendation
 from sweeps.plan import Budget, ClassSplitSpec, Plan
 from sweeps.progress import TrialReport
-from sweeps.search import RunSpec
 from sweeps.selection import Candidate, Selection, pareto_front, recommend, select
+from sweeps.shape import ROW_NAMES, RunSpec
 from sweeps.space import DISTILL_SPACE
 
 DEFAULTS = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}

@@ -10,7 +10,8 @@ import pytest
 from dkan.config import FinetuneConfig
 from dkan.runfolder import done_metrics
 from sweeps.inputs import build_plan, check_data
-from sweeps.jobs import SeedJob, WorkerResources, progress_report
+from sweeps.jobs import progress_report
+from sweeps.jobspec import SeedJob, WorkerResources
 from sweeps.plan import Budget, ClassSplitSpec, Plan, PlanError, check_resources, complete_plan
 from sweeps.run_tune import main, parse_args
 from sweeps.space import DISTILL_SPACE, Range
@@ -221,8 +222,8 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
 
     from dkan.errors import DkanError
     from sweeps.progress import TrialReport
-    from sweeps.search import RunSpec
     from sweeps.selection import pick_best, summarize
+    from sweeps.shape import RunSpec
     from sweeps.space import DISTILL_SPACE
 
     def seeds(*aps):

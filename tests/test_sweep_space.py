@@ -7,6 +7,7 @@ import pytest
 
 from dkan.config import authors_defaults
 from dkan.profiles import finetune_config
+from sweeps.optuna_space import to_optuna
 from sweeps.space import (
     DISTILL_SPACE,
     Choice,
@@ -18,7 +19,6 @@ from sweeps.space import (
     load_space,
     of_method,
     point_of,
-    to_optuna,
 )
 
 TEMPLATE = finetune_config("cpu-quick")

@@ -14,7 +14,7 @@ from dkan import runfolder
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One store for the module (creating an MLflow database costs seconds)."""
-    from sweeps.tracking import Tracker
+    from sweeps.tracker import Tracker
 
     out = tmp_path_factory.mktemp("track") / "sweep"
     return out, Tracker(f"sqlite:///{out / 'mlflow.db'}", "prepared")
@@ -23,8 +23,9 @@ def store(tmp_path_factory):
 def test_artifacts_live_beside_the_store_and_follow_a_copy(store, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracking import Tracker, relocate_store
+    from sweeps.tracker import Tracker
     from sweeps.tracking import main as tracking_main
+    from sweeps.tracking import relocate_store
 
     out, tracker = store
     run = tracker.run("r", {"dkan.sweep_key": "copy-test"})

@@ -22,13 +22,22 @@ from dkan import bundle, runfolder
 from dkan.evaluation.aggregate import aggregate_seeds
 from dkan.model.checkpoint import load_checkpoint
 from dkan.names import HEADLINE
-from sweeps.jobs import finetune_job
+from sweeps.jobspec import finetune_job
 from sweeps.layout import RunLayout
 from sweeps.outcome import StudyOutcome
 from sweeps.plan import Plan, StudySpec
 from sweeps.selection import TrialSummary
-from sweeps.tracking import TAG_CODE, TAG_KEY, TAG_KIND, TAG_NOTE, TAG_SELECTED, TAG_TRIAL, Tracker, flatten
-from sweeps.trial_logger import trial_state
+from sweeps.tracker import Tracker
+from sweeps.tracking import (
+    TAG_CODE,
+    TAG_KEY,
+    TAG_KIND,
+    TAG_NOTE,
+    TAG_SELECTED,
+    TAG_TRIAL,
+    flatten,
+    trial_state,
+)
 
 
 def open_study_run(plan: Plan, study: StudySpec) -> str:

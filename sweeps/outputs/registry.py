@@ -18,7 +18,8 @@ from sweeps.layout import RunLayout
 from sweeps.outcome import ModelRef, Registered, StudyOutcome
 from sweeps.outputs.mlflow_log import log_base_run
 from sweeps.plan import ClassSplitSpec, Plan
-from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
+from sweeps.tracker import Tracker
+from sweeps.tracking import TAG_KEY, TAG_KIND
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 CHAMPION = "champion"  # the alias of a study's recommended model (registry stages are deprecated)
