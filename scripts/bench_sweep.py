@@ -37,7 +37,7 @@ from sweeps.sweep import ensure_base
 
 
 def search(plan, split, shots: int, base: Path, name: str):
-    from sweeps.search import run_tune
+    from sweeps.search import tune_run
     from sweeps.shape import RunSpec
     from sweeps.tracker import Tracker
     from sweeps.tracking import TAG_KEY, TAG_KIND
@@ -47,7 +47,7 @@ def search(plan, split, shots: int, base: Path, name: str):
     t = time.time()
     study = replace(plan.study(split, shots, base), key=name)
     spec = RunSpec("search", "dkan", plan.space, plan.budget.trials, tuple(plan.extra_points))  # every point searched
-    grid = run_tune(plan, study, parent, False, spec)
+    grid = tune_run(plan, study, parent, False, spec)
     return grid, time.time() - t
 
 
@@ -129,7 +129,7 @@ def main() -> None:
     common = ["--shots", a.shots, "--profile", "cpu-quick", "--points", str(pts), "--trials", str(a.trials)]
     ray.init(
         address="local", num_cpus=(os.cpu_count() or 1) + 1, log_to_driver=False
-    )  # + the trial drivers' CPU, as run_tune does
+    )  # + the trial drivers' CPU, as tune_run does
     report: dict = {}
     try:
         runs = {}

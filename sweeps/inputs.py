@@ -34,7 +34,7 @@ from sweeps.plan import (
     Plan,
     PlanError,
 )
-from sweeps.space import Space, describe, first_points, load_space, point_of, value_in
+from sweeps.space import Space, describe_space, first_points, load_space, point_of, value_in
 from sweeps.tracking import check_tracking_uri, sqlite_uri
 
 OBJECTIVES = ("ap_all", "pareto")
@@ -225,5 +225,5 @@ def load_points(path: str | None, space: Space, template: FinetuneConfig | None 
         for k, v in pt.items():
             if not value_in(space[k], v):
                 raise PlanError(f"--points {p}: entry {i}: {k}={v!r} lies outside the space "
-                                f"({describe({k: space[k]})})")
+                                f"({describe_space({k: space[k]})})")
     return [point_of({**fill, **pt}, space) for pt in points]

@@ -96,7 +96,7 @@ def conclude(plan: Plan, study: StudySpec, parent_run: str, base_ckpt: Path, sel
 
 def describe_candidate(selection: Selection, name: str) -> str:
     """"DKAN fka_weight 1, lka_weight 0.01, fka_tau 5, lka_tau 5 (authors' defaults)", "TFA", ..."""
-    return KINDS[name].describe(selection.candidates[name].point)
+    return KINDS[name].sentence(selection.candidates[name].point)
 
 
 def findings(plan: Plan, study: StudySpec, selection: Selection, per_row: PerRow) -> Findings:

@@ -22,7 +22,7 @@ from sweeps.jobspec import DRIVER_CPU, WorkerResources
 from sweeps.layout import CacheLayout, RunLayout, study_key
 from sweeps.progress import metric_name
 from sweeps.shape import METHODS, StudyShape, study_shape
-from sweeps.space import Space, describe
+from sweeps.space import Space, describe_space
 from sweeps.tracking import mask_uri
 
 
@@ -192,7 +192,7 @@ class Plan:
             f"  shots       {list(self.shots)}; seeds {self.seeds[0]}-{self.seeds[-1]} ({len(self.seeds)})",
             f"  candidates  {', '.join(self.candidate_names())} on {self.select_split} over every seed{paper}",
             f"  search      Optuna TPE, {b.trials} DKAN trials per (split, K) (the authors' defaults the first), "
-            f"maximising the {objective}: {describe(self.space)}",
+            f"maximising the {objective}: {describe_space(self.space)}",
             f"  early stop  {stop}",
             f"  selection   simplest first ({' < '.join(self.candidate_names())}): a candidate replaces the one "
             f"chosen so far when it beats it on the same seeds by at least {b.margin * 100:g} AP_all points with the "

@@ -7,7 +7,7 @@ Train run per trial, a ``fit`` per seed):
   weak trials between seeds;
 - ``search_<method>``: a baseline's own search, when the space holds keys it uses (e.g. ``optim.lr``).
 
-The trace of one seed: ``run_tune`` (the Tuner) -> ``seed_trial`` (a Tune trial) ->
+The trace of one seed: ``tune_run`` (the Tuner) -> ``seed_trial`` (a Tune trial) ->
 ``sweeps.jobs.run_jobs`` (its Train run) -> ``dkan.engine.train.fit`` (the seed) -> a
 ``sweeps.progress.TrialReport`` back through ``TuneReportCallback`` -> the scheduler, the console
 and ``sweeps.trial_logger.TrialLogger`` (MLflow). ``sweeps.selection`` reads the finished runs.
@@ -52,7 +52,7 @@ def seed_trial(config: dict[str, Any], *, plan: Plan, study: StudySpec, spec: Ru
              max_failures=plan.budget.max_failures, session=plan.session, base_ap=spec.base_ap)
 
 
-def run_tune(plan: Plan, study: StudySpec, parent_run: str, resume: bool, spec: RunSpec) -> tune.ResultGrid:
+def tune_run(plan: Plan, study: StudySpec, parent_run: str, resume: bool, spec: RunSpec) -> tune.ResultGrid:
     """One of the study's Tune runs to its end (or restored from its saved state and finished)."""
     path = plan.layout.tune_state(study.key, spec.name)
     trainable = tune.with_resources(tune.with_parameters(seed_trial, plan=plan, study=study, spec=spec),

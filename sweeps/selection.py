@@ -111,7 +111,7 @@ class Selection:
                 "stopped_early": sum(t.seeds_done < self.n_seeds for t in ok), "failed": failed}
 
 
-def summarize(grid: Iterable[Any], spec: RunSpec | None = None) -> list[TrialSummary]:
+def trial_summaries(grid: Iterable[Any], spec: RunSpec | None = None) -> list[TrialSummary]:
     """One summary per result of a Tune ResultGrid (or anything with ``config``, ``metrics``, ``error``)."""
     spec = spec or RunSpec("search")
     out = []
@@ -184,7 +184,7 @@ def recommend(candidates: dict[str, Candidate], margin: float) -> tuple[str, lis
 
 def select(plan: Plan, runs: Sequence[tuple[RunSpec, Iterable[Any]]]) -> Selection:
     """The candidates of one study's finished runs on the selection split, and the recommended one."""
-    trials = [t for spec, grid in runs for t in summarize(grid, spec)]
+    trials = [t for spec, grid in runs for t in trial_summaries(grid, spec)]
     n = len(plan.seeds)
     found: dict[str, Candidate] = {}
     for t in _complete(trials, n):  # a fixed candidate that failed is no candidate (named in the results)

@@ -28,7 +28,7 @@ class CandidateKind:
     role: str  # baseline | defaults | tuned
     tag: str = ""  # after the title and its values: " (tuned)"
 
-    def describe(self, point: dict[str, Any]) -> str:
+    def sentence(self, point: dict[str, Any]) -> str:
         """"DKAN fka_weight 1, lka_weight 0.01 (authors' defaults)", "TFA", ..."""
         values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in point.items())
         return f"{self.title} {values}{self.tag}" if values else f"{self.title}{self.tag}"

@@ -248,7 +248,7 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg
 
 
-def describe(space: Space) -> str:
+def describe_space(space: Space) -> str:
     def one(k: str, d: Dimension) -> str:
         if isinstance(d, Choice):
             return f"{k} {{{', '.join(map(str, d.choices))}}}"

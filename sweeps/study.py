@@ -24,7 +24,7 @@ from dkan.config import authors_defaults
 from sweeps.estimate import estimate, measured, rates_for
 from sweeps.outcome import StudyOutcome, conclude
 from sweeps.outputs.dedupe import link_duplicates
-from sweeps.outputs.export import write_bundle
+from sweeps.outputs.export import export_bundle
 from sweeps.outputs.figures import write_figures
 from sweeps.outputs.mlflow_log import log_study, open_study_run
 from sweeps.outputs.registry import register
@@ -32,13 +32,13 @@ from sweeps.outputs.results import write_results
 from sweeps.plan import ClassSplitSpec, Plan, PlanError, StudySpec
 from sweeps.progress import TrialReport
 from sweeps.prune import prune_checkpoints
-from sweeps.search import run_tune
+from sweeps.search import tune_run
 from sweeps.selection import select
 from sweeps.shape import RunSpec
 from sweeps.space import first_points, of_method
 from sweeps.testphase import run_test_phase
 
-WRITERS = (write_results, write_figures, write_bundle, log_study)  # each f(plan, layout, outcome), in this order
+WRITERS = (write_results, write_figures, export_bundle, log_study)  # each f(plan, layout, outcome), in this order
 
 
 def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, resume: bool) -> StudyOutcome:
@@ -49,7 +49,7 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, re
     parent = open_study_run(plan, study)
     runs = run_on_val(plan, study, parent, base_val_ap(plan, base_ckpt), resume)
     selection = select(plan, runs)
-    freed = prune_checkpoints(plan, study, selection)  # what no one can choose, before the test phase
+    freed = prune_checkpoints(plan, study, selection, parent)  # what no one can choose, before the test phase
     if freed:
         print(f"[{study.key}] pruned the model files of the trials no one can choose: {freed / 2**20:.0f} MiB freed "
               "(--keep-checkpoints all keeps them)", flush=True)
@@ -84,7 +84,7 @@ def run_on_val(plan: Plan, study: StudySpec, parent: str, base_ap: float | None,
         else:  # a baseline's own search over the keys it uses, its profile values first
             start = first_points(shape.space, study.template)
             spec = RunSpec(shape.name, shape.method, shape.space, shape.trials, (start,), base_ap=base_ap)
-        runs.append((spec, run_tune(plan, study, parent, resume, spec)))
+        runs.append((spec, tune_run(plan, study, parent, resume, spec)))
     return runs
 
 

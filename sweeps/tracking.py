@@ -25,6 +25,10 @@ from dkan.errors import DkanError
 TAG_KEY, TAG_TRIAL, TAG_STATE, TAG_KIND = "dkan.sweep_key", "dkan.trial_id", "dkan.state", "dkan.run_kind"
 TAG_SELECTED, TAG_NOTE, TAG_CODE = "dkan.selected", "mlflow.note.content", "dkan.code_version"
 TAG_EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+TAG_PARENT = "mlflow.parentRunId"
+# TAG_KEY finds a run again: ``OUT|<study key>`` on a study's run (kind sweep), ``OUT|<key>|test|<row>`` on a test
+# row's, ``OUT|base|<split>`` on a base model's, and on a trial run the study key with the trial's Tune id, under
+# its study's run (``trial_tags``): the study's run is the one that names the run folder
 MLFLOW_DB = "mlflow.db"  # a run folder's sqlite store
 ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store's file
 # MLflow's columns that hold artifact locations (absolute URIs): rewritten when a store moves
@@ -201,6 +205,14 @@ def trial_state(seeds_done: int, n_seeds: int, failed: bool = False) -> str:
     if failed:
         return "failed"
     return "completed" if seeds_done >= n_seeds else f"stopped early ({seeds_done}/{n_seeds} seeds)"
+
+
+def trial_tags(key: str, parent: str | None, trial_id: str | None = None) -> dict[str, str]:
+    """The tags that find a study's trial runs (one, with ``trial_id``): its study key, under its study's run
+    ``parent`` where there is one. Two run folders sharing a store hold the same study keys: without the
+    parent they would number and find each other's trials."""
+    tags = {TAG_KEY: key, **({TAG_TRIAL: trial_id} if trial_id else {})}
+    return {**tags, TAG_PARENT: parent} if parent else tags
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

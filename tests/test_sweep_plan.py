@@ -222,7 +222,7 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
 
     from dkan.errors import DkanError
     from sweeps.progress import TrialReport
-    from sweeps.selection import pick_best, summarize
+    from sweeps.selection import pick_best, trial_summaries
     from sweeps.shape import RunSpec
     from sweeps.space import DISTILL_SPACE
 
@@ -233,13 +233,13 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
     ok = R(error=None, metrics=seeds(0.3, 0.3), config={"fka_weight": 1.0})
     better_but_failed = R(error=RuntimeError("x"), metrics=seeds(0.9), config={"fka_weight": 2.0})
     partial = R(error=None, metrics=seeds(0.8), config={"fka_weight": 3.0})  # stopped early: not picked over ok
-    trials = summarize([ok, better_but_failed, partial], RunSpec("search", "dkan", DISTILL_SPACE))
+    trials = trial_summaries([ok, better_but_failed, partial], RunSpec("search", "dkan", DISTILL_SPACE))
     assert pick_best(trials, 2) == trials[0] and trials[0].point == {"fka_weight": 1.0}
     lost = R(error=RuntimeError("Traceback ...\nActorDiedError: the node running it was removed"), metrics={},
              config={})
     with pytest.raises(DkanError, match=r"\(2 of 2 failed; the first error: ActorDiedError: the node running it was "
                        r"removed\)\. Fix: .* --resume"):
-        pick_best(summarize([lost, better_but_failed]), 2)
+        pick_best(trial_summaries([lost, better_but_failed]), 2)
 
 
 def test_a_failed_test_phase_group_is_a_clear_error_naming_the_fix():

@@ -105,6 +105,34 @@ def test_trial_names_read_like_their_hyperparameters():
     assert trial_name(1, {}) == "trial 1"
 
 
+def test_two_run_folders_sharing_a_store_number_and_find_only_their_own_trials(store, synthetic_prepared):
+    """The same study key in two run folders (one tracking server): each study's trials are numbered from 1
+    and found again (a resume) under their own study's run."""
+    from types import SimpleNamespace
+
+    from sweeps.outputs.mlflow_log import log_trials
+    from sweeps.trial_logger import TrialLogger
+
+    out, tracker = store
+    key, names = "shared_split1_1shot", {}
+    for folder in ("a", "b"):
+        tags = {"dkan.sweep_key": f"{folder}|{key}", "dkan.run_kind": "sweep"}
+        parent = tracker.run(f"{folder}: split1, 1-shot", tags)
+        logger = TrialLogger(tracker.uri, "prepared", parent, key, 2)
+        for i in (1, 2):
+            logger.on_trial_start(0, [], SimpleNamespace(trial_id=f"t{i}", config={"fka_weight": float(i)}))
+        runs = {t: tracker.client.get_run(r) for t, r in logger.run_ids.items()}
+        names[folder] = sorted(r.info.run_name for r in runs.values())
+        assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent}
+        again = TrialLogger(tracker.uri, "prepared", parent, key, 2)  # a resume finds the same runs
+        again.on_trial_start(0, [], SimpleNamespace(trial_id="t1", config={"fka_weight": 1.0}))
+        assert again.run_ids["t1"] == logger.run_ids["t1"]
+        done = {"trial_id": "t2", "config": {"seed": 1}, "wall_s": 1.0, "state": "completed", "seeds_done": 2}
+        log_trials(tracker, key, [done], "t2", "chosen", synthetic_prepared, "v", (1, 0), parent)
+        assert tracker.client.get_run(logger.run_ids["t2"]).data.tags.get("dkan.selected") == "true"
+    assert names["a"] == names["b"] == ["trial 1: fka 1", "trial 2: fka 2"]
+
+
 def test_registered_names_are_sanitised():
     from sweeps.outputs.registry import registered_name
 

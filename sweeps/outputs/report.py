@@ -309,7 +309,7 @@ def write_sweep_report(out: Path) -> Path | None:
     return html_path
 
 
-def run_cli(args: Any) -> int:
+def report_command(args: Any) -> int:
     """`dkan report RUN_DIR` / `python scripts/report.py RUN_DIR`."""
     out_html, out_md = write_report(Path(args.run_dir), make_plots=not getattr(args, "no_plots", False))
     print(f"report: {out_html} (self-contained) and {out_md}")
