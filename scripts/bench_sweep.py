@@ -30,9 +30,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench_harness import sample_points
+
 from sweeps.inputs import build_plan
 from sweeps.run_tune import parse_args
-from sweeps.space import DISTILL_SPACE, sample_points
+from sweeps.space import DISTILL_SPACE
 from sweeps.sweep import ensure_base
 
 
@@ -67,8 +69,10 @@ REPLAYS = {
 
 
 def run_replays(path: Path, out: Path, seconds_per_seed: float) -> dict[str, Any]:
+    from bench_harness import Recording, replay
+
     from sweeps.localray import start_local_ray, stop_local_ray
-    from sweeps.schedulers import Recording, make_scheduler, replay
+    from sweeps.schedulers import make_scheduler
 
     rec = Recording.load(path)
     start_local_ray(8)  # retried once when the raylet misses Ray's start-up wait (an overloaded machine)

@@ -8,10 +8,11 @@
 
 The configs: the sweep's fixed candidates (TFA, plain and DKAN with the authors' defaults, at the profile's
 values), then ``--points`` DKAN points of the default search space (``sweeps.space.default_space``: the four
-distillation values and the learning rate), drawn uniform / log-uniform as the search's start-up trials draw
-them (``sample_points``, seeded). Each (K, seed, config) is one fine-tune at full length, built as the sweep
-builds it (``build_plan``, the study template, ``finetune_job``), scored on val *and* test at each of
-``--fractions`` of its length in the same run: the rungs a scheduler on training length stops at. The base
+distillation values and the learning rate), drawn uniform / log-uniform as the search's start-up trials
+draw them (``bench_harness.sample_points``, seeded). Each (K, seed, config) is one fine-tune at full
+length, built as the sweep builds it (``build_plan``, the study template, ``finetune_job``), scored on
+val *and* test at each of ``--fractions`` of its length in the same run: the rungs a scheduler on
+training length stops at. The base
 model is the sweep's own (its cache; trained here when missing, from scratch at cpu-quick).
 
 Per-seed AP only: the grid JSON holds, per cell and fraction, AP_all / AP_base / AP_novel on val and test,
@@ -32,12 +33,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from bench_harness import sample_points
+
 from dkan import runfolder
 from dkan.names import parse_int_list
 from sweeps.inputs import build_plan
 from sweeps.jobspec import finetune_job
 from sweeps.run_tune import parse_args
-from sweeps.space import default_space, sample_points
+from sweeps.space import default_space
 
 GRID_VERSION = 1
 KEYS = ("AP_all", "AP_base", "AP_novel")

@@ -36,9 +36,6 @@ class Rates:
     source: str
     overhead: float = 1.0  # the study's wall time over what the rates above account for (calibrated)
 
-    def with_source(self, source: str) -> Rates:
-        return Rates(**{**asdict(self), "source": source})
-
 
 # cpu-quick on one of the 2-core machines (2026-12, fp32): 1.2 s per iteration on one core at batch 4
 BUILT_IN = {"cpu-quick": Rates(1.2, 6.0, 4.0, RUN_START_S, 52.4, 0.185, "built-in: measured on a 2-core machine")}

@@ -257,21 +257,6 @@ def describe_space(space: Space) -> str:
     return ", ".join(one(k, d) for k, d in space.items()) or "nothing"
 
 
-def sample_points(n: int, seed: int, space: Space = DISTILL_SPACE) -> list[dict[str, Any]]:
-    """The authors' defaults and then ``n - 1`` seeded uniform (log-uniform) points of the distillation space:
-    fixed trials that benchmarks and recordings run under every scheduler alike."""
-    import random
-
-    from dkan.config import authors_defaults
-
-    rng = random.Random(seed)
-    pts = [{k: min(max(authors_defaults()[k], d.low), d.high) for k, d in space.items()}]
-    while len(pts) < n:
-        pts.append({k: (d.low * (d.high / d.low) ** rng.random()) if d.log else rng.uniform(d.low, d.high)
-                    for k, d in space.items()})
-    return pts
-
-
 def baseline_trials(space: Space, method: str, trials: int) -> int:
     """A baseline's trials: its own search (a quarter of ``--trials``: it varies fewer keys than DKAN, usually
     the learning rate alone; its profile values first) where the space varies keys it uses, else 1. One trial

@@ -8,8 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
+from scripts.bench_harness import Recording, replay
 from sweeps.progress import TrialReport
-from sweeps.schedulers import PairedSeedScheduler, Recording, make_scheduler, paired_worse, replay, seed_values
+from sweeps.schedulers import PairedSeedScheduler, make_scheduler, paired_worse, seed_values
 
 FIXTURE = Path(__file__).parent / "fixtures" / "trial_recording.json"
 
