@@ -48,7 +48,7 @@ class Budget:
     keep_checkpoints: str = "selected"  # selected: a study's selection deletes the model files no one can choose
 
 
-# the embedded default (no --data): synthetic data, small enough for 2 cores (21.9 min measured for K = 1,3,5).
+# the embedded default (no --data): synthetic data, small enough for 2 cores (11-14 min for K = 1,3,5, benchmarks).
 # Measured here: a trial's Ray Train run costs ~14 s to start, each seed ~6 s of set-up and
 # evaluation besides its training (~1.2 s per iteration on one core), so the default is kept small.
 QUICK = Budget(trials=2, base_iterations=100, finetune_iterations=10, grace_seeds=1, reduction_factor=3)

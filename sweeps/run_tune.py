@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a(
         "--data",
         help="prepared dataset (dkan prepare-data --out). "
-        "Default: the synthetic set, generated into the cache, with a small budget (about 22 min on 2 CPU cores)",
+        "Default: the synthetic set, generated into the cache, with a small budget (11-14 min on 2 CPU cores "
+        "for --shots 1,3,5, docs/benchmarks.md)",
     )
     a("--splits", type=parse_int_list, help="NEU-DET's class split presets 1-3, only for NEU-DET's classes "
       "(default: the splits recorded by prepare-data --class-splits, else 1)")
@@ -61,8 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--max-failures", type=int, help="retries of a trial or base training whose worker, driver or node was lost; "
       "the retry goes on at the next unfinished seed (default 2; a non-finite loss or bad data is never retried)")
     a("--search-space", metavar="YAML", help="config keys to search: dotted keys of the fine-tune config with "
-      "{low, high, log} or {choices: [...]} (e.g. optim.lr), over the default space of the distillation weights "
-      "and temperatures (sweeps/space.py)")
+      "{low, high, log} or {choices: [...]} (e.g. optim.lr), over the default space: the distillation weights "
+      "and temperatures and the learning rate optim.lr (sweeps/space.py)")
     a("--points", metavar="YAML", help="a list of DKAN points to evaluate first (after the authors' defaults)")
     a("--candidates", type=lambda s: [c.strip() for c in s.split(",") if c.strip()], metavar="tfa,plain,dkan",
       help="what a study compares on val and may recommend, simplest first (default all three; dkan: its "
