@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sweeps.progress import TrialReport
-from sweeps.space import DISTILL_SPACE, Space
+from sweeps.core.progress import TrialReport
+from sweeps.core.space import DISTILL_SPACE, Space
 
 
 def sample_points(n: int, seed: int, space: Space = DISTILL_SPACE) -> list[dict[str, Any]]:
@@ -58,7 +58,7 @@ class Recording:
 
 
 def replay_trial(config: dict[str, Any], *, recording: Recording, seconds_per_seed: float) -> None:
-    """A sweep trial's reports (``sweeps.progress.TrialReport`` on val), read from the recording."""
+    """A sweep trial's reports (``sweeps.core.progress.TrialReport`` on val), read from the recording."""
     from ray import tune
 
     done: list[tuple[int, dict[str, float]]] = []
@@ -71,7 +71,7 @@ def replay_trial(config: dict[str, Any], *, recording: Recording, seconds_per_se
 def replay(rec: Recording, scheduler, max_concurrent: int, storage: Path, name: str,
            seconds_per_seed: float = 0.3) -> dict[str, Any]:
     """One scheduler over the recording through Ray Tune's Tuner: fine-tunes run, the config selected
-    (the best that ran every seed, as ``sweeps.selection.pick_best``) and the all-seeds choice."""
+    (the best that ran every seed, as ``sweeps.core.selection.pick_best``) and the all-seeds choice."""
     from ray import tune
 
     trainable = tune.with_resources(

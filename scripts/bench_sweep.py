@@ -14,10 +14,10 @@ Prints a table, writes JSON. Uses the synthetic set and a cached base model.
 
 With ``--replay tests/fixtures/trial_recording.json`` (every trial's per-seed val AP_all, recorded
 once by ``scripts/record_trials.py``) nothing is trained: each scheduler (ASHA, the paired rule of
-``sweeps.schedulers``, FIFO) runs through Ray Tune's real Tuner on a trainable that reports the
+``sweeps.shell.schedulers``, FIFO) runs through Ray Tune's real Tuner on a trainable that reports the
 recorded seeds one after another, exactly as a sweep trial does. Reported per scheduler: seed
 fine-tunes executed, the ratio to all seeds, and the selected config (the best that ran every seed,
-as ``sweeps.selection.pick_best``) against the all-seeds choice, by full-seed mean.
+as ``sweeps.core.selection.pick_best``) against the all-seeds choice, by full-seed mean.
 """
 
 from __future__ import annotations
@@ -32,16 +32,16 @@ from typing import Any
 
 from bench_harness import sample_points
 
-from sweeps.inputs import build_plan
+from sweeps.core.inputs import build_plan
+from sweeps.core.space import DISTILL_SPACE
 from sweeps.run_tune import parse_args
-from sweeps.space import DISTILL_SPACE
-from sweeps.sweep import ensure_base
+from sweeps.shell.sweep import ensure_base
 
 
 def search(plan, split, shots: int, base: Path, name: str):
-    from sweeps.search import tune_run
-    from sweeps.shape import RunSpec
-    from sweeps.tracker import Tracker
+    from sweeps.core.shape import RunSpec
+    from sweeps.shell.search import tune_run
+    from sweeps.shell.tracker import Tracker
     from sweeps.tracking import TAG_KEY, TAG_KIND
 
     tracker = Tracker(plan.tracking_uri, plan.dataset)
@@ -71,8 +71,8 @@ REPLAYS = {
 def run_replays(path: Path, out: Path, seconds_per_seed: float) -> dict[str, Any]:
     from bench_harness import Recording, replay
 
-    from sweeps.localray import start_local_ray, stop_local_ray
-    from sweeps.schedulers import make_scheduler
+    from sweeps.shell.localray import start_local_ray, stop_local_ray
+    from sweeps.shell.schedulers import make_scheduler
 
     rec = Recording.load(path)
     start_local_ray(8)  # retried once when the raylet misses Ray's start-up wait (an overloaded machine)

@@ -25,10 +25,10 @@ from bench_harness import sample_points
 
 from dkan import runfolder
 from dkan.names import parse_int_list
-from sweeps.inputs import build_plan
-from sweeps.jobspec import SeedJob, finetune_job
+from sweeps.core.inputs import build_plan
+from sweeps.core.jobspec import SeedJob, finetune_job
+from sweeps.core.space import DISTILL_SPACE
 from sweeps.run_tune import parse_args
-from sweeps.space import DISTILL_SPACE
 
 
 def _run(job: SeedJob) -> dict:

@@ -1,13 +1,13 @@
 """One study, one (class split, K): the runs on val -> selection -> test phase -> a typed ``StudyOutcome``,
 then each output written from (plan, layout, outcome).
 
-    on val      sweeps.search      the fixed candidates (TFA, plain, DKAN's defaults) side by side, then
+    on val      sweeps.shell.search      the fixed candidates (TFA, plain, DKAN's defaults) side by side, then
                                    DKAN's search (told the defaults' result), then a baseline's own
                                    search where the space holds keys it uses
-    selection   sweeps.selection   the candidates, simplest first, and the one recommended by the rule
-    pruning     sweeps.prune       the model files of trials no one can choose deleted (--keep-checkpoints)
-    test phase  sweeps.testphase   every candidate's val checkpoints and the base model, evaluated on test
-    outcome     sweeps.outcome     statistics, the recommendation and what test says of it, the model to ship
+    selection   sweeps.core.selection   the candidates, simplest first, and the one recommended by the rule
+    pruning     sweeps.shell.prune       the model files of trials no one can choose deleted (--keep-checkpoints)
+    test phase  sweeps.shell.testphase   every candidate's val checkpoints and the base model, evaluated on test
+    outcome     sweeps.core.outcome     statistics, the recommendation and what test says of it, the model to ship
     outputs     sweeps.outputs     registry (first: the bundle records its model URIs), results, figures,
                                    bundle, MLflow logging
 """
@@ -21,22 +21,22 @@ from pathlib import Path
 
 from dkan import runfolder
 from dkan.config import authors_defaults
-from sweeps.estimate import estimate, measured, rates_for
-from sweeps.outcome import StudyOutcome, conclude
+from sweeps.core.estimate import estimate, measured, rates_for
+from sweeps.core.outcome import StudyOutcome, conclude
+from sweeps.core.plan import ClassSplitSpec, Plan, PlanError, StudySpec
+from sweeps.core.progress import TrialReport
+from sweeps.core.selection import select
+from sweeps.core.shape import RunSpec
+from sweeps.core.space import first_points, of_method
 from sweeps.outputs.dedupe import link_duplicates
 from sweeps.outputs.export import export_bundle
 from sweeps.outputs.figures import write_figures
 from sweeps.outputs.mlflow_log import log_study, open_study_run
 from sweeps.outputs.registry import register
 from sweeps.outputs.results import write_results
-from sweeps.plan import ClassSplitSpec, Plan, PlanError, StudySpec
-from sweeps.progress import TrialReport
-from sweeps.prune import prune_checkpoints
-from sweeps.search import tune_run
-from sweeps.selection import select
-from sweeps.shape import RunSpec
-from sweeps.space import first_points, of_method
-from sweeps.testphase import run_test_phase
+from sweeps.shell.prune import prune_checkpoints
+from sweeps.shell.search import tune_run
+from sweeps.shell.testphase import run_test_phase
 
 WRITERS = (write_results, write_figures, export_bundle, log_study)  # each f(plan, layout, outcome), in this order
 
@@ -65,7 +65,7 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, re
 
 
 def run_on_val(plan: Plan, study: StudySpec, parent: str, base_ap: float | None, resume: bool) -> list:
-    """Every run of the study on the selection split, in the order of its shape (``sweeps.shape``):
+    """Every run of the study on the selection split, in the order of its shape (``sweeps.core.shape``):
     [(RunSpec, ResultGrid), ...]."""
     space, runs = plan.space, []
     defaults = {c.method: first_points(of_method(space, c.method), study.template, authors_defaults(study.split.number))

@@ -1,12 +1,12 @@
 """The MLflow store without MLflow: tracking URIs (checked, masked), the run tree's tags, the sqlite store's
 artifacts beside it, ``relocate``. Imports nothing from the rest of ``sweeps`` (the client that writes
-the runs, ``Tracker``, is ``sweeps.tracker``: MLflow only there).
+the runs, ``Tracker``, is ``sweeps.shell.tracker``: MLflow only there).
 
 With a sqlite store (the default: OUT/mlflow.db) the artifacts live beside it in OUT/mlartifacts, so
 the run folder is self-contained; ``relocate_store`` points a copied or moved store at its new folder
 (a sweep does it by itself on start; ``python -m sweeps.tracking relocate RUN_DIR`` by hand). With a
 server (http) the server decides where artifacts go. Runs are found again by tags, so a resumed sweep
-adds no duplicate runs. What the runs hold: ``sweeps.trial_logger`` (trials as they run) and
+adds no duplicate runs. What the runs hold: ``sweeps.shell.trial_logger`` (trials as they run) and
 ``sweeps.outputs.mlflow_log`` (the study's results, base models).
 """
 
@@ -42,7 +42,7 @@ class TrackingError(DkanError, RuntimeError):
 
 
 # real tracking URIs by their masked form: the driver holds passwords in memory only; what Tune pickles
-# (sweeps.trial_logger.TrialLogger) keeps the masked one and finds the real one here on resume (Tracker
+# (sweeps.shell.trial_logger.TrialLogger) keeps the masked one and finds the real one here on resume (Tracker
 # registers every URI it opens; MLFLOW_TRACKING_URI in the environment serves as well)
 _REAL_URIS: dict[str, str] = {}
 

@@ -17,15 +17,15 @@ from dkan.config import BaseTrainConfig, DataConfig, FinetuneConfig, to_dict
 from dkan.data.splits import NEU_DET_SPLITS
 from dkan.model.checkpoint import save_checkpoint
 from dkan.model.detector import build_detector
-from sweeps.jobspec import WorkerResources
-from sweeps.layout import model_in
-from sweeps.outcome import Findings, Shipped, StudyOutcome
+from sweeps.core.jobspec import WorkerResources
+from sweeps.core.layout import model_in
+from sweeps.core.outcome import Findings, Shipped, StudyOutcome
+from sweeps.core.plan import Budget, ClassSplitSpec, Plan, StudySpec
+from sweeps.core.progress import TrialReport
+from sweeps.core.selection import Candidate, Selection, trial_summaries
+from sweeps.core.shape import RunSpec
+from sweeps.core.space import DISTILL_SPACE
 from sweeps.outputs.figures import FigureWarning, optuna_study, trial_rows, write_figures
-from sweeps.plan import Budget, ClassSplitSpec, Plan, StudySpec
-from sweeps.progress import TrialReport
-from sweeps.selection import Candidate, Selection, trial_summaries
-from sweeps.shape import RunSpec
-from sweeps.space import DISTILL_SPACE
 
 CLASSES = NEU_DET_SPLITS[1].base
 KEY = "prepared_split1_1shot"

@@ -7,8 +7,7 @@ import pytest
 
 from dkan.config import authors_defaults
 from dkan.profiles import finetune_config
-from sweeps.optuna_space import to_optuna
-from sweeps.space import (
+from sweeps.core.space import (
     DISTILL_SPACE,
     Choice,
     Range,
@@ -20,6 +19,7 @@ from sweeps.space import (
     of_method,
     point_of,
 )
+from sweeps.shell.optuna_space import to_optuna
 
 TEMPLATE = finetune_config("cpu-quick")
 

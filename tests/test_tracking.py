@@ -14,7 +14,7 @@ from dkan import runfolder
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One store for the module (creating an MLflow database costs seconds)."""
-    from sweeps.tracker import Tracker
+    from sweeps.shell.tracker import Tracker
 
     out = tmp_path_factory.mktemp("track") / "sweep"
     return out, Tracker(f"sqlite:///{out / 'mlflow.db'}", "prepared")
@@ -23,7 +23,7 @@ def store(tmp_path_factory):
 def test_artifacts_live_beside_the_store_and_follow_a_copy(store, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracker import Tracker
+    from sweeps.shell.tracker import Tracker
     from sweeps.tracking import main as tracking_main
     from sweeps.tracking import relocate_store
 
@@ -98,7 +98,7 @@ def test_base_run_has_config_metrics_and_loss_curve(store, synthetic_prepared, t
 
 
 def test_trial_names_read_like_their_hyperparameters():
-    from sweeps.trial_logger import trial_name
+    from sweeps.shell.trial_logger import trial_name
 
     hp = {"fka_weight": 0.4412, "lka_weight": 0.01436, "fka_tau": 2.0}
     assert trial_name(3, hp) == "trial 3: fka 0.44 / lka 0.014"
@@ -111,7 +111,7 @@ def test_two_run_folders_sharing_a_store_number_and_find_only_their_own_trials(s
     from types import SimpleNamespace
 
     from sweeps.outputs.mlflow_log import log_trials
-    from sweeps.trial_logger import TrialLogger
+    from sweeps.shell.trial_logger import TrialLogger
 
     out, tracker = store
     key, names = "shared_split1_1shot", {}

@@ -13,10 +13,10 @@ import dkan
 from dkan import bundle
 from dkan.evaluation.aggregate import to_json
 from dkan.model.checkpoint import load_checkpoint
-from sweeps.layout import RunLayout
-from sweeps.outcome import StudyOutcome
+from sweeps.core.layout import RunLayout
+from sweeps.core.outcome import StudyOutcome
+from sweeps.core.plan import Plan
 from sweeps.outputs.results import recommendation_record
-from sweeps.plan import Plan
 from sweeps.tracking import mask_uri
 
 

@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from dkan.names import metric_key
-from sweeps.layout import RunLayout, model_in
-from sweeps.outcome import StudyOutcome
+from sweeps.core.layout import RunLayout, model_in
+from sweeps.core.outcome import StudyOutcome
+from sweeps.core.plan import Plan
+from sweeps.core.selection import TrialSummary, pareto_front
+from sweeps.core.shape import ROW_NAMES
+from sweeps.core.space import Range
 from sweeps.outputs import plots
-from sweeps.plan import Plan
-from sweeps.selection import TrialSummary, pareto_front
-from sweeps.shape import ROW_NAMES
-from sweeps.space import Range
 
 N_IMAGES = 4  # test images drawn beside their ground truth
 
@@ -55,7 +55,7 @@ def optuna_study(rows: list[dict], space: Mapping[str, Any], objective: str) -> 
     """An in-memory ``optuna.Study`` of the trials with a finite objective (Ray's own searcher stays private)."""
     import optuna
 
-    from sweeps.optuna_space import to_optuna
+    from sweeps.shell.optuna_space import to_optuna
 
     dists = to_optuna(dict(space))
     level = optuna.logging.get_verbosity()

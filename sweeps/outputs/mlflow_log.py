@@ -1,4 +1,4 @@
-"""A sweep's run tree in MLflow, besides what ``sweeps.trial_logger`` writes while trials run.
+"""A sweep's run tree in MLflow, besides what ``sweeps.shell.trial_logger`` writes while trials run.
 
 One experiment per dataset. In it: ``base model: <split>`` (kind ``base``: config, val metrics, loss
 curve, dataset), and per study a parent run ``<split>, <K>-shot`` (kind ``sweep``) with its trials
@@ -22,12 +22,12 @@ from dkan import bundle, runfolder
 from dkan.evaluation.aggregate import aggregate_seeds
 from dkan.model.checkpoint import load_checkpoint
 from dkan.names import HEADLINE
-from sweeps.jobspec import finetune_job
-from sweeps.layout import RunLayout
-from sweeps.outcome import StudyOutcome
-from sweeps.plan import Plan, StudySpec
-from sweeps.selection import TrialSummary
-from sweeps.tracker import Tracker
+from sweeps.core.jobspec import finetune_job
+from sweeps.core.layout import RunLayout
+from sweeps.core.outcome import StudyOutcome
+from sweeps.core.plan import Plan, StudySpec
+from sweeps.core.selection import TrialSummary
+from sweeps.shell.tracker import Tracker
 from sweeps.tracking import (
     TAG_CODE,
     TAG_KEY,

@@ -4,7 +4,7 @@
 Reads ``results/*.json`` (each ``{"table": {row: {metric: {mean, std, n}}}, "per_seed": ...,
 "best_hyperparameters": ...}``; optional ``reference`` rows and ``stats`` / ``verdict``),
 ``best_configs/`` (YAMLs or bundle folders, with their ``provenance``) and the PNGs under
-``plots/`` (paths: ``sweeps.layout.RunLayout``). A study's plots are those under ``plots/<key>/``.
+``plots/`` (paths: ``sweeps.core.layout.RunLayout``). A study's plots are those under ``plots/<key>/``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from dkan import runfolder
 from dkan.names import HEADLINE, PER_CLASS_PREFIX
-from sweeps.layout import RunLayout
+from sweeps.core.layout import RunLayout
 from sweeps.outputs.results import search_lines
 from sweeps.outputs.run_folder import RunSummary, StudyResults, load_run
 

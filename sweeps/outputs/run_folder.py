@@ -13,7 +13,7 @@ from typing import Any
 
 from dkan.bundle import find_bundles
 from dkan.errors import DkanError
-from sweeps.layout import RunLayout
+from sweeps.core.layout import RunLayout
 
 STUDY_KEY = re.compile(r"^(?P<dataset>.+?)_(?P<split>[^_]+)_(?P<shots>\d+)shot$")  # older files: no "study" entry
 # what a results file's optional entries must be when present

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dkan import runfolder
-from sweeps.plan import Plan, StudySpec
+from sweeps.core.plan import Plan, StudySpec
 
 RUN_START_S = 14.0  # a Ray Train run's start (measured on 2 cores; the same order on a cluster)
 # a study's fine-tune iteration over a base-training one, its candidates' mix (TFA trains the last layer only,
@@ -59,7 +59,7 @@ class Estimate:
 
 
 def runs_of(plan: Plan) -> list[int]:
-    """The trials of each Tune run of one study on val, in order (``sweeps.shape``: the runs ``sweeps.study``
+    """The trials of each Tune run of one study on val, in order (``sweeps.core.shape``: the runs ``sweeps.study``
     makes)."""
     return plan.shape.trials
 

@@ -1,6 +1,6 @@
 """The immutable plan of a sweep: what it runs, on what, how it selects, where its outputs go.
 
-``sweeps.inputs.build_plan`` makes it from the command line, every input checked; ``complete_plan``
+``sweeps.core.inputs.build_plan`` makes it from the command line, every input checked; ``complete_plan``
 adds what only the running cluster tells (how many fine-tunes fit at once, the largest node), once.
 Nothing changes a plan afterwards.
 """
@@ -18,11 +18,11 @@ from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, apply_over
 from dkan.data.splits import NEU_DET_SPLITS
 from dkan.errors import DkanError
 from dkan.profiles import base_config, finetune_config
-from sweeps.jobspec import DRIVER_CPU, WorkerResources
-from sweeps.layout import CacheLayout, RunLayout, study_key
-from sweeps.progress import metric_name
-from sweeps.shape import METHODS, StudyShape, study_shape
-from sweeps.space import Space, describe_space
+from sweeps.core.jobspec import DRIVER_CPU, WorkerResources
+from sweeps.core.layout import CacheLayout, RunLayout, study_key
+from sweeps.core.progress import metric_name
+from sweeps.core.shape import METHODS, StudyShape, study_shape
+from sweeps.core.space import Space, describe_space
 from sweeps.tracking import mask_uri
 
 
@@ -40,10 +40,10 @@ class Budget:
     grace_seeds: int = 3  # ASHA: seeds every trial gets before it can be stopped
     reduction_factor: int = 3
     early_stop: bool = True  # False: every trial runs every seed (FIFO)
-    scheduler: str = "asha"  # asha | paired (sweeps.schedulers) | fifo: how weak trials stop between seeds
+    scheduler: str = "asha"  # asha | paired (sweeps.shell.schedulers) | fifo: how weak trials stop between seeds
     paired_alpha: float = 0.1  # paired: the one-sided level of the per-seed t test against the incumbent
     max_failures: int = 2  # a trial (or base training) whose worker, driver or node was lost: retries
-    candidates: tuple[str, ...] = METHODS  # compared on val (sweeps.shape); dkan: its defaults and the tuned
+    candidates: tuple[str, ...] = METHODS  # compared on val (sweeps.core.shape); dkan: its defaults and the tuned
     margin: float = 0.005  # a candidate replaces a simpler one when it beats it by this much AP_all (and its CI > 0)
     keep_checkpoints: str = "selected"  # selected: a study's selection deletes the model files no one can choose
 
@@ -54,9 +54,9 @@ class Budget:
 QUICK = Budget(trials=2, base_iterations=100, finetune_iterations=10, grace_seeds=1, reduction_factor=3)
 QUICK_SEEDS = [1, 2, 3]
 ALL_SEEDS = list(range(1, 11))
-# the methods a study can recommend, simplest first (sweeps.shape): dkan stands for two candidates
+# the methods a study can recommend, simplest first (sweeps.core.shape): dkan stands for two candidates
 CANDIDATES = METHODS
-KEEP_CHECKPOINTS = ("selected", "all")  # --keep-checkpoints (sweeps.prune)
+KEEP_CHECKPOINTS = ("selected", "all")  # --keep-checkpoints (sweeps.shell.prune)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class StudySpec:
 
     split: ClassSplitSpec
     shots: int
-    key: str  # <dataset>_<split name>_<K>shot (sweeps.layout.study_key): Tune experiments, result files, exports
+    key: str  # <dataset>_<split name>_<K>shot (sweeps.core.layout.study_key): Tune experiments, result files, exports
     template: FinetuneConfig
 
 
@@ -108,7 +108,7 @@ class Plan:
     input_size: dict | None = None  # cpu-quick: the size and anchors prepare-data chose from the data's boxes
     max_concurrent: int = 0  # 0 until complete_plan: as many as the cluster holds
     node_cpus: float = 1.0  # CPUs of the largest node (a base-training worker must fit on one)
-    verbose: bool = False  # Tune's own trial tables besides sweeps.console's lines
+    verbose: bool = False  # Tune's own trial tables besides sweeps.shell.console's lines
     session: str = ""  # this invocation's id (complete_plan): a failure it recorded is not retried by it
     objective_kind: str = "ap_all"  # ap_all: the mean AP_all; pareto: AP_novel against AP_B retention
     min_retention: float = 0.9  # pareto: the pick keeps at least this share of the base model's AP_B
@@ -209,7 +209,7 @@ class Plan:
 
     @property
     def shape(self) -> StudyShape:
-        """Every study's candidates and runs on the selection split (``sweeps.shape``)."""
+        """Every study's candidates and runs on the selection split (``sweeps.core.shape``)."""
         return study_shape(self.space, self.budget.candidates, self.budget.trials)
 
     def candidate_names(self) -> list[str]:

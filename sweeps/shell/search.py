@@ -8,9 +8,9 @@ Train run per trial, a ``fit`` per seed):
 - ``search_<method>``: a baseline's own search, when the space holds keys it uses (e.g. ``optim.lr``).
 
 The trace of one seed: ``tune_run`` (the Tuner) -> ``seed_trial`` (a Tune trial) ->
-``sweeps.jobs.run_jobs`` (its Train run) -> ``dkan.engine.train.fit`` (the seed) -> a
-``sweeps.progress.TrialReport`` back through ``TuneReportCallback`` -> the scheduler, the console
-and ``sweeps.trial_logger.TrialLogger`` (MLflow). ``sweeps.selection`` reads the finished runs.
+``sweeps.shell.jobs.run_jobs`` (its Train run) -> ``dkan.engine.train.fit`` (the seed) -> a
+``sweeps.core.progress.TrialReport`` back through ``TuneReportCallback`` -> the scheduler, the console
+and ``sweeps.shell.trial_logger.TrialLogger`` (MLflow). ``sweeps.core.selection`` reads the finished runs.
 """
 
 from __future__ import annotations
@@ -26,16 +26,16 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.console import TrialConsole
-from sweeps.jobs import run_jobs
-from sweeps.jobspec import DRIVER_CPU, finetune_job
-from sweeps.optuna_space import to_optuna
-from sweeps.plan import Plan, StudySpec
-from sweeps.progress import error_line, metric_name
-from sweeps.schedulers import make_scheduler
-from sweeps.shape import RunSpec
-from sweeps.space import point_of
-from sweeps.trial_logger import TrialLogger
+from sweeps.core.jobspec import DRIVER_CPU, finetune_job
+from sweeps.core.plan import Plan, StudySpec
+from sweeps.core.progress import error_line, metric_name
+from sweeps.core.shape import RunSpec
+from sweeps.core.space import point_of
+from sweeps.shell.console import TrialConsole
+from sweeps.shell.jobs import run_jobs
+from sweeps.shell.optuna_space import to_optuna
+from sweeps.shell.schedulers import make_scheduler
+from sweeps.shell.trial_logger import TrialLogger
 
 
 class SweepInterrupted(KeyboardInterrupt):

@@ -14,8 +14,8 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.progress import TrialReport
-from sweeps.tracker import Tracker
+from sweeps.core.progress import TrialReport
+from sweeps.shell.tracker import Tracker
 from sweeps.tracking import TAG_KIND, mask_uri, real_uri, remember_uri, trial_state, trial_tags
 
 

@@ -8,7 +8,7 @@ idea of Optuna's ``WilcoxonPruner``; Ray Tune has no paired scheduler). ASHA ins
 trial's running mean with other trials' at the same rung, so a trial that reaches a rung first
 always continues.
 
-A trial reports, after each seed, a ``sweeps.progress.TrialReport``: each seed's AP_all so far; the
+A trial reports, after each seed, a ``sweeps.core.progress.TrialReport``: each seed's AP_all so far; the
 scheduler needs nothing else.
 
 ``scripts/bench_harness.py`` replays a scheduler through Ray Tune's real Tuner on a recording of every
@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from sweeps.progress import SEEDS_DONE, TrialReport
+from sweeps.core.progress import SEEDS_DONE, TrialReport
 
 TESTS = ("t", "wilcoxon")
 SCHEDULERS = ("asha", "paired", "fifo")

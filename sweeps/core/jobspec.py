@@ -1,6 +1,6 @@
 """What a seed job is, without Ray: ``SeedJob`` (one ``fit`` or the evaluation of a finished checkpoint,
 the typed unit that crosses to a Ray Train worker), ``finetune_job`` (a seed's fine-tune from a study's
-template and a point of the space), and the resources a job and its trial hold. ``sweeps.jobs`` runs
+template and a point of the space), and the resources a job and its trial hold. ``sweeps.shell.jobs`` runs
 them.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dkan.config import BaseTrainConfig, FinetuneConfig
-from sweeps.space import apply_point
+from sweeps.core.space import apply_point
 
 # CPU share of a Tune trial's own process: it only drives its Ray Train run (whose workers hold
 # the real CPUs) but Tune refuses 0. It must be counted: two 1-CPU fine-tunes plus two drivers do
@@ -53,7 +53,7 @@ def finetune_job(
     template: FinetuneConfig, method: str, seed: int, out: Path, eval_split: str,
     point: dict[str, Any] | None = None, reuse: str | None = None, name: str | None = None,
 ) -> SeedJob:
-    """The fine-tune of one seed: the template with a point of the search space (``sweeps.space``) and this
+    """The fine-tune of one seed: the template with a point of the search space (``sweeps.core.space``) and this
     method, seed, output and evaluation split; labelled ``name/seed`` (a test row's name: two DKAN rows
     share the method), else ``method/seed``."""
     cfg = apply_point(template, point or {})

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sweeps.space import Space, baseline_trials, of_method
+from sweeps.core.space import Space, baseline_trials, of_method
 
 
 @dataclass(frozen=True)

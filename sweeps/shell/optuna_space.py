@@ -1,8 +1,8 @@
-"""The search space (``sweeps.space``) as Optuna's distributions: the one place Optuna meets the space."""
+"""The search space (``sweeps.core.space``) as Optuna's distributions: the one place Optuna meets the space."""
 
 from __future__ import annotations
 
-from sweeps.space import Choice, Dimension, Space
+from sweeps.core.space import Choice, Dimension, Space
 
 
 def to_optuna(space: Space) -> dict:

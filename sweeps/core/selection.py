@@ -1,14 +1,14 @@
 """Selection on the selection split (val; test under ``--protocol paper``): one recommendation per study.
 
 The candidates, simplest first: TFA < plain < DKAN with the authors' defaults < DKAN tuned. Each ran
-every seed on val (``sweeps.search``); the tuned one is the search trial with the best mean objective
+every seed on val (``sweeps.shell.search``); the tuned one is the search trial with the best mean objective
 among those that ran every seed (the Pareto search: the best AP_all on its front among the points
 that keep ``--min-retention`` of the base model's AP_B), or the defaults when no trial beat them.
 
 The rule: the simplest candidate stands; each next one replaces the one standing only when it beats it
 on the same seeds by at least the margin (``--select-margin``, 0.5 AP_all points) on average, with the
 95% t interval of the paired difference above 0. A trial stopped early is never a candidate, so nothing
-is compared on seeds it did not run. Test only confirms or does not (``sweeps.outcome``).
+is compared on seeds it did not run. Test only confirms or does not (``sweeps.core.outcome``).
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from typing import Any
 
 from dkan.errors import DkanError
 from dkan.evaluation.stats import paired
-from sweeps.plan import Plan
-from sweeps.progress import TrialReport, error_line
-from sweeps.shape import NAMES, RunSpec
-from sweeps.space import point_of
+from sweeps.core.plan import Plan
+from sweeps.core.progress import TrialReport, error_line
+from sweeps.core.shape import NAMES, RunSpec
+from sweeps.core.space import point_of
 
 
 class NoTrialSucceeded(DkanError, RuntimeError):
@@ -62,7 +62,7 @@ class TrialSummary:
 
 @dataclass(frozen=True)
 class Candidate:
-    name: str  # one of sweeps.shape.NAMES
+    name: str  # one of sweeps.core.shape.NAMES
     method: str
     point: dict[str, Any]
     trial: TrialSummary  # its runs on the selection split, every seed

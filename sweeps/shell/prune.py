@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from dkan import runfolder
-from sweeps.plan import Plan, StudySpec
-from sweeps.selection import Selection
-from sweeps.tracker import Tracker
+from sweeps.core.plan import Plan, StudySpec
+from sweeps.core.selection import Selection
+from sweeps.shell.tracker import Tracker
 from sweeps.tracking import trial_tags
 
 PRUNED = "pruned.json"

@@ -1,6 +1,6 @@
 """What a Ray Train run reports after each job, typed: the one thing that crosses the Ray boundary.
 
-A worker (``sweeps.jobs``) reports a ``TrialReport`` after each seed of a search trial, or a
+A worker (``sweeps.shell.jobs``) reports a ``TrialReport`` after each seed of a search trial, or a
 ``JobsReport`` after each job of the test phase and base training, through ``ray.train.report``;
 Ray Train's ``TuneReportCallback`` hands it to Tune, and ASHA, the paired scheduler, the console
 and the MLflow trial logger read it back with ``from_result``. The metrics dict is encoded and

@@ -3,7 +3,7 @@
 A ``SeedJob`` is one ``fit`` (a seed's fine-tune, or base training) or the evaluation of a
 checkpoint the search already made (``reuse``). ``run_jobs`` starts one ``TorchTrainer`` run (its
 workers start once) and the workers run the jobs one after another, reporting after each through
-``ray.train.report`` (a ``sweeps.progress`` report); inside a Tune trial ``TuneReportCallback``
+``ray.train.report`` (a ``sweeps.core.progress`` report); inside a Tune trial ``TuneReportCallback``
 passes the reports on, so ASHA sees ``seeds_done`` grow and can stop the trial between seeds.
 
 A job is done when its run folder holds ``metrics.json`` (``dkan.runfolder``): a restarted trial
@@ -28,8 +28,8 @@ from typing import Any
 
 from dkan import runfolder
 from dkan.errors import DkanError
-from sweeps.jobspec import SeedJob, WorkerResources
-from sweeps.progress import JobsReport, TrialReport
+from sweeps.core.jobspec import SeedJob, WorkerResources
+from sweeps.core.progress import JobsReport, TrialReport
 
 FAILED = "failed.json"  # a job's deterministic failure: {"session", "error"}
 
@@ -189,7 +189,7 @@ def run_jobs(
     from ray.train import ControllerError, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from sweeps.localray import START_RETRIES, WorkersDidNotStart, resource_holders
+    from sweeps.shell.localray import START_RETRIES, WorkersDidNotStart, resource_holders
 
     callbacks = []
     if in_trial:

@@ -23,12 +23,12 @@ from dkan.evaluation.aggregate import aggregate_seeds
 from dkan.evaluation.stats import describe, paired, retention_per_seed, verdict
 from dkan.names import metric_key
 from dkan.reference import reference_table_rows
-from sweeps.layout import model_in
-from sweeps.plan import Plan, StudySpec
-from sweeps.selection import Selection
-from sweeps.shape import KINDS, ROW_NAMES, SIMPLEST
+from sweeps.core.layout import model_in
+from sweeps.core.plan import Plan, StudySpec
+from sweeps.core.selection import Selection
+from sweeps.core.shape import KINDS, ROW_NAMES, SIMPLEST
 
-PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: AP metrics on test}} (sweeps.testphase)
+PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: AP metrics on test}} (sweeps.shell.testphase)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class StudyOutcome:
     findings: Findings
     shipped: Shipped
     registered: Registered | None = None  # set once the models are registered
-    cost: dict[str, Any] | None = None  # {"estimate": ..., "actual": ...} (sweeps.estimate), set by run_study
+    cost: dict[str, Any] | None = None  # {"estimate": ..., "actual": ...} (sweeps.core.estimate), set by run_study
 
     @property
     def key(self) -> str:
