@@ -208,3 +208,17 @@ def test_test_phase_says_what_it_runs_and_each_job_done(clock, capsys):
         "[k] test: dkan/1 done (2/4, 1.5 min)",
         "[k] test: base/0 done (3/4, 1.5 min)",
     ]
+
+
+def test_a_tune_state_pickled_before_the_modules_moved_still_loads():
+    """Tune pickles its callbacks with its state; one saved under the old module names (sweeps.console) resumes."""
+    import pickle
+
+    from sweeps.shell.search import alias_moved_modules
+
+    blob = pickle.dumps(TrialConsole("k", 2, "val_AP_all", 3), protocol=0)
+    old = blob.replace(b"sweeps.shell.console", b"sweeps.console")
+    assert old != blob
+    alias_moved_modules()
+    assert pickle.loads(old).key == "k"
+

@@ -16,8 +16,10 @@ and ``sweeps.shell.trial_logger.TrialLogger`` (MLflow). ``sweeps.core.selection`
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import signal
+import sys
 import threading
 from pathlib import Path
 from typing import Any, Callable
@@ -106,6 +108,17 @@ def result_errors(grid) -> list[str]:
     return [error_line(f"{type(r.error).__name__}: {r.error}") for r in grid if r.error is not None]
 
 
+# a Tune state saved before the sweep's modules moved into sweeps/core and sweeps/shell names its pickled callbacks
+# and scheduler by their old modules
+MOVED = ("console", "schedulers", "trial_logger")
+
+
+def alias_moved_modules() -> None:
+    """The shell's pickled classes found under their old module names too (``--resume`` of an older state)."""
+    for name in MOVED:
+        sys.modules.setdefault(f"sweeps.{name}", importlib.import_module(f"sweeps.shell.{name}"))
+
+
 def _on_sigint(sig, frame):  # a second Ctrl+C, after Tune has handed the signal back
     raise KeyboardInterrupt
 
@@ -118,6 +131,7 @@ def fit_tuner(path: Path, trainable, resume: bool, make: Callable[[], tune.Tuner
     arrives: ours being back in place afterwards means the run was interrupted."""
     if resume and tune.Tuner.can_restore(str(path)):
         print(f"resuming {path}")
+        alias_moved_modules()
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = make()
