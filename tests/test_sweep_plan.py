@@ -295,6 +295,34 @@ def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates
     assert runs_of(two) == [3, 1]  # a baseline's one trial is its profile values: side by side with the defaults
 
 
+@pytest.mark.parametrize("extra", [[], ["--trials", "8"], ["--trials", "1"], ["--candidates", "tfa,dkan"],
+                                   ["--candidates", "plain"]])
+def test_the_runs_on_val_are_the_runs_the_shape_and_the_estimate_count(synthetic_prepared, tmp_path, monkeypatch,
+                                                                      extra):
+    """sweeps.study.run_on_val makes the Tune runs of the study's shape, in its order, each with the trials and
+    candidates it lists (what estimate.runs_of counts); the fixed run holds the candidates of the shape that
+    run side by side, DKAN's search is told its defaults' result."""
+    import sweeps.study
+    from sweeps.core.estimate import runs_of
+    from sweeps.core.shape import NAMES
+
+    made = []
+    monkeypatch.setattr(sweeps.study, "tune_run", lambda plan, study, parent, resume, spec: made.append(spec) or [])
+    plan = build_plan(parse_args(["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out",
+                                  str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), *extra]))
+    study = plan.study(plan.splits[0], 1, tmp_path / "base.pt")
+    sweeps.study.run_on_val(plan, study, "parent", None, resume=False)
+    assert [(s.name, len(s.fixed) or s.trials) for s in made] == [(r.name, r.trials) for r in plan.shape.runs]
+    assert [len(s.fixed) or s.trials for s in made] == runs_of(plan)
+    fixed = [name for s in made for name in s.fixed]
+    assert fixed == [c.name for r in plan.shape.runs for c in r.fixed] and fixed == sorted(fixed, key=NAMES.index)
+    assert set(plan.candidate_names()) <= set(NAMES) and plan.candidate_names() == sorted(plan.candidate_names(),
+                                                                                          key=NAMES.index)
+    search = [s for s in made if s.name == "search"]
+    assert all(len(s.prior) == 1 and s.prior[0][0] == s2.fixed["dkan_defaults"][1] for s in search
+               for s2 in made if "dkan_defaults" in s2.fixed)
+
+
 def test_test_rows_name_their_jobs_by_row_and_reuse_the_val_checkpoints(synthetic_prepared, tmp_path):
     from sweeps.core.selection import Candidate, Selection, TrialSummary
     from sweeps.shell.testphase import row_jobs
