@@ -350,9 +350,9 @@ def _add_report(sub) -> None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sweeps.outputs.report import run_cli  # a sweep's run folder: the sweep layer renders it
+    from sweeps.outputs.report import report_command  # a sweep's run folder: the sweep layer renders it
 
-    return run_cli(args)
+    return report_command(args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -127,7 +127,7 @@ class DistillConfig:
     lka_weight: float = _SPLIT1["lka_weight"]
     lka_tau: float = _SPLIT1["lka_tau"]
     # LKA's student logits: "scaled" (ours: the cosine head's logits, scale x cos, as it classifies) or "raw"
-    # (the authors' code: the cosines before the scale, against the teacher's FC logits; README "Differences")
+    # (the authors' code: the cosines before the scale, against the teacher's FC logits; docs/method.md "Differences")
     lka_student: str = "scaled"
 
 

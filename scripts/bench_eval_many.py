@@ -5,7 +5,7 @@
 ``alone``: each checkpoint by itself, as the test phase ran before; ``together``: all of them in one pass
 over the images (``dkan.engine.evaluate_many``: each stage whose weights two checkpoints share, the frozen
 body for all of them and everything up to the last layer for the base model and TFA, runs once per batch);
-``in N groups``: as the test phase packs them for N groups at once (``sweeps.testphase.pack``), one pass per
+``in N groups``: as the test phase packs them for N groups at once (``sweeps.shell.testphase.pack``), one pass per
 group, the groups one after another here (their sum is the CPU time). The AP of each must be the same.
 Prints a table and writes JSON.
 """
@@ -66,8 +66,8 @@ def main() -> None:
 def _packed(checkpoints: list[str], groups: int) -> list[list[str]]:
     from dkan.config import FinetuneConfig
     from dkan.model.checkpoint import load_checkpoint
-    from sweeps.jobs import SeedJob
-    from sweeps.testphase import pack
+    from sweeps.core.jobspec import SeedJob
+    from sweeps.shell.testphase import pack
 
     jobs = [SeedJob(_kind(load_checkpoint(Path(c))["meta"]), i, FinetuneConfig(), reuse=c)
             for i, c in enumerate(checkpoints)]

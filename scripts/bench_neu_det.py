@@ -29,7 +29,7 @@ from dkan.names import HEADLINE, METHODS, metric_key, parse_int_list
 from dkan.profiles import base_config, finetune_config
 from dkan.reference import reference_table_rows
 
-# X+variant: method X with one of the authors' choices where ours differ (README "Differences from the authors' code")
+# X+variant: method X with one of the authors' choices where ours differ (docs/method.md "Differences")
 VARIANTS = {"inplace": "model.cosine_norm=inplace", "rawlka": "distill.lka_student=raw"}
 
 

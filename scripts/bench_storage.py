@@ -89,7 +89,7 @@ def main() -> None:
         full, delta = (per["dkan"][k] * jobs / 2**30 for k in ("full_bytes", "delta_bytes"))
         result["sweep_600_dkan_seed_jobs_gib"][p] = {"full": round(full, 1), "delta": round(delta, 1)}
         print(f"20 trials x 10 seeds x 3 K of DKAN at {p}: {full:.1f} GiB full, {delta:.1f} GiB as deltas")
-    from sweeps.estimate import folder_bytes
+    from sweeps.core.estimate import folder_bytes
 
     result["run_folders"] = {f: folder_bytes(Path(f)) for f in args.run_folder}
     for f, b in result["run_folders"].items():

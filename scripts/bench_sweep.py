@@ -14,10 +14,10 @@ Prints a table, writes JSON. Uses the synthetic set and a cached base model.
 
 With ``--replay tests/fixtures/trial_recording.json`` (every trial's per-seed val AP_all, recorded
 once by ``scripts/record_trials.py``) nothing is trained: each scheduler (ASHA, the paired rule of
-``sweeps.schedulers``, FIFO) runs through Ray Tune's real Tuner on a trainable that reports the
+``sweeps.shell.schedulers``, FIFO) runs through Ray Tune's real Tuner on a trainable that reports the
 recorded seeds one after another, exactly as a sweep trial does. Reported per scheduler: seed
 fine-tunes executed, the ratio to all seeds, and the selected config (the best that ran every seed,
-as ``sweeps.selection.pick_best``) against the all-seeds choice, by full-seed mean.
+as ``sweeps.core.selection.pick_best``) against the all-seeds choice, by full-seed mean.
 """
 
 from __future__ import annotations
@@ -30,22 +30,26 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from sweeps.inputs import build_plan
+from bench_harness import sample_points
+
+from sweeps.core.inputs import build_plan
+from sweeps.core.space import DISTILL_SPACE
 from sweeps.run_tune import parse_args
-from sweeps.space import DISTILL_SPACE, sample_points
-from sweeps.sweep import ensure_base
+from sweeps.shell.sweep import ensure_base
 
 
 def search(plan, split, shots: int, base: Path, name: str):
-    from sweeps.search import RunSpec, run_tune
-    from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
+    from sweeps.core.shape import RunSpec
+    from sweeps.shell.search import tune_run
+    from sweeps.shell.tracker import Tracker
+    from sweeps.tracking import TAG_KEY, TAG_KIND
 
     tracker = Tracker(plan.tracking_uri, plan.dataset)
     parent = tracker.run(name, {TAG_KEY: f"bench|{plan.out}|{name}", TAG_KIND: "sweep"})
     t = time.time()
     study = replace(plan.study(split, shots, base), key=name)
     spec = RunSpec("search", "dkan", plan.space, plan.budget.trials, tuple(plan.extra_points))  # every point searched
-    grid = run_tune(plan, study, parent, False, spec)
+    grid = tune_run(plan, study, parent, False, spec)
     return grid, time.time() - t
 
 
@@ -65,8 +69,10 @@ REPLAYS = {
 
 
 def run_replays(path: Path, out: Path, seconds_per_seed: float) -> dict[str, Any]:
-    from sweeps.localray import start_local_ray, stop_local_ray
-    from sweeps.schedulers import Recording, make_scheduler, replay
+    from bench_harness import Recording, replay
+
+    from sweeps.shell.localray import start_local_ray, stop_local_ray
+    from sweeps.shell.schedulers import make_scheduler
 
     rec = Recording.load(path)
     start_local_ray(8)  # retried once when the raylet misses Ray's start-up wait (an overloaded machine)
@@ -127,7 +133,7 @@ def main() -> None:
     common = ["--shots", a.shots, "--profile", "cpu-quick", "--points", str(pts), "--trials", str(a.trials)]
     ray.init(
         address="local", num_cpus=(os.cpu_count() or 1) + 1, log_to_driver=False
-    )  # + the trial drivers' CPU, as run_tune does
+    )  # + the trial drivers' CPU, as tune_run does
     report: dict = {}
     try:
         runs = {}

@@ -7,11 +7,12 @@
         --out runs/record_grid --grid benchmarks/data/neu_det_grid.json
 
 The configs: the sweep's fixed candidates (TFA, plain and DKAN with the authors' defaults, at the profile's
-values), then ``--points`` DKAN points of the default search space (``sweeps.space.default_space``: the four
-distillation values and the learning rate), drawn uniform / log-uniform as the search's start-up trials draw
-them (``sample_points``, seeded). Each (K, seed, config) is one fine-tune at full length, built as the sweep
-builds it (``build_plan``, the study template, ``finetune_job``), scored on val *and* test at each of
-``--fractions`` of its length in the same run: the rungs a scheduler on training length stops at. The base
+values), then ``--points`` DKAN points of the default search space (``sweeps.core.space.default_space``: the four
+distillation values and the learning rate), drawn uniform / log-uniform as the search's start-up trials
+draw them (``bench_harness.sample_points``, seeded). Each (K, seed, config) is one fine-tune at full
+length, built as the sweep builds it (``build_plan``, the study template, ``finetune_job``), scored on
+val *and* test at each of ``--fractions`` of its length in the same run: the rungs a scheduler on
+training length stops at. The base
 model is the sweep's own (its cache; trained here when missing, from scratch at cpu-quick).
 
 Per-seed AP only: the grid JSON holds, per cell and fraction, AP_all / AP_base / AP_novel on val and test,
@@ -36,10 +37,10 @@ from typing import Any
 
 from dkan import runfolder
 from dkan.names import parse_int_list
-from sweeps.inputs import build_plan
-from sweeps.jobs import finetune_job
+from sweeps.core.inputs import build_plan
+from sweeps.core.jobspec import finetune_job
+from sweeps.core.space import Range, default_space
 from sweeps.run_tune import parse_args
-from sweeps.space import Range, default_space
 
 GRID_VERSION = 1
 KEYS = ("AP_all", "AP_base", "AP_novel")

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/record_trials.py --out runs/record_trials \
         --fixture tests/fixtures/trial_recording.json
 
-N fixed hyperparameter sets (``bench_sweep.sample_points``: the authors' defaults first) x the seeds,
+N fixed hyperparameter sets (``bench_harness.sample_points``: the authors' defaults first) x the seeds,
 each a real seed fine-tune: the sweep's own plan (``build_plan`` on the embedded synthetic set,
 cpu-quick), study template and ``finetune_job``, run by the same ``fit`` a sweep worker calls, with
 no early stopping. Ray is left out (a fine-tune's metrics do not depend on it; its start-up would
@@ -21,12 +21,14 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 
+from bench_harness import sample_points
+
 from dkan import runfolder
 from dkan.names import parse_int_list
-from sweeps.inputs import build_plan
-from sweeps.jobs import SeedJob, finetune_job
+from sweeps.core.inputs import build_plan
+from sweeps.core.jobspec import SeedJob, finetune_job
+from sweeps.core.space import DISTILL_SPACE
 from sweeps.run_tune import parse_args
-from sweeps.space import DISTILL_SPACE, sample_points
 
 
 def _run(job: SeedJob) -> dict:

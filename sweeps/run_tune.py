@@ -27,7 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a(
         "--data",
         help="prepared dataset (dkan prepare-data --out). "
-        "Default: the synthetic set, generated into the cache, with a small budget (about 22 min on 2 CPU cores)",
+        "Default: the synthetic set, generated into the cache, with a small budget (11-14 min on 2 CPU cores "
+        "for --shots 1,3,5, docs/benchmarks.md)",
     )
     a("--splits", type=parse_int_list, help="NEU-DET's class split presets 1-3, only for NEU-DET's classes "
       "(default: the splits recorded by prepare-data --class-splits, else 1)")
@@ -52,7 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     a("--reduction-factor", type=int, help="ASHA reduction factor (default 3)")
     a("--scheduler", choices=("asha", "paired", "fifo"), help="how weak trials stop between seeds: asha (default), "
-      "paired (a per-seed paired t test against the incumbent, sweeps/schedulers.py), fifo (= --no-early-stop)")
+      "paired (a per-seed paired t test against the incumbent, sweeps/shell/schedulers.py), fifo (= --no-early-stop)")
     a("--paired-alpha", type=float, help="--scheduler paired: one-sided level of the test (default 0.1)")
     a("--workers", type=int, default=1, help="Ray Train workers (DDP) per fine-tune")
     a("--cpus-per-worker", type=float, default=1.0)
@@ -61,8 +62,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--max-failures", type=int, help="retries of a trial or base training whose worker, driver or node was lost; "
       "the retry goes on at the next unfinished seed (default 2; a non-finite loss or bad data is never retried)")
     a("--search-space", metavar="YAML", help="config keys to search: dotted keys of the fine-tune config with "
-      "{low, high, log} or {choices: [...]} (e.g. optim.lr), over the default space of the distillation weights "
-      "and temperatures (sweeps/space.py)")
+      "{low, high, log} or {choices: [...]} (e.g. optim.lr), over the default space: the distillation weights "
+      "and temperatures and the learning rate optim.lr (sweeps/core/space.py)")
     a("--points", metavar="YAML", help="a list of DKAN points to evaluate first (after the authors' defaults)")
     a("--candidates", type=lambda s: [c.strip() for c in s.split(",") if c.strip()], metavar="tfa,plain,dkan",
       help="what a study compares on val and may recommend, simplest first (default all three; dkan: its "
@@ -156,9 +157,9 @@ def dry_run(args: argparse.Namespace) -> int:
     import os
     import shutil
 
-    from sweeps.estimate import plan_line
-    from sweeps.inputs import build_plan
-    from sweeps.plan import complete_plan
+    from sweeps.core.estimate import plan_line
+    from sweeps.core.inputs import build_plan
+    from sweeps.core.plan import complete_plan
 
     plan = build_plan(args, prepare=False)
     try:
@@ -186,9 +187,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     """The sweep of parsed arguments; the exit code (2: bad input, 130: interrupted)."""
-    from sweeps.inputs import build_plan
-    from sweeps.search import SweepInterrupted
-    from sweeps.sweep import run_sweep
+    from sweeps.core.inputs import build_plan
+    from sweeps.shell.search import SweepInterrupted
+    from sweeps.shell.sweep import run_sweep
     from sweeps.tracking import mask_uri
 
     t0 = time.time()

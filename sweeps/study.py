@@ -1,13 +1,13 @@
 """One study, one (class split, K): the runs on val -> selection -> test phase -> a typed ``StudyOutcome``,
 then each output written from (plan, layout, outcome).
 
-    on val      sweeps.search      the fixed candidates (TFA, plain, DKAN's defaults) side by side, then
+    on val      sweeps.shell.search      the fixed candidates (TFA, plain, DKAN's defaults) side by side, then
                                    DKAN's search (told the defaults' result), then a baseline's own
                                    search where the space holds keys it uses
-    selection   sweeps.selection   the candidates, simplest first, and the one recommended by the rule
-    pruning     sweeps.prune       the model files of trials no one can choose deleted (--keep-checkpoints)
-    test phase  sweeps.testphase   every candidate's val checkpoints and the base model, evaluated on test
-    outcome     sweeps.outcome     statistics, the recommendation and what test says of it, the model to ship
+    selection   sweeps.core.selection   the candidates, simplest first, and the one recommended by the rule
+    pruning     sweeps.shell.prune       the model files of trials no one can choose deleted (--keep-checkpoints)
+    test phase  sweeps.shell.testphase   every candidate's val checkpoints and the base model, evaluated on test
+    outcome     sweeps.core.outcome     statistics, the recommendation and what test says of it, the model to ship
     outputs     sweeps.outputs     registry (first: the bundle records its model URIs), results, figures,
                                    bundle, MLflow logging
 """
@@ -21,23 +21,24 @@ from pathlib import Path
 
 from dkan import runfolder
 from dkan.config import authors_defaults
-from sweeps.estimate import estimate, measured, rates_for
-from sweeps.outcome import StudyOutcome, conclude
+from sweeps.core.estimate import estimate, measured, rates_for
+from sweeps.core.outcome import StudyOutcome, conclude
+from sweeps.core.plan import ClassSplitSpec, Plan, PlanError, StudySpec
+from sweeps.core.progress import TrialReport
+from sweeps.core.selection import select
+from sweeps.core.shape import RunSpec
+from sweeps.core.space import first_points, of_method
 from sweeps.outputs.dedupe import link_duplicates
-from sweeps.outputs.export import write_bundle
+from sweeps.outputs.export import export_bundle
 from sweeps.outputs.figures import write_figures
 from sweeps.outputs.mlflow_log import log_study, open_study_run
 from sweeps.outputs.registry import register
 from sweeps.outputs.results import write_results
-from sweeps.plan import ClassSplitSpec, Plan, PlanError, StudySpec
-from sweeps.progress import TrialReport
-from sweeps.prune import prune_checkpoints
-from sweeps.search import RunSpec, run_tune
-from sweeps.selection import select
-from sweeps.space import baseline_trials, first_points, of_method
-from sweeps.testphase import run_test_phase
+from sweeps.shell.prune import prune_checkpoints
+from sweeps.shell.search import tune_run
+from sweeps.shell.testphase import run_test_phase
 
-WRITERS = (write_results, write_figures, write_bundle, log_study)  # each f(plan, layout, outcome), in this order
+WRITERS = (write_results, write_figures, export_bundle, log_study)  # each f(plan, layout, outcome), in this order
 
 
 def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, resume: bool) -> StudyOutcome:
@@ -48,7 +49,7 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, re
     parent = open_study_run(plan, study)
     runs = run_on_val(plan, study, parent, base_val_ap(plan, base_ckpt), resume)
     selection = select(plan, runs)
-    freed = prune_checkpoints(plan, study, selection)  # what no one can choose, before the test phase
+    freed = prune_checkpoints(plan, study, selection, parent)  # what no one can choose, before the test phase
     if freed:
         print(f"[{study.key}] pruned the model files of the trials no one can choose: {freed / 2**20:.0f} MiB freed "
               "(--keep-checkpoints all keeps them)", flush=True)
@@ -64,30 +65,27 @@ def run_study(plan: Plan, split: ClassSplitSpec, shots: int, base_ckpt: Path, re
 
 
 def run_on_val(plan: Plan, study: StudySpec, parent: str, base_ap: float | None, resume: bool) -> list:
-    """Every run of the study on the selection split, in order: [(RunSpec, ResultGrid), ...]."""
-    space, wanted, trials = plan.space, plan.budget.candidates, plan.budget.trials
-    defaults = first_points(of_method(space, "dkan"), study.template, authors_defaults(study.split.number))
-    fixed = {m: (m, first_points(of_method(space, m), study.template)) for m in ("tfa", "plain")
-             if m in wanted and baseline_trials(space, m, trials) <= 1}  # no search of its own, or its start alone
-    if "dkan" in wanted:
-        fixed["dkan_defaults"] = ("dkan", defaults)
-    runs = []
-    if fixed:
-        spec = RunSpec("candidates", fixed=fixed, base_ap=base_ap)
-        runs.append((spec, run_tune(plan, study, parent, resume, spec)))
-    if "dkan" in wanted and trials > 1:
-        prior = [(defaults, _objective(runs, "dkan_defaults"))]
-        points = tuple(p for p in plan.extra_points if p != defaults)
-        spec = RunSpec("search", "dkan", space, trials - 1, points, tuple(prior), base_ap=base_ap)
-        runs.append((spec, run_tune(plan, study, parent, resume, spec)))
-    for method in ("tfa", "plain"):
-        keys, n = of_method(space, method), baseline_trials(space, method, trials)
-        if method in wanted and n > 1:  # the baseline's own search over the keys it uses, its defaults first
-            start = first_points(keys, study.template)
-            spec = RunSpec(f"search_{method}", method, keys, n, (start,), base_ap=base_ap)
-            runs.append((spec, run_tune(plan, study, parent, resume, spec)))
+    """Every run of the study on the selection split, in the order of its shape (``sweeps.core.shape``):
+    [(RunSpec, ResultGrid), ...]."""
+    space, runs = plan.space, []
+    defaults = {c.method: first_points(of_method(space, c.method), study.template, authors_defaults(study.split.number))
+                for c in plan.shape.of_role("defaults")}
+    for shape in plan.shape.runs:
+        if shape.fixed:  # a baseline at its profile values, a method at its authors' defaults
+            fixed = {c.name: (c.method, defaults[c.method] if c.role == "defaults"
+                              else first_points(of_method(space, c.method), study.template)) for c in shape.fixed}
+            spec = RunSpec(shape.name, fixed=fixed, base_ap=base_ap)
+        elif shape.method in defaults:  # the tuned method's search, told its defaults' result
+            start = defaults[shape.method]
+            told = [c.name for c in plan.shape.of_role("defaults") if c.method == shape.method]
+            prior = tuple((start, _objective(runs, name)) for name in told)
+            points = tuple(p for p in plan.extra_points if p != start)
+            spec = RunSpec(shape.name, shape.method, shape.space, shape.trials, points, prior, base_ap=base_ap)
+        else:  # a baseline's own search over the keys it uses, its profile values first
+            start = first_points(shape.space, study.template)
+            spec = RunSpec(shape.name, shape.method, shape.space, shape.trials, (start,), base_ap=base_ap)
+        runs.append((spec, tune_run(plan, study, parent, resume, spec)))
     return runs
-
 
 
 def _objective(runs: list, candidate: str) -> float:

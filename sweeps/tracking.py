@@ -1,25 +1,22 @@
-"""The MLflow store: tracking URIs (checked, masked), the sqlite store's artifacts beside it, ``relocate``,
-and ``Tracker``, a thin client for the sweep's run tree. Imports nothing from the rest of ``sweeps``.
+"""The MLflow store without MLflow: tracking URIs (checked, masked), the run tree's tags, the sqlite store's
+artifacts beside it, ``relocate``. Imports nothing from the rest of ``sweeps`` (the client that writes
+the runs, ``Tracker``, is ``sweeps.shell.tracker``: MLflow only there).
 
 With a sqlite store (the default: OUT/mlflow.db) the artifacts live beside it in OUT/mlartifacts, so
 the run folder is self-contained; ``relocate_store`` points a copied or moved store at its new folder
 (a sweep does it by itself on start; ``python -m sweeps.tracking relocate RUN_DIR`` by hand). With a
 server (http) the server decides where artifacts go. Runs are found again by tags, so a resumed sweep
-adds no duplicate runs. What the runs hold: ``sweeps.trial_logger`` (trials as they run) and
+adds no duplicate runs. What the runs hold: ``sweeps.shell.trial_logger`` (trials as they run) and
 ``sweeps.outputs.mlflow_log`` (the study's results, base models).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import os
 import sqlite3
 import sys
-import time
 import urllib.error
 import urllib.request
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,10 @@ from dkan.errors import DkanError
 TAG_KEY, TAG_TRIAL, TAG_STATE, TAG_KIND = "dkan.sweep_key", "dkan.trial_id", "dkan.state", "dkan.run_kind"
 TAG_SELECTED, TAG_NOTE, TAG_CODE = "dkan.selected", "mlflow.note.content", "dkan.code_version"
 TAG_EXPERIMENT_KIND, MODEL_DEVELOPMENT = "mlflow.experimentKind", "custom_model_development"
+TAG_PARENT = "mlflow.parentRunId"
+# TAG_KEY finds a run again: ``OUT|<study key>`` on a study's run (kind sweep), ``OUT|<key>|test|<row>`` on a test
+# row's, ``OUT|base|<split>`` on a base model's, and on a trial run the study key with the trial's Tune id, under
+# its study's run (``trial_tags``): the study's run is the one that names the run folder
 MLFLOW_DB = "mlflow.db"  # a run folder's sqlite store
 ARTIFACTS_DIR = "mlartifacts"  # beside a sqlite store's file
 # MLflow's columns that hold artifact locations (absolute URIs): rewritten when a store moves
@@ -41,7 +42,7 @@ class TrackingError(DkanError, RuntimeError):
 
 
 # real tracking URIs by their masked form: the driver holds passwords in memory only; what Tune pickles
-# (sweeps.trial_logger.TrialLogger) keeps the masked one and finds the real one here on resume (Tracker
+# (sweeps.shell.trial_logger.TrialLogger) keeps the masked one and finds the real one here on resume (Tracker
 # registers every URI it opens; MLFLOW_TRACKING_URI in the environment serves as well)
 _REAL_URIS: dict[str, str] = {}
 
@@ -199,6 +200,21 @@ def is_store(db: Path) -> bool:
         return False
 
 
+def trial_state(seeds_done: int, n_seeds: int, failed: bool = False) -> str:
+    """A trial run's ``dkan.state``: completed, stopped early (n/N seeds) or failed."""
+    if failed:
+        return "failed"
+    return "completed" if seeds_done >= n_seeds else f"stopped early ({seeds_done}/{n_seeds} seeds)"
+
+
+def trial_tags(key: str, parent: str | None, trial_id: str | None = None) -> dict[str, str]:
+    """The tags that find a study's trial runs (one, with ``trial_id``): its study key, under its study's run
+    ``parent`` where there is one. Two run folders sharing a store hold the same study keys: without the
+    parent they would number and find each other's trials."""
+    tags = {TAG_KEY: key, **({TAG_TRIAL: trial_id} if trial_id else {})}
+    return {**tags, TAG_PARENT: parent} if parent else tags
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"optim": {"lr": 0.1}}`` -> ``{"optim.lr": 0.1}`` (MLflow params)."""
     out: dict[str, Any] = {}
@@ -208,95 +224,6 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
-
-
-class Tracker:
-    """Thin wrapper over MlflowClient for the sweep's run tree."""
-
-    def __init__(self, uri: str, experiment: str):
-        from mlflow.tracking import MlflowClient
-
-        remember_uri(uri)
-        self.uri = uri
-        db = sqlite_path(uri)
-        if db is not None:
-            relocate_store(db)  # a copied or moved run folder: its artifacts are beside the store, not where they were
-        self.client = MlflowClient(tracking_uri=uri)
-        exp = self.client.get_experiment_by_name(experiment)
-        self.experiment_id = exp.experiment_id if exp else self.client.create_experiment(
-            experiment, artifact_location=artifact_root(uri))
-        if exp is None or exp.tags.get(TAG_EXPERIMENT_KIND) != MODEL_DEVELOPMENT:
-            # the MLflow UI opens a model-development experiment on its training runs (else on GenAI traces)
-            self.client.set_experiment_tag(self.experiment_id, TAG_EXPERIMENT_KIND, MODEL_DEVELOPMENT)
-
-    def find(self, **tags: str) -> str | None:
-        flt = " and ".join(f"tags.`{k}` = {filter_value(v)}" for k, v in tags.items())
-        runs = self.client.search_runs([self.experiment_id], filter_string=flt, max_results=1)
-        return runs[0].info.run_id if runs else None
-
-    def count(self, **tags: str) -> int:
-        flt = " and ".join(f"tags.`{k}` = {filter_value(v)}" for k, v in tags.items())
-        return len(self.client.search_runs([self.experiment_id], filter_string=flt, max_results=50000))
-
-    def run(
-        self, name: str, tags: dict[str, str], params: dict[str, Any] | None = None, parent: str | None = None
-    ) -> str:
-        """The run with these tags, created if missing (resume-safe)."""
-        existing = self.find(**tags)
-        if existing:
-            return existing
-        all_tags = {**tags, **({"mlflow.parentRunId": parent} if parent else {})}
-        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
-        self.params(run_id, params or {})
-        return run_id
-
-    def params(self, run_id: str, values: dict[str, Any]) -> None:
-        """Parameters in batches (MLflow takes 100 per call; a value at most 6000 characters)."""
-        from mlflow.entities import Param
-
-        items = [Param(k, str(v)[:6000]) for k, v in values.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[i : i + 100], synchronous=True)
-
-    def tags(self, run_id: str, values: dict[str, str]) -> None:
-        from mlflow.entities import RunTag
-
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)[:5000]) for k, v in values.items()], synchronous=True)
-
-    def metrics(self, run_id: str, values: dict[str, float], step: int = 0) -> None:
-        self.series(run_id, [(k, v, step) for k, v in values.items()])
-
-    def series(self, run_id: str, points: list[tuple[str, float, int]]) -> None:
-        """(name, value, step) points in batches; NaN and non-numbers left out, '/' in names made '_'."""
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        items = [Metric(k.replace("/", "_"), float(v), now, int(step)) for k, v, step in points
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(float(v))]
-        for i in range(0, len(items), 1000):
-            self.client.log_batch(run_id, metrics=items[i : i + 1000], synchronous=True)
-
-    def dataset(self, run_id: str, data_root: Path, context: str = "train") -> None:
-        """The prepared dataset as the run's input (MLflow's dataset tracking): its folder name, its
-        location and a digest of its dataset.yaml (the manifest prepare-data writes)."""
-        from mlflow.data.dataset_source_registry import resolve_dataset_source
-        from mlflow.data.meta_dataset import MetaDataset
-        from mlflow.entities import DatasetInput, InputTag
-
-        root = Path(data_root)
-        digest = hashlib.sha256((root / "dataset.yaml").read_bytes()).hexdigest()[:16]
-        with warnings.catch_warnings():  # MLflow registers two equal local sources and warns which it picked
-            warnings.simplefilter("ignore", UserWarning)
-            source = resolve_dataset_source(str(root))
-        ds = MetaDataset(source, name=root.name, digest=digest)
-        tag = InputTag("mlflow.data.context", context)
-        self.client.log_inputs(run_id, [DatasetInput(ds._to_mlflow_entity(), [tag])])
-
-    def finish(self, run_id: str, state: str, status: str = "FINISHED", reason: str | None = None) -> None:
-        self.client.set_tag(run_id, TAG_STATE, state)
-        if reason:
-            self.client.set_tag(run_id, "dkan.failure_reason", reason[:4000])
-        self.client.set_terminated(run_id, status)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.localray import free_port
+from sweeps.shell.localray import free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""sweeps.console.TrialConsole: driven with fake Trial objects, as Tune's driver would call it (no Ray run)."""
+"""sweeps.shell.console.TrialConsole: driven with fake Trial objects, as Tune's driver would call it (no Ray run)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-import sweeps.console as console
-from sweeps.console import TrialConsole, error_line
-from sweeps.jobs import WorkerResources
-from sweeps.plan import Budget, ClassSplitSpec, Plan
-from sweeps.progress import JobsReport, TrialReport
-from sweeps.space import DISTILL_SPACE
+import sweeps.shell.console as console
+from sweeps.core.jobspec import WorkerResources
+from sweeps.core.plan import Budget, ClassSplitSpec, Plan
+from sweeps.core.progress import JobsReport, TrialReport, error_line
+from sweeps.core.space import DISTILL_SPACE
+from sweeps.shell.console import TrialConsole
 
 HP = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}
 
@@ -150,7 +150,7 @@ def test_error_line_takes_the_exception_from_a_tune_error_file(tmp_path):
 
 
 def test_verbose_option_reaches_the_plan(synthetic_prepared, tmp_path):
-    from sweeps.inputs import build_plan
+    from sweeps.core.inputs import build_plan
     from sweeps.run_tune import parse_args
 
     common = ["--data", str(synthetic_prepared), "--out", str(tmp_path / "o"), "--shots", "1", "--seeds", "1"]
@@ -167,7 +167,8 @@ def test_base_training_progress_skips_a_killed_runs_stale_file(tmp_path, capsys)
     import time
 
     from dkan.profiles import base_config
-    from sweeps.jobs import SeedJob, _print_progress
+    from sweeps.core.jobspec import SeedJob
+    from sweeps.shell.jobs import _print_progress
 
     cfg = base_config("cpu-quick")
     cfg.out = str(tmp_path / "base")
@@ -207,3 +208,17 @@ def test_test_phase_says_what_it_runs_and_each_job_done(clock, capsys):
         "[k] test: dkan/1 done (2/4, 1.5 min)",
         "[k] test: base/0 done (3/4, 1.5 min)",
     ]
+
+
+def test_a_tune_state_pickled_before_the_modules_moved_still_loads():
+    """Tune pickles its callbacks with its state; one saved under the old module names (sweeps.console) resumes."""
+    import pickle
+
+    from sweeps.shell.search import alias_moved_modules
+
+    blob = pickle.dumps(TrialConsole("k", 2, "val_AP_all", 3), protocol=0)
+    old = blob.replace(b"sweeps.shell.console", b"sweeps.console")
+    assert old != blob
+    alias_moved_modules()
+    assert pickle.loads(old).key == "k"
+

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from sweeps.jobs import WorkerResources
-from sweeps.localray import WorkersDidNotStart
-from sweeps.tracking import Tracker, TrackingError, filter_value, mask_uri, real_uri
-from sweeps.trial_logger import TrialLogger
+from sweeps.core.jobspec import WorkerResources
+from sweeps.shell.localray import WorkersDidNotStart
+from sweeps.shell.tracker import Tracker
+from sweeps.shell.trial_logger import TrialLogger
+from sweeps.tracking import TrackingError, filter_value, mask_uri, real_uri
 
 
 @pytest.mark.parametrize(
@@ -140,7 +141,7 @@ def test_disk_full_or_read_only_mid_run_is_one_clear_line(tmp_path, monkeypatch,
     """A write that fails mid-sweep (disk full, remounted read-only): exit 2 naming the file, no traceback."""
     import errno
 
-    import sweeps.sweep
+    import sweeps.shell.sweep
     from sweeps.run_tune import main as sweep_main
     from tests.sweeps_shared import tiny_args
 
@@ -149,8 +150,8 @@ def test_disk_full_or_read_only_mid_run_is_one_clear_line(tmp_path, monkeypatch,
     def fail(*a, **k):
         raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(target))
 
-    monkeypatch.setattr(sweeps.sweep, "run_sweep", fail)
-    monkeypatch.setattr("sweeps.inputs.build_plan", lambda args: None)
+    monkeypatch.setattr(sweeps.shell.sweep, "run_sweep", fail)
+    monkeypatch.setattr("sweeps.core.inputs.build_plan", lambda args: None)
     assert sweep_main(tiny_args(tmp_path / "data", tmp_path / "sweep", tmp_path / "cache")) == 2
     err = capsys.readouterr().err
     assert f"cannot write {target}: {why}" in err and "Fix:" in err and "Traceback" not in err
@@ -206,8 +207,8 @@ def test_mlflow_outage_mid_search_warns_goes_on_and_is_completed_at_the_end(tmp_
     the final state, so the run is not left RUNNING."""
     from types import SimpleNamespace
 
+    from sweeps.core.progress import TrialReport
     from sweeps.outputs.mlflow_log import log_trials
-    from sweeps.progress import TrialReport
     from sweeps.tracking import TAG_KEY, TAG_TRIAL
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -249,7 +250,7 @@ def test_mlflow_outage_mid_search_warns_goes_on_and_is_completed_at_the_end(tmp_
 @pytest.fixture(scope="module")
 def local_ray():
     """One private local Ray for this module's tests (Ray's default for a new local cluster: token auth)."""
-    from sweeps.localray import start_local_ray, stop_local_ray
+    from sweeps.shell.localray import start_local_ray, stop_local_ray
 
     auth = os.environ.pop("RAY_AUTH_MODE", None)
     address = start_local_ray(2)
@@ -295,11 +296,12 @@ def test_train_workers_that_cannot_start_fail_with_the_holders_named(local_ray, 
     import ray
 
     from dkan.profiles import finetune_config
-    from sweeps.jobs import SeedJob, run_jobs
+    from sweeps.core.jobspec import SeedJob
+    from sweeps.shell.jobs import run_jobs
     from tests.conftest import tiny_model_config
 
     monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "2")
-    monkeypatch.setattr("sweeps.localray.START_RETRIES", 1)
+    monkeypatch.setattr("sweeps.shell.localray.START_RETRIES", 1)
     pg = ray.util.placement_group([{"CPU": 2}])
     ray.get(pg.ready(), timeout=60)
     cfg = finetune_config("cpu-quick")
@@ -318,7 +320,7 @@ def _job_in(folder: Path, data_root: Path):
     from dataclasses import replace
 
     from dkan.profiles import finetune_config
-    from sweeps.jobs import SeedJob
+    from sweeps.core.jobspec import SeedJob
     from tests.conftest import tiny_model_config
 
     cfg = finetune_config("cpu-quick")
@@ -333,7 +335,7 @@ def test_a_failure_this_sweep_recorded_is_raised_without_starting_workers(tmp_pa
 
     import ray.train.torch
 
-    from sweeps.jobs import FAILED, SeedFailed, recorded_failures, run_jobs
+    from sweeps.shell.jobs import FAILED, SeedFailed, recorded_failures, run_jobs
 
     class NoTrainer:
         def __init__(self, *a, **k):
@@ -354,7 +356,7 @@ def test_a_deterministic_seed_failure_is_recorded_and_not_retried(local_ray, tmp
     it (Train's retry of lost workers does not run the job again)."""
     import json
 
-    from sweeps.jobs import FAILED, SeedFailed, run_jobs
+    from sweeps.shell.jobs import FAILED, SeedFailed, run_jobs
 
     job = _job_in(tmp_path / "seed1", tmp_path / "no-such-dataset")
     with pytest.raises(SeedFailed, match="dkan/1: .*no-such-dataset") as e:

@@ -17,15 +17,15 @@ from dkan.config import BaseTrainConfig, DataConfig, FinetuneConfig, to_dict
 from dkan.data.splits import NEU_DET_SPLITS
 from dkan.model.checkpoint import save_checkpoint
 from dkan.model.detector import build_detector
-from sweeps.jobs import WorkerResources
-from sweeps.layout import model_in
-from sweeps.outcome import Findings, Shipped, StudyOutcome
+from sweeps.core.jobspec import WorkerResources
+from sweeps.core.layout import model_in
+from sweeps.core.outcome import Findings, Shipped, StudyOutcome
+from sweeps.core.plan import Budget, ClassSplitSpec, Plan, StudySpec
+from sweeps.core.progress import TrialReport
+from sweeps.core.selection import Candidate, Selection, trial_summaries
+from sweeps.core.shape import RunSpec
+from sweeps.core.space import DISTILL_SPACE
 from sweeps.outputs.figures import FigureWarning, optuna_study, trial_rows, write_figures
-from sweeps.plan import Budget, ClassSplitSpec, Plan, StudySpec
-from sweeps.progress import TrialReport
-from sweeps.search import RunSpec
-from sweeps.selection import Candidate, Selection, summarize
-from sweeps.space import DISTILL_SPACE
 
 CLASSES = NEU_DET_SPLITS[1].base
 KEY = "prepared_split1_1shot"
@@ -44,7 +44,7 @@ SPEC = RunSpec("search", "dkan", DISTILL_SPACE)
 def _outcome(plan: Plan, grid: list, tuned: str = "t0") -> StudyOutcome:
     """A study's outcome with the figures' inputs: the test rows and the search's trials (the tuned DKAN
     recommended)."""
-    trials = tuple(summarize(grid, SPEC))
+    trials = tuple(trial_summaries(grid, SPEC))
     best = next(t for t in trials if t.trial_id == tuned)
     selection = Selection({"dkan": Candidate("dkan", "dkan", best.point, best)}, "dkan", (), trials,
                           len(plan.seeds), 0.005, "")
@@ -124,7 +124,7 @@ def test_a_figure_that_fails_warns_and_the_others_are_drawn(synthetic_prepared, 
 
 
 def test_optuna_study_rebuilt_from_the_grid_and_trial_states():
-    rows = trial_rows(summarize(_grid(), SPEC), "val_AP_all", 2, "t0")
+    rows = trial_rows(trial_summaries(_grid(), SPEC), "val_AP_all", 2, "t0")
     assert [r["state"] for r in rows] == ["selected", "stopped early", "failed", "completed"]
     assert math.isnan(rows[2]["val_AP_all"])
     study = optuna_study(rows, DISTILL_SPACE, "val_AP_all")

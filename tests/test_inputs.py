@@ -80,7 +80,7 @@ def test_a_malformed_dataset_yaml_is_named_for_every_reader(prepared, tmp_path, 
 
 def test_names_become_paths_only_through_the_one_rule():
     from dkan.names import unsafe_name
-    from sweeps.layout import RunLayout, UnsafeName, study_key
+    from sweeps.core.layout import RunLayout, UnsafeName, study_key
 
     for bad in ("../x", "a/b", "a\\b", ".hidden", "", "x" * 300, "a\0b"):
         assert unsafe_name(bad)

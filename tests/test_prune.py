@@ -5,8 +5,8 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from dkan import runfolder
-from sweeps.layout import RunLayout
-from sweeps.prune import PRUNED, prune_checkpoints
+from sweeps.core.layout import RunLayout
+from sweeps.shell.prune import PRUNED, prune_checkpoints
 from sweeps.tracking import sqlite_uri
 
 KEY = "tiles_split1_2shot"

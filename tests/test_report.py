@@ -146,9 +146,9 @@ def test_script_and_cli_write_the_report(run_dir):
 
 
 def test_search_summary_names_the_failed_trials_and_counts_the_rest():
+    from sweeps.core.progress import TrialReport
+    from sweeps.core.selection import Candidate, Selection, TrialSummary
     from sweeps.outputs.results import search_lines
-    from sweeps.progress import TrialReport
-    from sweeps.selection import Candidate, Selection, TrialSummary
 
     def ran(n: int) -> TrialReport:
         return TrialReport.of_seeds("val", [(s, {"AP_all": 0.1}) for s in range(1, n + 1)])

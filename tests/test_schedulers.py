@@ -1,4 +1,4 @@
-"""The paired per-seed scheduler (sweeps/schedulers.py): its test, its grace, and its replay through
+"""The paired per-seed scheduler (sweeps/shell/schedulers.py): its test, its grace, and its replay through
 Ray Tune on a recording of real fine-tunes (tests/fixtures/trial_recording.json)."""
 
 from __future__ import annotations
@@ -8,8 +8,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from sweeps.progress import TrialReport
-from sweeps.schedulers import PairedSeedScheduler, Recording, make_scheduler, paired_worse, replay, seed_values
+from scripts.bench_harness import Recording, replay
+from sweeps.core.progress import TrialReport
+from sweeps.shell.schedulers import PairedSeedScheduler, make_scheduler, paired_worse, seed_values
 
 FIXTURE = Path(__file__).parent / "fixtures" / "trial_recording.json"
 
@@ -70,7 +71,7 @@ def test_the_first_trials_are_compared_with_each_other():
 def test_replay_of_the_recording_keeps_the_all_seeds_choice_with_fewer_finetunes(tmp_path):
     """Ray Tune's real Tuner over the recorded per-seed APs: the paired rule selects what every
     trial on every seed would, runs fewer seed fine-tunes, and stops no trial before grace."""
-    from sweeps.localray import start_local_ray, stop_local_ray
+    from sweeps.shell.localray import start_local_ray, stop_local_ray
 
     rec = Recording.load(FIXTURE)
     assert len(rec.trials) >= 6 and len(rec.seeds) >= 4

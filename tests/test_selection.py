@@ -9,13 +9,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from sweeps.jobs import WorkerResources
-from sweeps.outcome import ROW_NAMES, describe_candidate, recommendation
-from sweeps.plan import Budget, ClassSplitSpec, Plan
-from sweeps.progress import TrialReport
-from sweeps.search import RunSpec
-from sweeps.selection import Candidate, Selection, pareto_front, recommend, select
-from sweeps.space import DISTILL_SPACE
+from sweeps.core.jobspec import WorkerResources
+from sweeps.core.outcome import describe_candidate, recommendation
+from sweeps.core.plan import Budget, ClassSplitSpec, Plan
+from sweeps.core.progress import TrialReport
+from sweeps.core.selection import Candidate, Selection, pareto_front, recommend, select
+from sweeps.core.shape import ROW_NAMES, RunSpec
+from sweeps.core.space import DISTILL_SPACE
 
 DEFAULTS = {"fka_weight": 1.0, "lka_weight": 0.01, "fka_tau": 5.0, "lka_tau": 5.0}
 
@@ -39,7 +39,7 @@ def _result(tid, aps, config, error=None, **kw):
 
 
 def _cand(name, aps) -> Candidate:
-    from sweeps.selection import TrialSummary
+    from sweeps.core.selection import TrialSummary
 
     return Candidate(name, name.split("_")[0], {}, TrialSummary(name, name.split("_")[0], {}, _report(aps), None))
 

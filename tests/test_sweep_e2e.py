@@ -174,8 +174,9 @@ def test_own_dataset_on_a_cluster_that_loses_a_node_then_ddp_across_two_nodes(tm
 
     from dkan.config import DataConfig, FinetuneConfig, OptimConfig
     from dkan.data.prepare import PrepareConfig, prepare_data
-    from sweeps.jobs import SeedJob, WorkerResources, run_jobs
+    from sweeps.core.jobspec import SeedJob, WorkerResources
     from sweeps.run_tune import main
+    from sweeps.shell.jobs import run_jobs
     from tests.conftest import tiny_model_config
 
     data = tmp_path / "tiles"

@@ -9,11 +9,12 @@ import pytest
 
 from dkan.config import FinetuneConfig
 from dkan.runfolder import done_metrics
-from sweeps.inputs import build_plan, check_data
-from sweeps.jobs import SeedJob, WorkerResources, progress_report
-from sweeps.plan import Budget, ClassSplitSpec, Plan, PlanError, check_resources, complete_plan
+from sweeps.core.inputs import build_plan, check_data
+from sweeps.core.jobspec import SeedJob, WorkerResources
+from sweeps.core.plan import Budget, ClassSplitSpec, Plan, PlanError, check_resources, complete_plan
+from sweeps.core.space import DISTILL_SPACE, Range
 from sweeps.run_tune import main, parse_args
-from sweeps.space import DISTILL_SPACE, Range
+from sweeps.shell.jobs import progress_report
 from sweeps.tracking import TrackingError, check_tracking_uri
 
 SPLIT1 = (ClassSplitSpec("split1", 1),)
@@ -112,7 +113,7 @@ def test_base_cache_key_follows_config_and_data(synthetic_prepared, tmp_path):
 
 
 def test_points_file_is_checked_against_the_space(tmp_path):
-    from sweeps.inputs import load_points
+    from sweeps.core.inputs import load_points
 
     f = tmp_path / "p.yaml"
     f.write_text("- {fka_weight: 2, lka_weight: 0.1, fka_tau: 3, lka_tau: 4}\n")
@@ -150,7 +151,7 @@ def test_seed_results_on_disk_and_running_report(tmp_path):
     ]
     from ray.tune.utils import flatten_dict
 
-    from sweeps.progress import JobsReport, TrialReport
+    from sweeps.core.progress import JobsReport, TrialReport
 
     r = progress_report(per_seed, "val")
     assert (r.seeds_done, r.last_seed, r.fit_seconds_total, r.seed_ap) == (2, 2, 8.0, {1: 0.5, 2: 0.3})
@@ -167,7 +168,7 @@ def test_seed_results_on_disk_and_running_report(tmp_path):
 
 
 def test_test_phase_jobs_are_packed_into_balanced_trials():
-    from sweeps.testphase import pack
+    from sweeps.shell.testphase import pack
 
     cfg = FinetuneConfig()
     jobs = [SeedJob("dkan", s, cfg, reuse=f"/x/seed{s}/model_final.pt") for s in (1, 2, 3)] + [
@@ -220,10 +221,10 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
     from types import SimpleNamespace as R
 
     from dkan.errors import DkanError
-    from sweeps.progress import TrialReport
-    from sweeps.search import RunSpec
-    from sweeps.selection import pick_best, summarize
-    from sweeps.space import DISTILL_SPACE
+    from sweeps.core.progress import TrialReport
+    from sweeps.core.selection import pick_best, trial_summaries
+    from sweeps.core.shape import RunSpec
+    from sweeps.core.space import DISTILL_SPACE
 
     def seeds(*aps):
         return {"trial_id": f"t{aps}", **TrialReport.of_seeds("val", [(s, {"AP_all": a}) for s, a in
@@ -232,34 +233,34 @@ def test_best_trial_skips_failed_ones_and_all_failed_is_a_clear_error():
     ok = R(error=None, metrics=seeds(0.3, 0.3), config={"fka_weight": 1.0})
     better_but_failed = R(error=RuntimeError("x"), metrics=seeds(0.9), config={"fka_weight": 2.0})
     partial = R(error=None, metrics=seeds(0.8), config={"fka_weight": 3.0})  # stopped early: not picked over ok
-    trials = summarize([ok, better_but_failed, partial], RunSpec("search", "dkan", DISTILL_SPACE))
+    trials = trial_summaries([ok, better_but_failed, partial], RunSpec("search", "dkan", DISTILL_SPACE))
     assert pick_best(trials, 2) == trials[0] and trials[0].point == {"fka_weight": 1.0}
     lost = R(error=RuntimeError("Traceback ...\nActorDiedError: the node running it was removed"), metrics={},
              config={})
     with pytest.raises(DkanError, match=r"\(2 of 2 failed; the first error: ActorDiedError: the node running it was "
                        r"removed\)\. Fix: .* --resume"):
-        pick_best(summarize([lost, better_but_failed]), 2)
+        pick_best(trial_summaries([lost, better_but_failed]), 2)
 
 
 def test_a_failed_test_phase_group_is_a_clear_error_naming_the_fix():
     from types import SimpleNamespace
 
     from dkan.errors import DkanError
-    from sweeps.testphase import raise_failed_groups
+    from sweeps.shell.testphase import raise_failed_groups
 
     ok = SimpleNamespace(error=None)
     bad = SimpleNamespace(error=RuntimeError(
         "ray::ImplicitFunc.train()\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
-        "sweeps.jobs.SeedFailed: base/0: DataError: data/x: not a prepared dataset"))
+        "sweeps.shell.jobs.SeedFailed: base/0: DataError: data/x: not a prepared dataset"))
     raise_failed_groups("neu-det_split1_5shot", [ok, ok])  # nothing failed: nothing raised
     with pytest.raises(DkanError, match=r"test phase of neu-det_split1_5shot: 1 of 2 group\(s\) failed; the first "
-                       r"error: sweeps.jobs.SeedFailed: base/0: DataError: data/x: not a prepared dataset\. "
+                       r"error: sweeps.shell.jobs.SeedFailed: base/0: DataError: data/x: not a prepared dataset\. "
                        r"Fix: .*--resume"):
         raise_failed_groups("neu-det_split1_5shot", [ok, bad])
 
 
 def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates(synthetic_prepared, tmp_path):
-    from sweeps.estimate import Rates, counts, estimate, plan_line, runs_of
+    from sweeps.core.estimate import Rates, counts, estimate, plan_line, runs_of
 
     fixed_lr = tmp_path / "fixed_lr.yaml"
     fixed_lr.write_text("optim.lr: {choices: [0.01]}\n")  # one choice fixes it: the baselines have nothing to search
@@ -294,9 +295,37 @@ def test_the_estimate_counts_every_candidate_and_trial_and_scales_with_the_rates
     assert runs_of(two) == [3, 1]  # a baseline's one trial is its profile values: side by side with the defaults
 
 
+@pytest.mark.parametrize("extra", [[], ["--trials", "8"], ["--trials", "1"], ["--candidates", "tfa,dkan"],
+                                   ["--candidates", "plain"]])
+def test_the_runs_on_val_are_the_runs_the_shape_and_the_estimate_count(synthetic_prepared, tmp_path, monkeypatch,
+                                                                      extra):
+    """sweeps.study.run_on_val makes the Tune runs of the study's shape, in its order, each with the trials and
+    candidates it lists (what estimate.runs_of counts); the fixed run holds the candidates of the shape that
+    run side by side, DKAN's search is told its defaults' result."""
+    import sweeps.study
+    from sweeps.core.estimate import runs_of
+    from sweeps.core.shape import NAMES
+
+    made = []
+    monkeypatch.setattr(sweeps.study, "tune_run", lambda plan, study, parent, resume, spec: made.append(spec) or [])
+    plan = build_plan(parse_args(["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out",
+                                  str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), *extra]))
+    study = plan.study(plan.splits[0], 1, tmp_path / "base.pt")
+    sweeps.study.run_on_val(plan, study, "parent", None, resume=False)
+    assert [(s.name, len(s.fixed) or s.trials) for s in made] == [(r.name, r.trials) for r in plan.shape.runs]
+    assert [len(s.fixed) or s.trials for s in made] == runs_of(plan)
+    fixed = [name for s in made for name in s.fixed]
+    assert fixed == [c.name for r in plan.shape.runs for c in r.fixed] and fixed == sorted(fixed, key=NAMES.index)
+    assert set(plan.candidate_names()) <= set(NAMES) and plan.candidate_names() == sorted(plan.candidate_names(),
+                                                                                          key=NAMES.index)
+    search = [s for s in made if s.name == "search"]
+    assert all(len(s.prior) == 1 and s.prior[0][0] == s2.fixed["dkan_defaults"][1] for s in search
+               for s2 in made if "dkan_defaults" in s2.fixed)
+
+
 def test_test_rows_name_their_jobs_by_row_and_reuse_the_val_checkpoints(synthetic_prepared, tmp_path):
-    from sweeps.selection import Candidate, Selection, TrialSummary
-    from sweeps.testphase import row_jobs
+    from sweeps.core.selection import Candidate, Selection, TrialSummary
+    from sweeps.shell.testphase import row_jobs
 
     plan = complete_plan(build_plan(parse_args([
         "--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out", str(tmp_path / "o"),

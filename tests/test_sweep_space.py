@@ -7,7 +7,7 @@ import pytest
 
 from dkan.config import authors_defaults
 from dkan.profiles import finetune_config
-from sweeps.space import (
+from sweeps.core.space import (
     DISTILL_SPACE,
     Choice,
     Range,
@@ -18,8 +18,8 @@ from sweeps.space import (
     load_space,
     of_method,
     point_of,
-    to_optuna,
 )
+from sweeps.shell.optuna_space import to_optuna
 
 TEMPLATE = finetune_config("cpu-quick")
 

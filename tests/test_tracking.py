@@ -14,7 +14,7 @@ from dkan import runfolder
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """One store for the module (creating an MLflow database costs seconds)."""
-    from sweeps.tracking import Tracker
+    from sweeps.shell.tracker import Tracker
 
     out = tmp_path_factory.mktemp("track") / "sweep"
     return out, Tracker(f"sqlite:///{out / 'mlflow.db'}", "prepared")
@@ -23,8 +23,9 @@ def store(tmp_path_factory):
 def test_artifacts_live_beside_the_store_and_follow_a_copy(store, tmp_path):
     from mlflow.tracking import MlflowClient
 
-    from sweeps.tracking import Tracker, relocate_store
+    from sweeps.shell.tracker import Tracker
     from sweeps.tracking import main as tracking_main
+    from sweeps.tracking import relocate_store
 
     out, tracker = store
     run = tracker.run("r", {"dkan.sweep_key": "copy-test"})
@@ -97,11 +98,39 @@ def test_base_run_has_config_metrics_and_loss_curve(store, synthetic_prepared, t
 
 
 def test_trial_names_read_like_their_hyperparameters():
-    from sweeps.trial_logger import trial_name
+    from sweeps.shell.trial_logger import trial_name
 
     hp = {"fka_weight": 0.4412, "lka_weight": 0.01436, "fka_tau": 2.0}
     assert trial_name(3, hp) == "trial 3: fka 0.44 / lka 0.014"
     assert trial_name(1, {}) == "trial 1"
+
+
+def test_two_run_folders_sharing_a_store_number_and_find_only_their_own_trials(store, synthetic_prepared):
+    """The same study key in two run folders (one tracking server): each study's trials are numbered from 1
+    and found again (a resume) under their own study's run."""
+    from types import SimpleNamespace
+
+    from sweeps.outputs.mlflow_log import log_trials
+    from sweeps.shell.trial_logger import TrialLogger
+
+    out, tracker = store
+    key, names = "shared_split1_1shot", {}
+    for folder in ("a", "b"):
+        tags = {"dkan.sweep_key": f"{folder}|{key}", "dkan.run_kind": "sweep"}
+        parent = tracker.run(f"{folder}: split1, 1-shot", tags)
+        logger = TrialLogger(tracker.uri, "prepared", parent, key, 2)
+        for i in (1, 2):
+            logger.on_trial_start(0, [], SimpleNamespace(trial_id=f"t{i}", config={"fka_weight": float(i)}))
+        runs = {t: tracker.client.get_run(r) for t, r in logger.run_ids.items()}
+        names[folder] = sorted(r.info.run_name for r in runs.values())
+        assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == {parent}
+        again = TrialLogger(tracker.uri, "prepared", parent, key, 2)  # a resume finds the same runs
+        again.on_trial_start(0, [], SimpleNamespace(trial_id="t1", config={"fka_weight": 1.0}))
+        assert again.run_ids["t1"] == logger.run_ids["t1"]
+        done = {"trial_id": "t2", "config": {"seed": 1}, "wall_s": 1.0, "state": "completed", "seeds_done": 2}
+        log_trials(tracker, key, [done], "t2", "chosen", synthetic_prepared, "v", (1, 0), parent)
+        assert tracker.client.get_run(logger.run_ids["t2"]).data.tags.get("dkan.selected") == "true"
+    assert names["a"] == names["b"] == ["trial 1: fka 1", "trial 2: fka 2"]
 
 
 def test_registered_names_are_sanitised():

@@ -218,7 +218,8 @@ def test_config_yaml_roundtrip_unknown_keys_and_overrides(tmp_path):
 
 def test_a_reused_checkpoint_is_scored_on_the_sweeps_data_not_the_root_it_recorded(base_model, synthetic_prepared,
                                                                                     tmp_path):
-    from sweeps.jobs import SeedJob, evaluate_reused
+    from sweeps.core.jobspec import SeedJob
+    from sweeps.shell.jobs import evaluate_reused
 
     ckpt = load_checkpoint(base_model[0])
     ckpt["meta"]["config"]["data"]["root"] = "data/elsewhere"  # trained in another folder (a --base-checkpoint)

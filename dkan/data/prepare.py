@@ -1,6 +1,6 @@
 """`dkan prepare-data`: source data -> trainval/train/val/test JSON and the few-shot files.
 
-Protocol (README, "Data protocol"):
+Protocol (docs/data.md, "Protocol"):
 - test: the given split (``--split-json``, e.g. the authors' reference split) or a seeded
   split stratified by each image's main class (``--test-fraction``);
 - val: a seeded, stratified ``--val-fraction`` of trainval for model selection; ``train`` is

@@ -1,6 +1,6 @@
 """One validation path for every reader: images decode, boxes are sane, names are unique.
 
-Policy (documented in README, "Data checks"):
+Policy (documented in docs/data.md, "Data checks"):
 - a box with zero or negative width/height is an error;
 - a box reaching outside the image is clipped to it with a warning; a box wholly outside
   (nothing left after clipping) is an error;

@@ -10,17 +10,17 @@ import json
 from pathlib import Path
 
 import dkan
-from dkan.bundle import write_bundle as write_bundle_files
+from dkan import bundle
 from dkan.evaluation.aggregate import to_json
 from dkan.model.checkpoint import load_checkpoint
-from sweeps.layout import RunLayout
-from sweeps.outcome import StudyOutcome
+from sweeps.core.layout import RunLayout
+from sweeps.core.outcome import StudyOutcome
+from sweeps.core.plan import Plan
 from sweeps.outputs.results import recommendation_record
-from sweeps.plan import Plan
 from sweeps.tracking import mask_uri
 
 
-def write_bundle(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> Path:
+def export_bundle(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> Path:
     """The bundle of ``outcome``; `dkan finetune --config <copy>/config.yaml` re-makes its model.pt bit for
     bit (same device kind) and `dkan predict --bundle <copy>` runs it."""
     ckpt = outcome.shipped.checkpoint
@@ -43,5 +43,5 @@ def write_bundle(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> Path:
         "mlflow_tracking_uri": mask_uri(plan.tracking_uri), "code_version": dkan.code_version(),
         "note": "config.yaml re-makes model.pt; change fewshot_seed (and out) to fine-tune another seed",
     }
-    return write_bundle_files(layout.bundle(outcome.key), cfg, outcome.base_checkpoint, ckpt, list(meta["classes"]),
+    return bundle.write_bundle(layout.bundle(outcome.key), cfg, outcome.base_checkpoint, ckpt, list(meta["classes"]),
                               provenance)

@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from dkan.names import metric_key
-from sweeps.layout import RunLayout, model_in
-from sweeps.outcome import ROW_NAMES, StudyOutcome
+from sweeps.core.layout import RunLayout, model_in
+from sweeps.core.outcome import StudyOutcome
+from sweeps.core.plan import Plan
+from sweeps.core.selection import TrialSummary, pareto_front
+from sweeps.core.shape import ROW_NAMES
+from sweeps.core.space import Range
 from sweeps.outputs import plots
-from sweeps.plan import Plan
-from sweeps.selection import TrialSummary, pareto_front
-from sweeps.space import Range
 
 N_IMAGES = 4  # test images drawn beside their ground truth
 
@@ -54,7 +55,7 @@ def optuna_study(rows: list[dict], space: Mapping[str, Any], objective: str) -> 
     """An in-memory ``optuna.Study`` of the trials with a finite objective (Ray's own searcher stays private)."""
     import optuna
 
-    from sweeps.space import to_optuna
+    from sweeps.shell.optuna_space import to_optuna
 
     dists = to_optuna(dict(space))
     level = optuna.logging.get_verbosity()
@@ -136,7 +137,8 @@ def write_figures(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> dict[
         pts = [(t.trial_id, t.report.means["AP_novel"], t.report.retention) for t in dkan if t.report and t.trial_id]
         front = [t.trial_id for t in pareto_front(dkan)]
         cands = outcome.selection.candidates
-        tuned = cands.get("dkan") or cands.get("dkan_defaults")
+        tuned = next((cands[c.name] for role in ("tuned", "defaults") for c in plan.shape.of_role(role)
+                      if c.name in cands), None)
         plots.plot_pareto(pts, front, tuned.trial.trial_id if tuned else None, plan.min_retention,
                           f"{key}: forgetting against learning (val)", d / "pareto.png")
         return d / "pareto.png"

@@ -1,4 +1,4 @@
-"""A sweep's run tree in MLflow, besides what ``sweeps.trial_logger`` writes while trials run.
+"""A sweep's run tree in MLflow, besides what ``sweeps.shell.trial_logger`` writes while trials run.
 
 One experiment per dataset. In it: ``base model: <split>`` (kind ``base``: config, val metrics, loss
 curve, dataset), and per study a parent run ``<split>, <K>-shot`` (kind ``sweep``) with its trials
@@ -22,13 +22,22 @@ from dkan import bundle, runfolder
 from dkan.evaluation.aggregate import aggregate_seeds
 from dkan.model.checkpoint import load_checkpoint
 from dkan.names import HEADLINE
-from sweeps.jobs import finetune_job
-from sweeps.layout import RunLayout
-from sweeps.outcome import StudyOutcome
-from sweeps.plan import Plan, StudySpec
-from sweeps.selection import TrialSummary
-from sweeps.tracking import TAG_CODE, TAG_KEY, TAG_KIND, TAG_NOTE, TAG_SELECTED, TAG_TRIAL, Tracker, flatten
-from sweeps.trial_logger import trial_state
+from sweeps.core.jobspec import finetune_job
+from sweeps.core.layout import RunLayout
+from sweeps.core.outcome import StudyOutcome
+from sweeps.core.plan import Plan, StudySpec
+from sweeps.core.selection import TrialSummary
+from sweeps.shell.tracker import Tracker
+from sweeps.tracking import (
+    TAG_CODE,
+    TAG_KEY,
+    TAG_KIND,
+    TAG_NOTE,
+    TAG_SELECTED,
+    flatten,
+    trial_state,
+    trial_tags,
+)
 
 
 def open_study_run(plan: Plan, study: StudySpec) -> str:
@@ -82,7 +91,7 @@ def log_search(tracker: Tracker, plan: Plan, layout: RunLayout, outcome: StudyOu
             f"\n\n{outcome.findings.recommendation}\n\nOn test:\n"
             + "\n".join(f"- {v}" for v in outcome.findings.verdicts))
     log_trials(tracker, study.key, trials, sel.choice.trial.trial_id, note, plan.data_root, dkan.code_version(),
-               plan.resources.trial_cost())
+               plan.resources.trial_cost(), outcome.parent_run)
 
 
 def _trial_record(plan: Plan, layout: RunLayout, study: StudySpec, t: TrialSummary) -> dict[str, Any]:
@@ -97,7 +106,7 @@ def _trial_record(plan: Plan, layout: RunLayout, study: StudySpec, t: TrialSumma
 
 
 def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selected: str | None, note: str,
-               data_root: Path, code_version: str, cost_per_s: tuple[float, float]) -> None:
+               data_root: Path, code_version: str, cost_per_s: tuple[float, float], parent: str | None = None) -> None:
     """What each trial run gets once its study's search is over (resume-safe; done once per run): its
     full fine-tune config (params and config.yaml), code version, dataset, cost (CPU/GPU seconds:
     ``cost_per_s`` = (CPUs, GPUs) a trial holds, times its wall time); the selected one tagged and described.
@@ -106,7 +115,7 @@ def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selecte
     "state" (``trial_state``), "last_metrics" (its last selection metrics) and "seeds_done"}: a run whose end or
     last result never reached the store (an outage) gets them here."""
     for t in trials:
-        run_id = tracker.find(**{TAG_KEY: key, TAG_TRIAL: t["trial_id"]})
+        run_id = tracker.find(**trial_tags(key, parent, t["trial_id"]))
         if run_id is None:
             continue
         run = tracker.client.get_run(run_id)

@@ -3,7 +3,7 @@
 ``<dataset>-<split>-<K>shot`` / ``<dataset>-<split>-base``.
 
 A logged model's run carries ``dkan.model.*`` tags, so a resumed sweep finds it instead of logging
-it again. The shipped model is chosen on the selection split (``sweeps.outcome.shipped``).
+it again. The shipped model is chosen on the selection split (``sweeps.core.outcome.shipped``).
 """
 
 from __future__ import annotations
@@ -14,11 +14,12 @@ import re
 import tempfile
 from pathlib import Path
 
-from sweeps.layout import RunLayout
-from sweeps.outcome import ModelRef, Registered, StudyOutcome
+from sweeps.core.layout import RunLayout
+from sweeps.core.outcome import ModelRef, Registered, StudyOutcome
+from sweeps.core.plan import ClassSplitSpec, Plan
 from sweeps.outputs.mlflow_log import log_base_run
-from sweeps.plan import ClassSplitSpec, Plan
-from sweeps.tracking import TAG_KEY, TAG_KIND, Tracker
+from sweeps.shell.tracker import Tracker
+from sweeps.tracking import TAG_KEY, TAG_KIND
 
 PYFUNC_FILE = Path(__file__).with_name("pyfunc_model.py")
 CHAMPION = "champion"  # the alias of a study's recommended model (registry stages are deprecated)

@@ -4,7 +4,7 @@
 Reads ``results/*.json`` (each ``{"table": {row: {metric: {mean, std, n}}}, "per_seed": ...,
 "best_hyperparameters": ...}``; optional ``reference`` rows and ``stats`` / ``verdict``),
 ``best_configs/`` (YAMLs or bundle folders, with their ``provenance``) and the PNGs under
-``plots/`` (paths: ``sweeps.layout.RunLayout``). A study's plots are those under ``plots/<key>/``.
+``plots/`` (paths: ``sweeps.core.layout.RunLayout``). A study's plots are those under ``plots/<key>/``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 from dkan import runfolder
 from dkan.names import HEADLINE, PER_CLASS_PREFIX
-from sweeps.layout import RunLayout
+from sweeps.core.layout import RunLayout
 from sweeps.outputs.results import search_lines
 from sweeps.outputs.run_folder import RunSummary, StudyResults, load_run
 
@@ -309,7 +309,7 @@ def write_sweep_report(out: Path) -> Path | None:
     return html_path
 
 
-def run_cli(args: Any) -> int:
+def report_command(args: Any) -> int:
     """`dkan report RUN_DIR` / `python scripts/report.py RUN_DIR`."""
     out_html, out_md = write_report(Path(args.run_dir), make_plots=not getattr(args, "no_plots", False))
     print(f"report: {out_html} (self-contained) and {out_md}")

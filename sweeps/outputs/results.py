@@ -14,10 +14,10 @@ from dkan.evaluation.aggregate import to_json, to_markdown
 from dkan.names import HEADLINE, PER_CLASS_PREFIX
 from dkan.reference import METRIC as REFERENCE_METRIC
 from dkan.reference import protocol as reference_protocol
-from sweeps.layout import RunLayout
-from sweeps.outcome import StudyOutcome, describe_candidate
-from sweeps.plan import Plan
-from sweeps.selection import pareto_front
+from sweeps.core.layout import RunLayout
+from sweeps.core.outcome import StudyOutcome, describe_candidate
+from sweeps.core.plan import Plan
+from sweeps.core.selection import pareto_front
 
 
 def search_lines(search: Mapping[str, Any], n_seeds: int | None = None) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 
 from dkan.bundle import find_bundles
 from dkan.errors import DkanError
-from sweeps.layout import RunLayout
+from sweeps.core.layout import RunLayout
 
 STUDY_KEY = re.compile(r"^(?P<dataset>.+?)_(?P<split>[^_]+)_(?P<shots>\d+)shot$")  # older files: no "study" entry
 # what a results file's optional entries must be when present
@@ -44,7 +44,7 @@ class StudyResults:
 
 
 @dataclass
-class Bundle:
+class BundleSummary:
     path: Path  # the YAML
     provenance: dict[str, Any]
     files: list[str]  # model / checkpoint files beside it, relative to the run folder
@@ -54,7 +54,7 @@ class Bundle:
 class RunSummary:
     run_dir: Path
     studies: list[StudyResults]
-    bundles: list[Bundle] = field(default_factory=list)
+    bundles: list[BundleSummary] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
 
 
@@ -118,10 +118,10 @@ def load_run(run_dir: Path) -> RunSummary:
     return RunSummary(run_dir, studies, _bundles(layout), plots)
 
 
-def _bundles(layout: RunLayout) -> list[Bundle]:
+def _bundles(layout: RunLayout) -> list[BundleSummary]:
     def files(folder: Path) -> list[str]:  # model / checkpoint files beside a bundle's config
         return sorted(str(p.relative_to(layout.root)) for p in folder.iterdir()
                       if p.suffix in (".pt", ".pth") or p.name == "MLmodel")
 
-    return [Bundle(inside(path, layout.root), prov, files(path.parent))
+    return [BundleSummary(inside(path, layout.root), prov, files(path.parent))
             for path, prov in find_bundles(layout.bundles_dir)]

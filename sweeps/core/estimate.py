@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from dkan import runfolder
-from sweeps.plan import Plan, StudySpec
-from sweeps.space import baseline_trials
+from sweeps.core.plan import Plan, StudySpec
 
 RUN_START_S = 14.0  # a Ray Train run's start (measured on 2 cores; the same order on a cluster)
 # a study's fine-tune iteration over a base-training one, its candidates' mix (TFA trains the last layer only,
@@ -36,9 +35,6 @@ class Rates:
     delta_share: float  # a DKAN / plain seed's file against the full model (TFA's is ~0.1%)
     source: str
     overhead: float = 1.0  # the study's wall time over what the rates above account for (calibrated)
-
-    def with_source(self, source: str) -> Rates:
-        return Rates(**{**asdict(self), "source": source})
 
 
 # cpu-quick on one of the 2-core machines (2026-12, fp32): 1.2 s per iteration on one core at batch 4
@@ -63,15 +59,9 @@ class Estimate:
 
 
 def runs_of(plan: Plan) -> list[int]:
-    """The trials of each Tune run of one study on val, in order: the fixed candidates side by side, DKAN's
-    search, each baseline's own search."""
-    wanted, trials = plan.budget.candidates, plan.budget.trials
-    searched = {m: baseline_trials(plan.space, m, trials) for m in ("tfa", "plain") if m in wanted}
-    fixed = sum(1 for n in searched.values() if n <= 1) + (1 if "dkan" in wanted else 0)
-    runs = [fixed] if fixed else []
-    if "dkan" in wanted and trials > 1:
-        runs.append(trials - 1)
-    return runs + [n for n in searched.values() if n > 1]
+    """The trials of each Tune run of one study on val, in order (``sweeps.core.shape``: the runs ``sweeps.study``
+    makes)."""
+    return plan.shape.trials
 
 
 def counts(plan: Plan) -> tuple[int, int, int, int]:

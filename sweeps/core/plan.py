@@ -1,6 +1,6 @@
 """The immutable plan of a sweep: what it runs, on what, how it selects, where its outputs go.
 
-``sweeps.inputs.build_plan`` makes it from the command line, every input checked; ``complete_plan``
+``sweeps.core.inputs.build_plan`` makes it from the command line, every input checked; ``complete_plan``
 adds what only the running cluster tells (how many fine-tunes fit at once, the largest node), once.
 Nothing changes a plan afterwards.
 """
@@ -18,10 +18,11 @@ from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, apply_over
 from dkan.data.splits import NEU_DET_SPLITS
 from dkan.errors import DkanError
 from dkan.profiles import base_config, finetune_config
-from sweeps.jobs import DRIVER_CPU, WorkerResources
-from sweeps.layout import CacheLayout, RunLayout, study_key
-from sweeps.progress import metric_name
-from sweeps.space import Space, describe
+from sweeps.core.jobspec import DRIVER_CPU, WorkerResources
+from sweeps.core.layout import CacheLayout, RunLayout, study_key
+from sweeps.core.progress import metric_name
+from sweeps.core.shape import METHODS, StudyShape, study_shape
+from sweeps.core.space import Space, describe_space
 from sweeps.tracking import mask_uri
 
 
@@ -39,24 +40,23 @@ class Budget:
     grace_seeds: int = 3  # ASHA: seeds every trial gets before it can be stopped
     reduction_factor: int = 3
     early_stop: bool = True  # False: every trial runs every seed (FIFO)
-    scheduler: str = "asha"  # asha | paired (sweeps.schedulers) | fifo: how weak trials stop between seeds
+    scheduler: str = "asha"  # asha | paired (sweeps.shell.schedulers) | fifo: how weak trials stop between seeds
     paired_alpha: float = 0.1  # paired: the one-sided level of the per-seed t test against the incumbent
     max_failures: int = 2  # a trial (or base training) whose worker, driver or node was lost: retries
-    candidates: tuple[str, ...] = ("tfa", "plain", "dkan")  # compared on val; dkan: its defaults and the tuned
+    candidates: tuple[str, ...] = METHODS  # compared on val (sweeps.core.shape); dkan: its defaults and the tuned
     margin: float = 0.005  # a candidate replaces a simpler one when it beats it by this much AP_all (and its CI > 0)
     keep_checkpoints: str = "selected"  # selected: a study's selection deletes the model files no one can choose
 
 
-# the embedded default (no --data): synthetic data, small enough for 2 cores (21.9 min measured for K = 1,3,5).
+# the embedded default (no --data): synthetic data, small enough for 2 cores (11-14 min for K = 1,3,5, benchmarks).
 # Measured here: a trial's Ray Train run costs ~14 s to start, each seed ~6 s of set-up and
 # evaluation besides its training (~1.2 s per iteration on one core), so the default is kept small.
 QUICK = Budget(trials=2, base_iterations=100, finetune_iterations=10, grace_seeds=1, reduction_factor=3)
 QUICK_SEEDS = [1, 2, 3]
 ALL_SEEDS = list(range(1, 11))
-# the methods a study can recommend, simplest first: a candidate replaces a simpler one only when it beats
-# it on val (sweeps.selection); dkan stands for two candidates, its authors' defaults and the tuned values
-CANDIDATES = ("tfa", "plain", "dkan")
-KEEP_CHECKPOINTS = ("selected", "all")  # --keep-checkpoints (sweeps.prune)
+# the methods a study can recommend, simplest first (sweeps.core.shape): dkan stands for two candidates
+CANDIDATES = METHODS
+KEEP_CHECKPOINTS = ("selected", "all")  # --keep-checkpoints (sweeps.shell.prune)
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ class StudySpec:
 
     split: ClassSplitSpec
     shots: int
-    key: str  # <dataset>_<split name>_<K>shot (sweeps.layout.study_key): Tune experiments, result files, exports
+    key: str  # <dataset>_<split name>_<K>shot (sweeps.core.layout.study_key): Tune experiments, result files, exports
     template: FinetuneConfig
 
 
@@ -108,7 +108,7 @@ class Plan:
     input_size: dict | None = None  # cpu-quick: the size and anchors prepare-data chose from the data's boxes
     max_concurrent: int = 0  # 0 until complete_plan: as many as the cluster holds
     node_cpus: float = 1.0  # CPUs of the largest node (a base-training worker must fit on one)
-    verbose: bool = False  # Tune's own trial tables besides sweeps.console's lines
+    verbose: bool = False  # Tune's own trial tables besides sweeps.shell.console's lines
     session: str = ""  # this invocation's id (complete_plan): a failure it recorded is not retried by it
     objective_kind: str = "ap_all"  # ap_all: the mean AP_all; pareto: AP_novel against AP_B retention
     min_retention: float = 0.9  # pareto: the pick keeps at least this share of the base model's AP_B
@@ -192,7 +192,7 @@ class Plan:
             f"  shots       {list(self.shots)}; seeds {self.seeds[0]}-{self.seeds[-1]} ({len(self.seeds)})",
             f"  candidates  {', '.join(self.candidate_names())} on {self.select_split} over every seed{paper}",
             f"  search      Optuna TPE, {b.trials} DKAN trials per (split, K) (the authors' defaults the first), "
-            f"maximising the {objective}: {describe(self.space)}",
+            f"maximising the {objective}: {describe_space(self.space)}",
             f"  early stop  {stop}",
             f"  selection   simplest first ({' < '.join(self.candidate_names())}): a candidate replaces the one "
             f"chosen so far when it beats it on the same seeds by at least {b.margin * 100:g} AP_all points with the "
@@ -207,10 +207,14 @@ class Plan:
             f"  outputs     {self.out} (best configs in {self.layout.bundles_dir})",
         ])
 
+    @property
+    def shape(self) -> StudyShape:
+        """Every study's candidates and runs on the selection split (``sweeps.core.shape``)."""
+        return study_shape(self.space, self.budget.candidates, self.budget.trials)
+
     def candidate_names(self) -> list[str]:
         """The candidates of every study, simplest first (``dkan``: its authors' defaults, then the tuned)."""
-        names = {"tfa": ["tfa"], "plain": ["plain"], "dkan": ["dkan_defaults", "dkan"]}
-        return [n for c in CANDIDATES if c in self.budget.candidates for n in names[c]]
+        return self.shape.names
 
 
 def describe_split(s: ClassSplitSpec) -> str:

@@ -12,7 +12,7 @@ What listens where (Ray 2.60, checked with /proc/net/tcp): the dashboard (job su
 127.0.0.1; GCS, raylet, workers and agents on all interfaces, whatever ``_node_ip_address`` says
 (``ray.init`` turns 127.0.0.1 into the machine's address). Those ports take no request without
 the cluster's token: token auth is Ray's default for a new local cluster and is left on. When the
-driver is killed, a reaper beside it (``sweeps/reaper.py``) stops what Ray would leave listening
+driver is killed, a reaper beside it (``sweeps/shell/reaper.py``) stops what Ray would leave listening
 for another minute (its two agents), within a second or two.
 """
 
@@ -23,7 +23,7 @@ import os
 import socket
 from typing import Any
 
-from sweeps.reaper import start_reaper
+from sweeps.shell.reaper import start_reaper
 
 LOOPBACK = "127.0.0.1"
 # set for the sweep's own Ray, restored by stop_local_ray (tests run several sweeps in one process)

@@ -14,15 +14,9 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.progress import TrialReport
-from sweeps.tracking import TAG_KEY, TAG_KIND, TAG_TRIAL, Tracker, mask_uri, real_uri, remember_uri
-
-
-def trial_state(seeds_done: int, n_seeds: int, failed: bool = False) -> str:
-    """A trial run's ``dkan.state``: completed, stopped early (n/N seeds) or failed."""
-    if failed:
-        return "failed"
-    return "completed" if seeds_done >= n_seeds else f"stopped early ({seeds_done}/{n_seeds} seeds)"
+from sweeps.core.progress import TrialReport
+from sweeps.shell.tracker import Tracker
+from sweeps.tracking import TAG_KIND, mask_uri, real_uri, remember_uri, trial_state, trial_tags
 
 
 def trial_name(n: int, config: dict[str, Any], method: str = "dkan") -> str:
@@ -70,9 +64,11 @@ class TrialLogger(Callback):
         if trial.trial_id not in self.run_ids:
             params = {k: v for k, v in trial.config.items() if isinstance(v, (int, float, str))}
             kind = "candidate" if "candidate" in trial.config else "trial"
-            tags = {TAG_KEY: self.key, TAG_TRIAL: trial.trial_id, TAG_KIND: kind}
-            # numbered in the order the study's trials started (counted in the store: a resume goes on counting)
-            n = self.tracker.count(**{TAG_KEY: self.key, TAG_KIND: kind}) + 1 if not self.tracker.find(**tags) else 0
+            tags = {**trial_tags(self.key, self.parent_id, trial.trial_id), TAG_KIND: kind}
+            # numbered in the order the study's trials started (counted in the store: a resume goes on counting;
+            # under the study's run: another run folder's trials of the same study key are not counted)
+            n = self.tracker.count(**trial_tags(self.key, self.parent_id), **{TAG_KIND: kind}) + 1 \
+                if not self.tracker.find(**tags) else 0
             name = trial_name(n, trial.config, getattr(self, "method", "dkan"))
             self.run_ids[trial.trial_id] = self.tracker.run(name, tags, params, self.parent_id)
         return self.run_ids[trial.trial_id]

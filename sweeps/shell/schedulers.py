@@ -8,28 +8,23 @@ idea of Optuna's ``WilcoxonPruner``; Ray Tune has no paired scheduler). ASHA ins
 trial's running mean with other trials' at the same rung, so a trial that reaches a rung first
 always continues.
 
-A trial reports, after each seed, a ``sweeps.progress.TrialReport``: each seed's AP_all so far; the
+A trial reports, after each seed, a ``sweeps.core.progress.TrialReport``: each seed's AP_all so far; the
 scheduler needs nothing else.
 
-``replay`` runs a scheduler through Ray Tune's real Tuner on a recording of every trial's per-seed
-results (``scripts/record_trials.py``), so schedulers compare exactly and cheaply
+``scripts/bench_harness.py`` replays a scheduler through Ray Tune's real Tuner on a recording of every
+trial's per-seed results (``scripts/record_trials.py``), so schedulers compare exactly and cheaply
 (``scripts/bench_sweep.py --replay``).
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Sequence
 
-from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
-from sweeps.progress import SEEDS_DONE, TrialReport
+from sweeps.core.progress import SEEDS_DONE, TrialReport
 
 TESTS = ("t", "wilcoxon")
 SCHEDULERS = ("asha", "paired", "fifo")
@@ -133,39 +128,6 @@ class PairedSeedScheduler(FIFOScheduler):
                 f"{self.grace} seeds): {len(self.stopped)} stopped")
 
 
-@dataclass(frozen=True)
-class Recording:
-    """Every trial's per-seed val AP_all (``scripts/record_trials.py``)."""
-
-    seeds: tuple[int, ...]
-    trials: dict[str, dict[int, float]]  # trial id -> seed -> AP_all
-    configs: dict[str, dict[str, float]]
-
-    @classmethod
-    def load(cls, path: Path) -> "Recording":
-        d = json.loads(Path(path).read_text())
-        trials = {t["id"]: {int(s): float(v) for s, v in t["seed_AP_all"].items()} for t in d["trials"]}
-        seeds = tuple(s for s in d["seeds"] if all(s in v for v in trials.values()))  # a cut-off recording
-        return cls(seeds, {k: {s: v[s] for s in seeds} for k, v in trials.items()},
-                   {t["id"]: t["config"] for t in d["trials"]})
-
-    def full_mean(self, trial: str) -> float:
-        v = [x for x in self.trials[trial].values() if math.isfinite(x)]
-        return sum(v) / len(v) if v else math.nan
-
-    def all_seeds_choice(self) -> str:
-        return max(self.trials, key=self.full_mean)
-
-
-def replay_trial(config: dict[str, Any], *, recording: Recording, seconds_per_seed: float) -> None:
-    """A sweep trial's reports (``sweeps.progress.TrialReport`` on val), read from the recording."""
-    done: list[tuple[int, dict[str, float]]] = []
-    for s in recording.seeds:
-        time.sleep(seconds_per_seed)  # a seed's fine-tune: trials interleave as in a sweep
-        done.append((s, {"AP_all": recording.trials[config["trial"]][s]}))
-        tune.report(TrialReport.of_seeds("val", done).to_metrics())
-
-
 def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alpha: float = 0.1,
                    metric: str | None = None) -> TrialScheduler:
     """The sweep's scheduler: ``asha`` (on seeds_done), ``paired`` (a t test at ``alpha``) or ``fifo``
@@ -180,31 +142,3 @@ def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alph
     if kind == "paired":
         return PairedSeedScheduler(n_seeds=n_seeds, grace_seeds=grace, alpha=alpha, **own)
     return FIFOScheduler()
-
-
-def replay(rec: Recording, scheduler, max_concurrent: int, storage: Path, name: str,
-           seconds_per_seed: float = 0.3) -> dict[str, Any]:
-    """One scheduler over the recording through Ray Tune's Tuner: fine-tunes run, the config selected
-    (the best that ran every seed, as ``sweeps.selection.pick_best``) and the all-seeds choice."""
-    trainable = tune.with_resources(
-        tune.with_parameters(replay_trial, recording=rec, seconds_per_seed=seconds_per_seed), {"cpu": 0.01})
-    # reuse_actors: one worker process per concurrent slot, not per trial (start-up dwarfs a replayed seed)
-    t = time.time()
-    grid = tune.Tuner(
-        trainable, param_space={"trial": tune.grid_search(list(rec.trials))},
-        tune_config=tune.TuneConfig(metric="val_AP_all", mode="max", scheduler=scheduler,
-                                    max_concurrent_trials=max_concurrent, reuse_actors=True),
-        run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
-    ).fit()
-    reports = {r.config["trial"]: TrialReport.from_result(r.metrics) for r in grid if r.metrics}
-    seeds = {t: rep.seeds_done for t, rep in reports.items() if rep}
-    full = [t for t, n in seeds.items() if n == len(rec.seeds)]
-    pick = max(full or list(seeds), key=lambda t: reports[t].objective)
-    best = rec.all_seeds_choice()
-    return {
-        "finetunes": sum(seeds.values()), "all_seeds_finetunes": len(rec.trials) * len(rec.seeds),
-        "ratio": len(rec.trials) * len(rec.seeds) / max(1, sum(seeds.values())),
-        "seeds_per_trial": seeds, "min_seeds_run": min(seeds.values()), "selected": pick, "all_seeds_choice": best,
-        "same_choice": pick == best, "selected_full_seed_val_AP_all": rec.full_mean(pick),
-        "gap_points": (rec.full_mean(best) - rec.full_mean(pick)) * 100, "wall_s": round(time.time() - t, 1),
-    }

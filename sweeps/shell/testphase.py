@@ -16,13 +16,14 @@ from ray import tune
 
 from dkan import runfolder
 from dkan.errors import DkanError
-from sweeps.console import TestPhaseConsole
-from sweeps.jobs import DRIVER_CPU, SeedJob, finetune_job, run_jobs
-from sweeps.plan import Plan, StudySpec, fits_now
-from sweeps.search import fit_tuner, result_errors
-from sweeps.selection import Selection
+from sweeps.core.jobspec import DRIVER_CPU, SeedJob, finetune_job
+from sweeps.core.outcome import PerRow
+from sweeps.core.plan import Plan, StudySpec, fits_now
+from sweeps.core.selection import Selection
+from sweeps.shell.console import TestPhaseConsole
+from sweeps.shell.jobs import run_jobs
+from sweeps.shell.search import fit_tuner, result_errors
 
-PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: AP metrics on test}}
 REUSE_COST, TRAIN_COST = 1.0, 3.0  # evaluating a reused checkpoint costs about a third of a fine-tune
 SHARED_COST = 0.2  # a reused TFA or base-model checkpoint beside another one: only its last layer runs
 

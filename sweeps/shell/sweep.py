@@ -9,15 +9,16 @@ from dataclasses import replace
 from pathlib import Path
 
 from dkan import runfolder
-from sweeps.console import quiet_libraries
-from sweeps.estimate import plan_line
-from sweeps.jobs import SeedJob, run_jobs
-from sweeps.localray import start_local_ray, stop_local_ray
-from sweeps.outcome import StudyOutcome
+from sweeps.core.estimate import plan_line
+from sweeps.core.jobspec import SeedJob
+from sweeps.core.outcome import StudyOutcome
+from sweeps.core.plan import ClassSplitSpec, Plan, complete_plan
 from sweeps.outputs.registry import register_base
 from sweeps.outputs.report import write_sweep_report
 from sweeps.outputs.results import markdown
-from sweeps.plan import ClassSplitSpec, Plan, complete_plan
+from sweeps.shell.console import quiet_libraries
+from sweeps.shell.jobs import run_jobs
+from sweeps.shell.localray import start_local_ray, stop_local_ray
 from sweeps.study import run_study
 
 

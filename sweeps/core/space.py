@@ -248,42 +248,13 @@ def _get(cfg: Any, key: str) -> Any:
     return cfg
 
 
-def to_optuna(space: Space) -> dict:
-    """Optuna distributions for ``OptunaSearch(space=...)``."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    def dist(d: Dimension):
-        if isinstance(d, Choice):
-            return CategoricalDistribution(list(d.choices))
-        if d.integer:
-            return IntDistribution(int(d.low), int(d.high), log=d.log)
-        return FloatDistribution(d.low, d.high, log=d.log)
-
-    return {k: dist(d) for k, d in space.items()}
-
-
-def describe(space: Space) -> str:
+def describe_space(space: Space) -> str:
     def one(k: str, d: Dimension) -> str:
         if isinstance(d, Choice):
             return f"{k} {{{', '.join(map(str, d.choices))}}}"
         return f"{k} {'log ' if d.log else ''}{'int ' if d.integer else ''}[{d.low:g}, {d.high:g}]"
 
     return ", ".join(one(k, d) for k, d in space.items()) or "nothing"
-
-
-def sample_points(n: int, seed: int, space: Space = DISTILL_SPACE) -> list[dict[str, Any]]:
-    """The authors' defaults and then ``n - 1`` seeded uniform (log-uniform) points of the distillation space:
-    fixed trials that benchmarks and recordings run under every scheduler alike."""
-    import random
-
-    from dkan.config import authors_defaults
-
-    rng = random.Random(seed)
-    pts = [{k: min(max(authors_defaults()[k], d.low), d.high) for k, d in space.items()}]
-    while len(pts) < n:
-        pts.append({k: (d.low * (d.high / d.low) ** rng.random()) if d.log else rng.uniform(d.low, d.high)
-                    for k, d in space.items()})
-    return pts
 
 
 def baseline_trials(space: Space, method: str, trials: int) -> int:

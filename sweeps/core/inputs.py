@@ -1,4 +1,4 @@
-"""From command-line arguments to a checked, immutable ``sweeps.plan.Plan``: every bad input fails here,
+"""From command-line arguments to a checked, immutable ``sweeps.core.plan.Plan``: every bad input fails here,
 before any work (data and few-shot files, class splits, seeds, the search space and points, the
 candidates and the selection rule, the tracking URI, the base checkpoint)."""
 
@@ -21,9 +21,9 @@ from dkan.data.splits import (
 )
 from dkan.names import HPARAMS
 from dkan.profiles import choose_profile, finetune_config
-from sweeps.jobs import WorkerResources
-from sweeps.layout import CacheLayout, RunLayout
-from sweeps.plan import (
+from sweeps.core.jobspec import WorkerResources
+from sweeps.core.layout import CacheLayout, RunLayout
+from sweeps.core.plan import (
     ALL_SEEDS,
     CANDIDATES,
     KEEP_CHECKPOINTS,
@@ -34,7 +34,7 @@ from sweeps.plan import (
     Plan,
     PlanError,
 )
-from sweeps.space import Space, describe, first_points, load_space, point_of, value_in
+from sweeps.core.space import Space, describe_space, first_points, load_space, point_of, value_in
 from sweeps.tracking import check_tracking_uri, sqlite_uri
 
 OBJECTIVES = ("ap_all", "pareto")
@@ -225,5 +225,5 @@ def load_points(path: str | None, space: Space, template: FinetuneConfig | None 
         for k, v in pt.items():
             if not value_in(space[k], v):
                 raise PlanError(f"--points {p}: entry {i}: {k}={v!r} lies outside the space "
-                                f"({describe({k: space[k]})})")
+                                f"({describe_space({k: space[k]})})")
     return [point_of({**fill, **pt}, space) for pt in points]

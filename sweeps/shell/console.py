@@ -22,7 +22,7 @@ from typing import Any
 
 from ray.tune import Callback
 
-from sweeps.progress import JobsReport, TrialReport
+from sweeps.core.progress import JobsReport, TrialReport, error_line
 
 
 @dataclass
@@ -56,17 +56,6 @@ def quiet_libraries() -> int:
     except ImportError:
         pass
     return logging.WARNING
-
-
-def error_line(text: str | None) -> str:
-    """The line of a (Tune error file's) traceback that says what went wrong: the last exception line."""
-    if not text:
-        return "unknown error"
-    skip = ("Traceback", "The above exception", "During handling", "Failure #", "^", "~")
-    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
-    top = [ln for ln in lines if not ln.startswith(skip) and not ln.startswith(("File ", '"'))]
-    said = [ln for ln in top if ":" in ln and not ln.startswith(" ")]
-    return (said or top or lines or ["unknown error"])[-1][:300]
 
 
 def _trial_error(trial: Any) -> str:
@@ -110,7 +99,7 @@ class TrialConsole(Callback):
 
     @classmethod
     def for_study(cls, plan: Any, study: Any, trials: int | None = None, **kw: Any) -> TrialConsole:
-        """The console of ``study`` in ``plan`` (a ``sweeps.plan.Plan``): its place among the studies;
+        """The console of ``study`` in ``plan`` (a ``sweeps.core.plan.Plan``): its place among the studies;
         ``trials``: of this run (default: the plan's search budget)."""
         keys = [(s.name, k) for s, k in plan.studies()]
         index = keys.index((study.split.name, study.shots)) if (study.split.name, study.shots) in keys else 0
@@ -220,7 +209,7 @@ class TrialConsole(Callback):
 
 class TestPhaseConsole(Callback):
     """Prints the test phase's progress: one line when it starts and one per report of its Train runs (a
-    ``sweeps.progress.JobsReport`` after each fine-tune, and one for a group's checkpoints evaluated in
+    ``sweeps.core.progress.JobsReport`` after each fine-tune, and one for a group's checkpoints evaluated in
     one pass)."""
 
     def __init__(self, key: str, n_jobs: int, n_train: int, groups: int):

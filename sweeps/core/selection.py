@@ -1,14 +1,14 @@
 """Selection on the selection split (val; test under ``--protocol paper``): one recommendation per study.
 
 The candidates, simplest first: TFA < plain < DKAN with the authors' defaults < DKAN tuned. Each ran
-every seed on val (``sweeps.search``); the tuned one is the search trial with the best mean objective
+every seed on val (``sweeps.shell.search``); the tuned one is the search trial with the best mean objective
 among those that ran every seed (the Pareto search: the best AP_all on its front among the points
 that keep ``--min-retention`` of the base model's AP_B), or the defaults when no trial beat them.
 
 The rule: the simplest candidate stands; each next one replaces the one standing only when it beats it
 on the same seeds by at least the margin (``--select-margin``, 0.5 AP_all points) on average, with the
 95% t interval of the paired difference above 0. A trial stopped early is never a candidate, so nothing
-is compared on seeds it did not run. Test only confirms or does not (``sweeps.outcome``).
+is compared on seeds it did not run. Test only confirms or does not (``sweeps.core.outcome``).
 """
 
 from __future__ import annotations
@@ -20,15 +20,10 @@ from typing import Any
 
 from dkan.errors import DkanError
 from dkan.evaluation.stats import paired
-from sweeps.console import error_line
-from sweeps.plan import Plan
-from sweeps.progress import TrialReport
-from sweeps.search import RunSpec
-from sweeps.space import point_of
-
-ORDER = ("tfa", "plain", "dkan_defaults", "dkan")  # simplest first
-LABELS = {"tfa": "TFA", "plain": "plain (DKAN's trainable parts, no teacher)",
-          "dkan_defaults": "DKAN (authors' defaults)", "dkan": "DKAN (tuned)"}
+from sweeps.core.plan import Plan
+from sweeps.core.progress import TrialReport, error_line
+from sweeps.core.shape import NAMES, RunSpec
+from sweeps.core.space import point_of
 
 
 class NoTrialSucceeded(DkanError, RuntimeError):
@@ -67,7 +62,7 @@ class TrialSummary:
 
 @dataclass(frozen=True)
 class Candidate:
-    name: str  # tfa | plain | dkan_defaults | dkan
+    name: str  # one of sweeps.core.shape.NAMES
     method: str
     point: dict[str, Any]
     trial: TrialSummary  # its runs on the selection split, every seed
@@ -116,7 +111,7 @@ class Selection:
                 "stopped_early": sum(t.seeds_done < self.n_seeds for t in ok), "failed": failed}
 
 
-def summarize(grid: Iterable[Any], spec: RunSpec | None = None) -> list[TrialSummary]:
+def trial_summaries(grid: Iterable[Any], spec: RunSpec | None = None) -> list[TrialSummary]:
     """One summary per result of a Tune ResultGrid (or anything with ``config``, ``metrics``, ``error``)."""
     spec = spec or RunSpec("search")
     out = []
@@ -189,24 +184,27 @@ def recommend(candidates: dict[str, Candidate], margin: float) -> tuple[str, lis
 
 def select(plan: Plan, runs: Sequence[tuple[RunSpec, Iterable[Any]]]) -> Selection:
     """The candidates of one study's finished runs on the selection split, and the recommended one."""
-    trials = [t for spec, grid in runs for t in summarize(grid, spec)]
+    trials = [t for spec, grid in runs for t in trial_summaries(grid, spec)]
     n = len(plan.seeds)
     found: dict[str, Candidate] = {}
     for t in _complete(trials, n):  # a fixed candidate that failed is no candidate (named in the results)
         if t.candidate:
             found[t.candidate] = Candidate(t.candidate, t.method, t.point, t)
-    for method in ("tfa", "plain"):  # a baseline's own search: its best trial that ran every seed
-        mine = _complete([t for t in trials if t.candidate is None and t.method == method], n)
-        if mine and method not in found:
+    for c in plan.shape.of_role("baseline"):  # a baseline's own search: its best trial that ran every seed
+        mine = _complete([t for t in trials if t.candidate is None and t.method == c.method], n)
+        if mine and c.name not in found:
             best = max(mine, key=lambda t: t.objective)
-            found[method] = Candidate(method, method, best.point, best)
-    defaults = found.get("dkan_defaults")
-    dkan_trials = [t for t in trials if t.candidate is None and t.method == "dkan"]
-    tuned, how = _tuned(plan, dkan_trials, defaults.trial if defaults else None)
-    if tuned is not None and (defaults is None or tuned is not defaults.trial):
-        found["dkan"] = Candidate("dkan", "dkan", tuned.point, tuned)
+            found[c.name] = Candidate(c.name, c.method, best.point, best)
+    how = _tuned(plan, [], None)[1]
+    for c in plan.shape.of_role("tuned"):  # the best of the method's search or its defaults
+        defaults = next((found[d.name] for d in plan.shape.of_role("defaults")
+                         if d.method == c.method and d.name in found), None)
+        searched = [t for t in trials if t.candidate is None and t.method == c.method]
+        tuned, how = _tuned(plan, searched, defaults.trial if defaults else None)
+        if tuned is not None and (defaults is None or tuned is not defaults.trial):
+            found[c.name] = Candidate(c.name, c.method, tuned.point, tuned)
     if not found:
         raise_nothing_ran(trials)
-    candidates = {name: found[name] for name in ORDER if name in found}
+    candidates = {name: found[name] for name in NAMES if name in found}
     recommended, steps = recommend(candidates, plan.budget.margin)
     return Selection(candidates, recommended, tuple(steps), tuple(trials), n, plan.budget.margin, how)

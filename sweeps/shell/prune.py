@@ -13,9 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from dkan import runfolder
-from sweeps.plan import Plan, StudySpec
-from sweeps.selection import Selection
-from sweeps.tracking import TAG_KEY, TAG_TRIAL, Tracker
+from sweeps.core.plan import Plan, StudySpec
+from sweeps.core.selection import Selection
+from sweeps.shell.tracker import Tracker
+from sweeps.tracking import trial_tags
 
 PRUNED = "pruned.json"
 TAG_CHECKPOINT = "dkan.checkpoint"
@@ -35,8 +36,9 @@ def prunable(plan: Plan, study: StudySpec, selection: Selection) -> dict[str, li
     return out
 
 
-def prune_checkpoints(plan: Plan, study: StudySpec, selection: Selection) -> int:
-    """Delete what ``prunable`` finds (unless ``--keep-checkpoints all``); the bytes freed."""
+def prune_checkpoints(plan: Plan, study: StudySpec, selection: Selection, parent: str | None = None) -> int:
+    """Delete what ``prunable`` finds (unless ``--keep-checkpoints all``); the bytes freed. Each pruned trial's
+    run (under the study's run ``parent``) is tagged."""
     if plan.budget.keep_checkpoints == "all":
         return 0
     freed, found = 0, prunable(plan, study, selection)
@@ -51,7 +53,7 @@ def prune_checkpoints(plan: Plan, study: StudySpec, selection: Selection) -> int
     if found:
         tracker = Tracker(plan.tracking_uri, plan.dataset)
         for trial_id in found:
-            run_id = tracker.find(**{TAG_KEY: study.key, TAG_TRIAL: trial_id})
+            run_id = tracker.find(**trial_tags(study.key, parent, trial_id))
             if run_id:
                 tracker.tags(run_id, {TAG_CHECKPOINT: "pruned"})
     return freed

@@ -1,6 +1,6 @@
 """What a Ray Train run reports after each job, typed: the one thing that crosses the Ray boundary.
 
-A worker (``sweeps.jobs``) reports a ``TrialReport`` after each seed of a search trial, or a
+A worker (``sweeps.shell.jobs``) reports a ``TrialReport`` after each seed of a search trial, or a
 ``JobsReport`` after each job of the test phase and base training, through ``ray.train.report``;
 Ray Train's ``TuneReportCallback`` hands it to Tune, and ASHA, the paired scheduler, the console
 and the MLflow trial logger read it back with ``from_result``. The metrics dict is encoded and
@@ -104,3 +104,14 @@ class JobsReport:
             return None
         seconds = float(result.get("fit_seconds_total", 0))
         return cls(int(result["jobs_done"]), str(result.get("last_job", "?")), seconds)
+
+
+def error_line(text: str | None) -> str:
+    """The line of a (Tune error file's) traceback that says what went wrong: the last exception line."""
+    if not text:
+        return "unknown error"
+    skip = ("Traceback", "The above exception", "During handling", "Failure #", "^", "~")
+    lines = [ln.strip() for ln in str(text).splitlines() if ln.strip()]
+    top = [ln for ln in lines if not ln.startswith(skip) and not ln.startswith(("File ", '"'))]
+    said = [ln for ln in top if ":" in ln and not ln.startswith(" ")]
+    return (said or top or lines or ["unknown error"])[-1][:300]

@@ -3,7 +3,7 @@
 A ``SeedJob`` is one ``fit`` (a seed's fine-tune, or base training) or the evaluation of a
 checkpoint the search already made (``reuse``). ``run_jobs`` starts one ``TorchTrainer`` run (its
 workers start once) and the workers run the jobs one after another, reporting after each through
-``ray.train.report`` (a ``sweeps.progress`` report); inside a Tune trial ``TuneReportCallback``
+``ray.train.report`` (a ``sweeps.core.progress`` report); inside a Tune trial ``TuneReportCallback``
 passes the reports on, so ASHA sees ``seeds_done`` grow and can stop the trial between seeds.
 
 A job is done when its run folder holds ``metrics.json`` (``dkan.runfolder``): a restarted trial
@@ -22,68 +22,19 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from dkan import runfolder
-from dkan.config import BaseTrainConfig, FinetuneConfig
 from dkan.errors import DkanError
-from sweeps.progress import JobsReport, TrialReport
-from sweeps.space import apply_point
+from sweeps.core.jobspec import SeedJob, WorkerResources
+from sweeps.core.progress import JobsReport, TrialReport
 
 FAILED = "failed.json"  # a job's deterministic failure: {"session", "error"}
 
-# CPU share of a Tune trial's own process: it only drives its Ray Train run (whose workers hold
-# the real CPUs) but Tune refuses 0. It must be counted: two 1-CPU fine-tunes plus two drivers do
-# not fit in 2 CPUs, and the second Train run then waits on a 60 s worker-start timeout.
-DRIVER_CPU = 0.01
-
-
 class SeedFailed(DkanError, RuntimeError):
     """A job failed for a reason a retry cannot change; its error was recorded in its run folder."""
-
-
-@dataclass(frozen=True)
-class WorkerResources:
-    workers: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-
-    def bundle(self) -> dict[str, float]:
-        return {"CPU": self.cpus_per_worker, **({"GPU": self.gpus_per_worker} if self.gpus_per_worker else {})}
-
-    def trial_cost(self) -> tuple[float, float]:
-        """(CPUs, GPUs) a trial holds while it runs: its workers and its driver."""
-        return self.workers * self.cpus_per_worker + DRIVER_CPU, self.workers * self.gpus_per_worker
-
-
-@dataclass(frozen=True)
-class SeedJob:
-    """One unit of work for a worker: train ``cfg`` (into ``cfg.out``), or evaluate ``reuse``."""
-
-    method: str  # base | dkan | tfa
-    seed: int  # few-shot seed (0 for base training)
-    cfg: FinetuneConfig | BaseTrainConfig
-    reuse: str | None = None  # a finished checkpoint of the same job: evaluate it on cfg.eval_split
-    label: str = ""  # how the job is named in reports (e.g. "tfa/3")
-
-    @property
-    def out(self) -> Path:
-        return Path(self.cfg.out)
-
-
-def finetune_job(
-    template: FinetuneConfig, method: str, seed: int, out: Path, eval_split: str,
-    point: dict[str, Any] | None = None, reuse: str | None = None, name: str | None = None,
-) -> SeedJob:
-    """The fine-tune of one seed: the template with a point of the search space (``sweeps.space``) and this
-    method, seed, output and evaluation split; labelled ``name/seed`` (a test row's name: two DKAN rows
-    share the method), else ``method/seed``."""
-    cfg = apply_point(template, point or {})
-    cfg = replace(cfg, distill=replace(cfg.distill, method=method), fewshot_seed=seed, out=str(out),
-                  eval_split=eval_split)
-    return SeedJob(method, seed, cfg, reuse, f"{name or method}/{seed}")
 
 
 def progress_report(done: list[tuple[SeedJob, dict[str, Any]]], split: str | None,
@@ -238,7 +189,7 @@ def run_jobs(
     from ray.train import ControllerError, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    from sweeps.localray import START_RETRIES, WorkersDidNotStart, resource_holders
+    from sweeps.shell.localray import START_RETRIES, WorkersDidNotStart, resource_holders
 
     callbacks = []
     if in_trial:

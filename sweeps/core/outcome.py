@@ -23,12 +23,12 @@ from dkan.evaluation.aggregate import aggregate_seeds
 from dkan.evaluation.stats import describe, paired, retention_per_seed, verdict
 from dkan.names import metric_key
 from dkan.reference import reference_table_rows
-from sweeps.layout import model_in
-from sweeps.plan import Plan, StudySpec
-from sweeps.selection import LABELS, Selection
-from sweeps.testphase import PerRow
+from sweeps.core.layout import model_in
+from sweeps.core.plan import Plan, StudySpec
+from sweeps.core.selection import Selection
+from sweeps.core.shape import KINDS, ROW_NAMES, SIMPLEST
 
-ROW_NAMES = {**LABELS, "base": "base model"}
+PerRow = dict[str, dict[int, dict[str, float]]]  # {row: {seed: AP metrics on test}} (sweeps.shell.testphase)
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,7 @@ class StudyOutcome:
     findings: Findings
     shipped: Shipped
     registered: Registered | None = None  # set once the models are registered
-    cost: dict[str, Any] | None = None  # {"estimate": ..., "actual": ...} (sweeps.estimate), set by run_study
+    cost: dict[str, Any] | None = None  # {"estimate": ..., "actual": ...} (sweeps.core.estimate), set by run_study
 
     @property
     def key(self) -> str:
@@ -96,11 +96,7 @@ def conclude(plan: Plan, study: StudySpec, parent_run: str, base_ckpt: Path, sel
 
 def describe_candidate(selection: Selection, name: str) -> str:
     """"DKAN fka_weight 1, lka_weight 0.01, fka_tau 5, lka_tau 5 (authors' defaults)", "TFA", ..."""
-    c = selection.candidates[name]
-    values = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in c.point.items())
-    method = {"tfa": "TFA", "plain": "plain", "dkan": "DKAN"}[c.method]
-    tag = {"dkan_defaults": " (authors' defaults)", "dkan": " (tuned)"}.get(name, "")
-    return f"{method} {values}{tag}" if values else f"{method}{tag}"
+    return KINDS[name].sentence(selection.candidates[name].point)
 
 
 def findings(plan: Plan, study: StudySpec, selection: Selection, per_row: PerRow) -> Findings:
@@ -140,10 +136,11 @@ def recommendation(plan: Plan, selection: Selection, on_test: dict[str, dict], m
         beaten = ", ".join(f"{ROW_NAMES[o]} beats it on test by {_pts(-d['mean_diff'])} {metric} (95% CI "
                            f"{_pts(-d['ci95_high'])} to {_pts(-d['ci95_low'])})" for o, d in worse.items())
         disagree = f"TEST DISAGREES: {beaten}; the choice stands (made on {plan.select_split})"
-    if rec != "tfa" and f"{rec}_vs_tfa" in on_test:
-        d = on_test[f"{rec}_vs_tfa"]
+    simplest = SIMPLEST.name
+    if rec != simplest and f"{rec}_vs_{simplest}" in on_test:
+        d = on_test[f"{rec}_vs_{simplest}"]
         sure = _above_zero(d)
-        said = (f"test {'confirms' if sure else 'does not confirm'} ({_diff(d, metric)} vs TFA, "
+        said = (f"test {'confirms' if sure else 'does not confirm'} ({_diff(d, metric)} vs {SIMPLEST.label}, "
                 f"95% CI {_pts(d['ci95_low'])} to {_pts(d['ci95_high'])})") + (f"; {disagree}" if disagree else "")
     else:  # never "no other candidate beats it" beside a candidate that does
         said = disagree or "test: " + ("no other candidate beats it beyond noise" if on_test else "nothing to compare")

@@ -7,19 +7,20 @@ Train run per trial, a ``fit`` per seed):
   weak trials between seeds;
 - ``search_<method>``: a baseline's own search, when the space holds keys it uses (e.g. ``optim.lr``).
 
-The trace of one seed: ``run_tune`` (the Tuner) -> ``seed_trial`` (a Tune trial) ->
-``sweeps.jobs.run_jobs`` (its Train run) -> ``dkan.engine.train.fit`` (the seed) -> a
-``sweeps.progress.TrialReport`` back through ``TuneReportCallback`` -> the scheduler, the console
-and ``sweeps.trial_logger.TrialLogger`` (MLflow). ``sweeps.selection`` reads the finished runs.
+The trace of one seed: ``tune_run`` (the Tuner) -> ``seed_trial`` (a Tune trial) ->
+``sweeps.shell.jobs.run_jobs`` (its Train run) -> ``dkan.engine.train.fit`` (the seed) -> a
+``sweeps.core.progress.TrialReport`` back through ``TuneReportCallback`` -> the scheduler, the console
+and ``sweeps.shell.trial_logger.TrialLogger`` (MLflow). ``sweeps.core.selection`` reads the finished runs.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 import signal
+import sys
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -27,35 +28,20 @@ from ray import tune
 from ray.tune.search import ConcurrencyLimiter
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.console import TrialConsole, error_line
-from sweeps.jobs import DRIVER_CPU, finetune_job, run_jobs
-from sweeps.plan import Plan, StudySpec
-from sweeps.progress import metric_name
-from sweeps.schedulers import make_scheduler
-from sweeps.space import Space, point_of, to_optuna
-from sweeps.trial_logger import TrialLogger
+from sweeps.core.jobspec import DRIVER_CPU, finetune_job
+from sweeps.core.plan import Plan, StudySpec
+from sweeps.core.progress import error_line, metric_name
+from sweeps.core.shape import RunSpec
+from sweeps.core.space import point_of
+from sweeps.shell.console import TrialConsole
+from sweeps.shell.jobs import run_jobs
+from sweeps.shell.optuna_space import to_optuna
+from sweeps.shell.schedulers import make_scheduler
+from sweeps.shell.trial_logger import TrialLogger
 
 
 class SweepInterrupted(KeyboardInterrupt):
     pass
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One Tune run of a study: fixed candidates side by side, or one method's Optuna search."""
-
-    name: str  # candidates | search | search_<method>: names its Tune state and MLflow runs
-    method: str = "dkan"  # the searched method (a search)
-    space: Space = field(default_factory=dict)  # the keys searched (a search)
-    trials: int = 1
-    points: tuple[dict[str, Any], ...] = ()  # evaluated first (a search)
-    prior: tuple[tuple[dict[str, Any], float], ...] = ()  # already evaluated elsewhere: (point, objective)
-    fixed: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # candidate -> (method, point)
-    base_ap: float | None = None  # the base model's AP_base on the selection split (for the retention)
-
-    @property
-    def is_search(self) -> bool:
-        return not self.fixed
 
 
 def seed_trial(config: dict[str, Any], *, plan: Plan, study: StudySpec, spec: RunSpec) -> None:
@@ -68,7 +54,7 @@ def seed_trial(config: dict[str, Any], *, plan: Plan, study: StudySpec, spec: Ru
              max_failures=plan.budget.max_failures, session=plan.session, base_ap=spec.base_ap)
 
 
-def run_tune(plan: Plan, study: StudySpec, parent_run: str, resume: bool, spec: RunSpec) -> tune.ResultGrid:
+def tune_run(plan: Plan, study: StudySpec, parent_run: str, resume: bool, spec: RunSpec) -> tune.ResultGrid:
     """One of the study's Tune runs to its end (or restored from its saved state and finished)."""
     path = plan.layout.tune_state(study.key, spec.name)
     trainable = tune.with_resources(tune.with_parameters(seed_trial, plan=plan, study=study, spec=spec),
@@ -122,6 +108,17 @@ def result_errors(grid) -> list[str]:
     return [error_line(f"{type(r.error).__name__}: {r.error}") for r in grid if r.error is not None]
 
 
+# a Tune state saved before the sweep's modules moved into sweeps/core and sweeps/shell names its pickled callbacks
+# and scheduler by their old modules
+MOVED = ("console", "schedulers", "trial_logger")
+
+
+def alias_moved_modules() -> None:
+    """The shell's pickled classes found under their old module names too (``--resume`` of an older state)."""
+    for name in MOVED:
+        sys.modules.setdefault(f"sweeps.{name}", importlib.import_module(f"sweeps.shell.{name}"))
+
+
 def _on_sigint(sig, frame):  # a second Ctrl+C, after Tune has handed the signal back
     raise KeyboardInterrupt
 
@@ -134,6 +131,7 @@ def fit_tuner(path: Path, trainable, resume: bool, make: Callable[[], tune.Tuner
     arrives: ours being back in place afterwards means the run was interrupted."""
     if resume and tune.Tuner.can_restore(str(path)):
         print(f"resuming {path}")
+        alias_moved_modules()
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
     else:
         tuner = make()
