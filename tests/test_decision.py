@@ -124,20 +124,58 @@ def test_the_report_opens_with_the_picture_and_says_the_wilcoxon_floor_once(tmp_
     assert page.count("<img alt='decision") == 1
 
 
-def test_the_picture_is_an_artifact_of_the_studys_parent_run(tmp_path):
+@pytest.fixture(scope="module")
+def logged(tmp_path_factory) -> Plan:
+    """A study logged to a sqlite store whose experiment is not the first (its id is not a guess)."""
     from mlflow.tracking import MlflowClient
 
     from sweeps.outputs.mlflow_log import log_study, open_study_run
 
-    plan = _plan(tmp_path)
-    study = StudySpec(plan.splits[0], 5, KEY, FinetuneConfig())
-    parent = open_study_run(plan, study)
+    plan = _plan(tmp_path_factory.mktemp("logged"))
+    MlflowClient(plan.tracking_uri).create_experiment("another data set")
+    parent = open_study_run(plan, StudySpec(plan.splits[0], 5, KEY, FinetuneConfig()))
     outcome = _outcome(plan)
     outcome = StudyOutcome(**{**outcome.__dict__, "parent_run": parent})
     _results(plan, outcome)
     log_study(plan, plan.layout, outcome)
-    client = MlflowClient(plan.tracking_uri)
-    assert f"plots/{DECISION_PNG}" in [a.path for a in client.list_artifacts(parent, "plots")]
+    return plan
+
+
+def test_the_picture_is_an_artifact_of_the_studys_parent_run(logged):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(logged.tracking_uri)
+    [parent] = client.search_runs([client.get_experiment_by_name("neu-det").experiment_id],
+                                  "tags.`dkan.run_kind` = 'sweep'")
+    assert f"plots/{DECISION_PNG}" in [a.path for a in client.list_artifacts(parent.info.run_id, "plots")]
+
+
+def test_the_consoles_last_line_opens_the_runs_table_of_the_sweeps_experiment(logged, monkeypatch, capsys):
+    from mlflow.tracking import MlflowClient
+
+    import sweeps.inputs
+    import sweeps.sweep
+    from sweeps.run_tune import main
+
+    monkeypatch.setattr(sweeps.inputs, "build_plan", lambda args, **kw: logged)
+    monkeypatch.setattr(sweeps.sweep, "run_sweep", lambda *a, **kw: [])  # the sweep itself: logged above
+    assert main(["--out", str(logged.out), "--seeds", "1-3", "--shots", "5"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    eid = MlflowClient(logged.tracking_uri).get_experiment_by_name("neu-det").experiment_id
+    assert eid not in ("0", "1")  # "another data set" came first
+    assert last.endswith(f"then open http://127.0.0.1:5000/#/experiments/{eid}/runs")
+    assert f"mlflow ui --backend-store-uri {logged.tracking_uri} --host 127.0.0.1 --port 5000" in last
+
+
+def test_a_servers_address_drops_its_credentials_and_a_missing_experiment_is_named(logged, monkeypatch):
+    import sweeps.tracking as tracking
+
+    monkeypatch.setattr(tracking, "experiment_id", lambda uri, name: "7")
+    assert tracking.runs_address("https://alice:s3cret@mlflow.example:8443/", "neu-det") == \
+        "open https://mlflow.example:8443/#/experiments/7/runs"
+    monkeypatch.undo()
+    line = tracking.runs_address(logged.tracking_uri, "tiles")  # no such experiment in the store
+    assert line.endswith("then open http://127.0.0.1:5000 (experiment tiles)")
 
 
 def test_the_floor_note_is_the_one_the_paired_test_writes():

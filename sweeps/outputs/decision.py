@@ -49,8 +49,8 @@ def decision_rows(selection: Selection, per_row: PerRow, test_metric: str = "AP_
     first = next(iter(selection.candidates))
     rows = [DecisionRow(first, None, None, None, False, first == selection.recommended)]
     for st in selection.steps:
-        test = paired(col(st.challenger), col(st.incumbent)) if {st.challenger, st.incumbent} <= set(per_row) \
-            else None
+        both = {st.challenger, st.incumbent} <= set(per_row)
+        test = paired(col(st.challenger), col(st.incumbent)) if both else None
         rows.append(DecisionRow(st.challenger, st.incumbent, st.diff, test, st.replaced,
                                 st.challenger == selection.recommended))
     return rows
@@ -64,6 +64,7 @@ def _rgb(i: int) -> tuple[float, float, float]:
 
 
 GREEN, GREY, BLUE, RED, GOLD = _rgb(2), _rgb(7), _rgb(0), _rgb(3), (1.0, 0.93, 0.6)
+BOX = {"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1}  # text stays readable over the lines
 
 
 def _short(name: str) -> str:
@@ -81,7 +82,8 @@ def _points(d: Mapping[str, Any] | None) -> tuple[float, float, float]:
     """(mean, low, high) of a paired difference in AP points (NaN where undefined)."""
     if not d:
         return math.nan, math.nan, math.nan
-    return tuple(float(d.get(k, math.nan)) * 100 for k in ("mean_diff", "ci95_low", "ci95_high"))  # type: ignore
+    mean, low, high = (float(d.get(k, math.nan)) * 100 for k in ("mean_diff", "ci95_low", "ci95_high"))
+    return mean, low, high
 
 
 def _draw_panel(ax: Any, rows: Sequence[DecisionRow], side: str, margin_pts: float) -> None:
@@ -92,10 +94,10 @@ def _draw_panel(ax: Any, rows: Sequence[DecisionRow], side: str, margin_pts: flo
         d = row.selection if side == "selection" else row.test
         mean, low, high = _points(d)
         if row.against is None:
-            ax.text(0, y, "  stands first (0 by definition)", va="center", fontsize=8, color=GREY)
+            ax.text(0, y, "  stands first (0 by definition)", va="center", fontsize=8, color=GREY, bbox=BOX)
             continue
         if not math.isfinite(mean):
-            ax.text(0, y, "  n/a (no seeds both ran)", va="center", fontsize=8, color=GREY)
+            ax.text(0, y, "  n/a (no seeds both ran)", va="center", fontsize=8, color=GREY, bbox=BOX)
             continue
         colour = (GREEN if row.replaced else GREY) if side == "selection" else BLUE
         if math.isfinite(low) and math.isfinite(high):
@@ -105,7 +107,7 @@ def _draw_panel(ax: Any, rows: Sequence[DecisionRow], side: str, margin_pts: flo
         said = "" if side != "selection" else (f"; replaces {_short(row.against)}" if row.replaced
                                                else f"; {_short(row.against)} stays")
         ax.annotate(f"{mean:+.1f}{ci}, {d['n']} seeds{said}", (mean, y), xytext=(0, 10), textcoords="offset points",
-                    ha="center", fontsize=7.5, bbox={"fc": "white", "ec": "none", "alpha": 0.8, "pad": 1})
+                    ha="center", fontsize=7.5, bbox=BOX)
     ax.grid(axis="x", alpha=0.3)
 
 
