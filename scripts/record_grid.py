@@ -9,7 +9,7 @@
 The configs: the sweep's fixed candidates (TFA, plain and DKAN with the authors' defaults, at the profile's
 values), then ``--points`` DKAN points of the default search space (``sweeps.core.space.default_space``: the four
 distillation values and the learning rate), drawn uniform / log-uniform as the search's start-up trials
-draw them (``bench_harness.sample_points``, seeded). Each (K, seed, config) is one fine-tune at full
+draw them (seeded). Each (K, seed, config) is one fine-tune at full
 length, built as the sweep builds it (``build_plan``, the study template, ``finetune_job``), scored on
 val *and* test at each of ``--fractions`` of its length in the same run: the rungs a scheduler on
 training length stops at. The base

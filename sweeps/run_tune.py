@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> int:
     from sweeps.core.inputs import build_plan
     from sweeps.shell.search import SweepInterrupted
     from sweeps.shell.sweep import run_sweep
-    from sweeps.tracking import mask_uri
+    from sweeps.shell.tracker import runs_address
 
     t0 = time.time()
     try:
@@ -206,9 +206,9 @@ def run(args: argparse.Namespace) -> int:
     except SweepInterrupted as e:
         print(f"\n{e}", file=sys.stderr)
         return 130
-    print(
+    print(  # the console's last line: where everything is, and the address that opens the runs table
         f"done in {(time.time() - t0) / 60:.1f} min; results in {plan.out / 'results'}; "
-        f"MLflow: mlflow ui --backend-store-uri {mask_uri(plan.tracking_uri)}"
+        f"MLflow: {runs_address(plan.tracking_uri, plan.dataset)}"
     )
     return 0
 

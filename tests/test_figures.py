@@ -93,7 +93,7 @@ def test_study_figures_draws_every_figure_from_the_selected_checkpoint(synthetic
     plan = _plan(synthetic_prepared, tmp_path / "out")
     _checkpoint(plan.layout.test_seed(KEY, "dkan", 1) / "model_final.pt", synthetic_prepared)
     made = write_figures(plan, plan.layout, _outcome(plan, _grid()))
-    names = {"pr_curves", "detections", "seed_spread", "hparams", "optuna_importance", "optuna_history"}
+    names = {"decision", "pr_curves", "detections", "seed_spread", "hparams", "optuna_importance", "optuna_history"}
     assert set(made) == names
     for name, path in made.items():
         assert path.parent == tmp_path / "out" / "plots" / KEY and path.is_file()
@@ -119,7 +119,7 @@ def test_a_figure_that_fails_warns_and_the_others_are_drawn(synthetic_prepared, 
     plan = _plan(synthetic_prepared, tmp_path / "out")  # no checkpoint at all: no PR curves, no drawings
     with pytest.warns(FigureWarning, match="pr_curves not drawn: FileNotFoundError: no test checkpoint"):
         made = write_figures(plan, plan.layout, _outcome(plan, _grid()[2:3] + _grid()[:1]))
-    assert set(made) == {"seed_spread", "hparams"}  # one trial with a value: no Optuna figures either
+    assert set(made) == {"decision", "seed_spread", "hparams"}  # one trial with a value: no Optuna figures either
     assert not (tmp_path / "out" / "plots" / KEY / "pr_curves.png").exists()
 
 

@@ -46,10 +46,7 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, object]:
         p, note = 1.0, "all paired differences are zero"
     else:
         p = float(sps.wilcoxon(d).pvalue)
-        if len(d) < 6:  # the exact two-sided test's smallest p with n pairs is 2 / 2**n
-            note = (
-                f"with {len(d)} seeds the Wilcoxon test cannot reach p < {ALPHA} (smallest p = {2 / 2 ** len(d):.3g})"
-            )
+        note = wilcoxon_floor(len(d))
     return {
         "mean_diff": row["mean"],
         "std": row["std"],
@@ -61,6 +58,15 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, object]:
         "diffs": [float(v) for v in d],
         "note": note,
     }
+
+
+def wilcoxon_floor(n: int, alpha: float = ALPHA) -> str:
+    """The note that ``n`` paired seeds cannot reach ``p < alpha`` with the exact two-sided Wilcoxon test
+    (its smallest p with n pairs is 2 / 2**n); "" when they can."""
+    smallest = 2 / 2**n
+    if n < 1 or smallest < alpha:
+        return ""
+    return f"with {n} seeds the Wilcoxon test cannot reach p < {alpha} (smallest p = {smallest:.3g})"
 
 
 def significant(diff: Mapping[str, object], alpha: float = ALPHA) -> bool:

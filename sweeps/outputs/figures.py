@@ -1,5 +1,7 @@
 """A study's figures, as PNG files under ``OUT/plots/<study key>/`` (the report and MLflow show them):
 
+- ``decision.png``: each candidate's paired difference against the one standing when the rule compared it,
+  val beside test (``sweeps.outputs.decision``);
 - ``pr_curves.png``: per-class precision-recall at IoU 0.5 of the recommended candidate (first seed, on test);
 - ``detections.png``: its detections beside the ground truth on a few test images;
 - ``seed_spread.png``: AP_all over seeds, per row of the test table;
@@ -143,7 +145,12 @@ def write_figures(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> dict[
                           f"{key}: forgetting against learning (val)", d / "pareto.png")
         return d / "pareto.png"
 
-    for name, make in (("pr_curves", model_figures), ("seed_spread", seed_spread), ("hparams", hparams),
-                       ("optuna", optuna_figures), ("pareto", pareto)):
+    def decision() -> Path:
+        from sweeps.outputs.decision import write_decision
+
+        return write_decision(plan, layout, outcome)
+
+    for name, make in (("decision", decision), ("pr_curves", model_figures), ("seed_spread", seed_spread),
+                       ("hparams", hparams), ("optuna", optuna_figures), ("pareto", pareto)):
         _try(name, make, made)
     return made

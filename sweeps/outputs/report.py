@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from dkan import runfolder
+from dkan.evaluation.stats import wilcoxon_floor
 from dkan.names import HEADLINE, PER_CLASS_PREFIX
 from sweeps.core.layout import RunLayout
+from sweeps.outputs.decision import DECISION_PNG
 from sweeps.outputs.results import search_lines
 from sweeps.outputs.run_folder import RunSummary, StudyResults, load_run
 
@@ -92,9 +94,13 @@ def per_class_table(run: RunSummary) -> tuple[list[str], list[list[str]]]:
 def sentences(data: Mapping[str, Any]) -> list[str]:
     """Statistics and verdicts of a study as readable lines (strings kept, numbers as key: value)."""
     out: list[str] = []
+    floors = {note for _, note in floor_notes(data)}  # said once per study (``seeds_lines``), not per sentence
 
     def walk(x: Any, label: str) -> None:
         if isinstance(x, str):
+            if x in floors:
+                return
+            x = _without_floor(x, floors)
             out.append(
                 f"{label}: {x}" if label and not label.endswith(("verdict", "sentence", "text", "summary")) else x
             )
@@ -102,7 +108,7 @@ def sentences(data: Mapping[str, Any]) -> list[str]:
             for k, v in x.items():
                 walk(v, f"{label}.{k}" if label else str(k))
         elif isinstance(x, list) and all(isinstance(v, str) for v in x):
-            out.extend(x)
+            out.extend(_without_floor(v, floors) for v in x if v not in floors)
         elif x is not None:
             out.append(f"{label}: {json.dumps(x) if isinstance(x, (list, dict)) else x}")
 
@@ -115,6 +121,30 @@ def sentences(data: Mapping[str, Any]) -> list[str]:
     if isinstance(search, Mapping) and "trials" in search:
         out.extend(search_lines(search))
     return out
+
+
+def floor_notes(data: Mapping[str, Any]) -> list[tuple[tuple[int, ...], str]]:
+    """(seeds, the note that they cannot reach p < 0.05 with the Wilcoxon test) of a study's paired
+    comparisons (``stats``), once per set of seeds: few seeds make every comparison's verdict say it."""
+    found: dict[tuple[int, ...], str] = {}
+    for d in (data.get("stats") or {}).values():
+        if isinstance(d, Mapping) and isinstance(d.get("n"), int) and isinstance(d.get("seeds"), list):
+            note = wilcoxon_floor(d["n"])
+            if note and d.get("note") == note:
+                found.setdefault(tuple(d["seeds"]), note)
+    return list(found.items())
+
+
+def _without_floor(sentence: str, floors: set[str]) -> str:
+    for note in floors:
+        sentence = sentence.replace(f"; {note}", "")
+    return sentence
+
+
+def seeds_lines(data: Mapping[str, Any]) -> list[str]:
+    """The study's seeds and, once, what so few seeds mean for the Wilcoxon test."""
+    return [f"{len(seeds)} seeds ({', '.join(map(str, seeds))}); {note}: no verdict below can call a difference "
+            "significant." for seeds, note in floor_notes(data)]
 
 
 def mlflow_ids(run: RunSummary) -> list[tuple[str, str, str]]:
@@ -149,10 +179,17 @@ def recommendations(run: RunSummary) -> list[tuple[StudyResults, str]]:
     return out
 
 
+def decision_pictures(run: RunSummary) -> list[tuple[StudyResults, Path]]:
+    """Each study's picture of its decision (``sweeps.outputs.decision``), for the top of the report."""
+    layout = RunLayout(run.run_dir)
+    return [(s, layout.plots(s.key) / DECISION_PNG) for s in run.studies
+            if layout.plots(s.key) / DECISION_PNG in run.plots]
+
+
 def _study_plots(run: RunSummary) -> list[tuple[str, list[Path]]]:
-    groups, used = [], set()
+    groups, used = [], {p for _, p in decision_pictures(run)}  # those are at the top
     for s in run.studies:
-        mine = [p for p in run.plots if s.key in str(p.relative_to(run.run_dir))]
+        mine = [p for p in run.plots if s.key in str(p.relative_to(run.run_dir)) and p not in used]
         used.update(mine)
         groups.append((s.key, mine))
     rest = [p for p in run.plots if p not in used]
@@ -175,10 +212,13 @@ def render_markdown(run: RunSummary) -> str:
         ]
 
     lines = [f"# Sweep report: {run.run_dir.name}", ""] + [f"- **{s.key}**: {r}" for s, r in recommendations(run)]
+    lines += [x for s, p in decision_pictures(run)
+              for x in ("", f"![decision: {s.key}]({p.relative_to(run.run_dir).as_posix()})")]
     lines += ["", "AP50 in points, mean ± std over seeds (test split).", ""]
     lines += table(*main_table(run)) + ["", "## Per class (AP50)", ""] + table(*per_class_table(run))
     for s in run.studies:
         lines += ["", f"## {s.key}", "", f"Best hyperparameters: {_hparams(s) or 'n/a'}"]
+        lines += [x for t in seeds_lines(s.data) for x in ("", t)]
         lines += [f"- {t}" for t in sentences(s.data)]
     for title, plots in _study_plots(run):
         if plots:
@@ -235,6 +275,7 @@ def render_html(run: RunSummary) -> str:
         f"<style>{CSS}</style></head><body><h1>Sweep report: {e(run.run_dir.name)}</h1>",
         ("<ul>" + "".join(f"<li><b>{e(s.key)}</b>: {e(r)}</li>" for s, r in recommendations(run)) + "</ul>")
         if recommendations(run) else "",
+        *(_figure(p, run.run_dir) for _, p in decision_pictures(run)),
         "<p>AP50 in points, mean ± std over seeds (test split).</p>",
         table(*main_table(run)),
         "<h2>Per class (AP50)</h2>",
@@ -242,6 +283,7 @@ def render_html(run: RunSummary) -> str:
     ]
     for s in run.studies:
         parts.append(f"<h2>{e(s.key)}</h2><p>Best hyperparameters: {e(_hparams(s) or 'n/a')}</p>")
+        parts += [f"<p>{e(t)}</p>" for t in seeds_lines(s.data)]
         if sentences(s.data):
             parts.append("<ul>" + "".join(f"<li>{e(t)}</li>" for t in sentences(s.data)) + "</ul>")
     for title, plots in _study_plots(run):

@@ -16,6 +16,8 @@ from sweeps.tracking import (
     TAG_STATE,
     artifact_root,
     filter_value,
+    mask_uri,
+    real_uri,
     relocate_store,
     remember_uri,
     sqlite_path,
@@ -109,3 +111,32 @@ class Tracker:
         if reason:
             self.client.set_tag(run_id, "dkan.failure_reason", reason[:4000])
         self.client.set_terminated(run_id, status)
+
+
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # where ``mlflow ui`` serves (loopback; its defaults, said aloud)
+
+
+def experiment_id(uri: str, name: str) -> str | None:
+    """The id of the experiment ``name`` in the store (None when it has none or cannot be read); creates nothing."""
+    from mlflow.tracking import MlflowClient
+
+    try:
+        exp = MlflowClient(tracking_uri=real_uri(uri)).get_experiment_by_name(name)
+    except Exception:  # noqa: BLE001 - only an address to print: a store that cannot be read gives none
+        return None
+    return exp.experiment_id if exp else None
+
+
+def runs_address(uri: str, experiment: str) -> str:
+    """How a person opens the experiment's runs table: a server's address, else the ``mlflow ui`` command on
+    127.0.0.1 and the address it serves. The address names the runs table (``#/experiments/<id>/runs``):
+    MLflow 3.17's UI opens an experiment on its GenAI overview otherwise, even one tagged model development."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    eid = experiment_id(uri, experiment)
+    page = f"/#/experiments/{eid}/runs" if eid is not None else f" (experiment {experiment})"
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)  # the address without credentials: the browser asks for them
+        return f"open {urlunsplit(parts._replace(netloc=parts.netloc.rpartition('@')[2])).rstrip('/')}{page}"
+    return (f"run `mlflow ui --backend-store-uri {mask_uri(uri)} --host {UI_HOST} --port {UI_PORT}`, then open "
+            f"http://{UI_HOST}:{UI_PORT}{page}")
