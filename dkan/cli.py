@@ -36,15 +36,14 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _train(kind: str):
     def run(args: argparse.Namespace) -> int:
-        import yaml
-
+        from dkan import yamlio
         from dkan.compose import job_config
         from dkan.config import to_dict
         from dkan.engine.train import fit
 
         cfg = job_config(kind, args)
         if args.print_config:
-            sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            sys.stdout.write(yamlio.dumps(to_dict(cfg)))
             return 0
         metrics = fit(cfg, resume=args.resume)
         print(_metrics_line(metrics))

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import yaml
+from dkan import yamlio
 
 CONFIG = "config.yaml"
 LAST = "last.pt"
@@ -45,7 +45,7 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def write_yaml(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    return write_text_atomic(path, yamlio.dumps(data))
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
