@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dkan.errors import DkanError, check_writable, storage_errors
@@ -178,6 +180,37 @@ def dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def one_sweep_in(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock while the sweep runs: a second sweep (or --resume) there is refused at once, naming
+    the process that holds it; a lock left by a sweep that died is taken over with a note. A folder made only
+    for the lock (the sweep then stopped at a bad input) is removed again."""
+    from dkan import runfolder
+    from sweeps.layout import RunLayout
+
+    out = out.absolute()
+    lock = RunLayout(out).lock
+    made = [p for p in (out, *out.parents) if not p.exists()]  # made for the lock: out, then its new parents
+
+    def busy(holder: str) -> ArgumentError:
+        pid = holder.split()[1] if holder.startswith("pid ") else "PID"
+        return ArgumentError(f"--out {out}: in use by another sweep, {holder}. Fix: wait for it to end, or stop it "
+                             f"(kill {pid}; --resume continues it later), or choose another --out")
+
+    with runfolder.exclusive(lock, busy=busy) as stale:
+        if stale:
+            print(f"note: {lock} was held by {stale}, which ended without releasing it; taken over", flush=True)
+        try:
+            yield
+        finally:
+            if made and out.is_dir() and [p.name for p in out.iterdir()] == [lock.name]:
+                lock.unlink()
+                for folder in made:
+                    if any(folder.iterdir()):
+                        break
+                    folder.rmdir()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
@@ -186,9 +219,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     """The sweep of parsed arguments; the exit code (2: bad input, 130: interrupted)."""
-    from sweeps.inputs import build_plan
-    from sweeps.search import SweepInterrupted
-    from sweeps.sweep import run_sweep
     from sweeps.tracking import mask_uri
 
     t0 = time.time()
@@ -197,14 +227,20 @@ def run(args: argparse.Namespace) -> int:
             check_args(args)
             if getattr(args, "dry_run", False):
                 return dry_run(args)
-            plan = build_plan(args)
-            run_sweep(plan, args.address, args.num_cpus, args.resume)
+            with one_sweep_in(Path(args.out)):  # before the heavy imports: a second sweep is refused at once
+                from sweeps.inputs import build_plan
+                from sweeps.search import SweepInterrupted
+                from sweeps.sweep import run_sweep
+
+                try:
+                    plan = build_plan(args)
+                    run_sweep(plan, args.address, args.num_cpus, args.resume)
+                except SweepInterrupted as e:
+                    print(f"\n{e}", file=sys.stderr)
+                    return 130
     except DkanError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except SweepInterrupted as e:
-        print(f"\n{e}", file=sys.stderr)
-        return 130
     print(
         f"done in {(time.time() - t0) / 60:.1f} min; results in {plan.out / 'results'}; "
         f"MLflow: mlflow ui --backend-store-uri {mask_uri(plan.tracking_uri)}"
