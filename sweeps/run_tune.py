@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dkan.errors import DkanError, check_writable, storage_errors
-from dkan.names import METRICS, PROFILES, PROTOCOLS, parse_int_list
+from dkan.names import METRICS, PROFILES, PROTOCOLS, name_list_text, parse_int_list, parse_name_list
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,8 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     a("--splits", type=parse_int_list, help="NEU-DET's class split presets 1-3, only for NEU-DET's classes "
       "(default: the splits recorded by prepare-data --class-splits, else 1)")
-    a("--base", metavar="A,B,C", help="base classes of your own split (any dataset)")
-    a("--novel", metavar="D,E", help="novel classes (default: the dataset's other classes); needs --base")
+    a("--base", type=name_list_text, metavar="A,B,C", help="base classes of your own split (any dataset)")
+    a("--novel", type=name_list_text, metavar="D,E",
+      help="novel classes (default: the dataset's other classes); needs --base")
     a("--class-splits", metavar="YAML", help="several named splits: NAME: {base: [...], novel: [...]}")
     a("--shots", type=parse_int_list, default=[1, 3, 5], help="K values (default 1,3,5)")
     a("--seeds", type=parse_int_list, help="few-shot seeds per trial (default 1-10; 1-3 on the embedded default)")
@@ -66,7 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       "{low, high, log} or {choices: [...]} (e.g. optim.lr), over the default space of the distillation weights "
       "and temperatures (sweeps/space.py)")
     a("--points", metavar="YAML", help="a list of DKAN points to evaluate first (after the authors' defaults)")
-    a("--candidates", type=lambda s: [c.strip() for c in s.split(",") if c.strip()], metavar="tfa,plain,dkan",
+    a("--candidates", type=parse_name_list, metavar="tfa,plain,dkan",
       help="what a study compares on val and may recommend, simplest first (default all three; dkan: its "
       "authors' defaults and the tuned values)")
     a("--select-margin", type=float, metavar="POINTS", help="the AP_all points a candidate must gain over a "

@@ -379,3 +379,31 @@ def test_a_sweep_stopped_at_a_bad_input_leaves_no_run_folder_behind(tmp_path, ca
     assert _sweep_on(out) == 2
     assert "no-such-data" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------- a list flag never stands empty for its default
+
+@pytest.mark.parametrize("argv", [
+    *[["sweep", f"--{flag}={value}"] for flag in ("candidates", "base", "novel", "shots", "seeds", "splits")
+      for value in ("", ",")],
+    ["prepare-data", "--synthetic", "--out", "o", "--classes="], ["prepare-data", "--synthetic", "--out", "o",
+                                                                  "--seeds=,"],
+    ["prepare-data", "--synthetic", "--out", "o", "--shots="], ["finetune", "--base=,"], ["base-train", "--novel="],
+    ["evaluate", "--checkpoint", "x.pt", "--base="], ["evaluate", "--checkpoint", "x.pt", "--novel=,"],
+])
+def test_an_empty_list_flag_is_refused_naming_the_flag(argv, capsys):
+    from dkan.cli import main
+
+    flag, value = argv[-1].split("=")
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"error: argument {flag}: {value!r} is an empty list. Fix: " in last and "leave the flag out" in last
+
+
+def test_list_flags_still_read_their_values():
+    from dkan.cli import build_parser
+
+    args = build_parser().parse_args(["sweep", "--candidates", " tfa, dkan,", "--base", "a,b", "--shots", "1,3"])
+    assert args.candidates == ["tfa", "dkan"] and args.base == "a,b" and args.shots == [1, 3]
