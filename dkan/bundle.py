@@ -154,15 +154,15 @@ def _model_file(config_path: Path, cfg: dict[str, Any]) -> Path:
 def find_bundles(folder: Path) -> list[tuple[Path, dict[str, Any]]]:
     """(config path, provenance) of every bundle config under ``folder`` (a run folder's best_configs); a link
     pointing out of ``folder`` is refused."""
-    import yaml
+    from dkan import yamlio
 
     out, top = [], Path(folder).resolve()
     for path in sorted(Path(folder).rglob("*.y*ml")) if Path(folder).is_dir() else []:
         if top not in path.resolve().parents:  # a link out of the folder: its target is never read
             raise BundleError(f"{path}: links outside {folder} (to {path.resolve()}). Fix: remove the link")
         try:
-            cfg = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, OSError, UnicodeDecodeError):
+            cfg = yamlio.read(path) or {}
+        except (yamlio.BadYaml, OSError):
             continue
         if isinstance(cfg, dict) and ("provenance" in cfg or "base_checkpoint" in cfg):  # not an MLmodel's conda.yaml
             out.append((path, cfg.get("provenance") or {}))

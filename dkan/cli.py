@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from dkan.errors import DkanError, check_writable, storage_errors
-from dkan.names import BOX_HEADS, EVAL_SPLITS, METHODS, METRICS, PROFILES, parse_int_list
+from dkan.names import BOX_HEADS, EVAL_SPLITS, METHODS, METRICS, PROFILES, name_list_text, parse_int_list
 
 METRIC_NAMES = {"coco": "COCO 101-point AP50", "voc07": "VOC07 11-point AP50 (the paper's metric)"}
 
@@ -36,15 +36,14 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _train(kind: str):
     def run(args: argparse.Namespace) -> int:
-        import yaml
-
+        from dkan import yamlio
         from dkan.compose import job_config
         from dkan.config import to_dict
         from dkan.engine.train import fit
 
         cfg = job_config(kind, args)
         if args.print_config:
-            sys.stdout.write(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            sys.stdout.write(yamlio.dumps(to_dict(cfg)))
             return 0
         metrics = fit(cfg, resume=args.resume)
         print(_metrics_line(metrics))
@@ -150,8 +149,10 @@ def _add_job_flags(p: argparse.ArgumentParser, kind: str) -> None:
 
 
 def _add_class_split_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base", metavar="A,B,C", help="base classes of any dataset (comma-separated); replaces --split")
-    p.add_argument("--novel", metavar="D,E", help="novel classes (default: the dataset's other classes)")
+    p.add_argument("--base", type=name_list_text, metavar="A,B,C",
+                   help="base classes of any dataset (comma-separated); replaces --split")
+    p.add_argument("--novel", type=name_list_text, metavar="D,E",
+                   help="novel classes (default: the dataset's other classes)")
 
 
 def _inspect(args: argparse.Namespace) -> int:
@@ -195,7 +196,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder with trainval.json and test.json to use as the split (e.g. NEU-DET/reference-split)",
     )
     pd.add_argument("--images", metavar="DIR", help="image folder for a COCO JSON source (default: the JSON's folder)")
-    pd.add_argument("--classes", help="comma-separated class list and order (default: classes found, sorted)")
+    pd.add_argument("--classes", type=name_list_text,
+                    help="comma-separated class list and order (default: classes found, sorted)")
     pd.add_argument(
         "--seeds", type=parse_int_list, default=list(range(1, 11)), help="few-shot seeds, e.g. 1-10 (default)"
     )

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
-
+from dkan import yamlio
 from dkan.errors import DkanError
 from dkan.names import BOX_HEADS, CHECKPOINT_FORMATS, COSINE_NORMS, LKA_STUDENT, METHODS, PRECISIONS
 
@@ -267,14 +266,12 @@ def save_yaml(cfg: Any, path: Path) -> None:
 
 
 def read_yaml(path: Path, what: str = "config file", error: type[Exception] = ConfigError) -> Any:
-    """A YAML file's content ({} when empty), with ``error`` naming the file when missing or malformed."""
-    path = Path(path)
-    if not path.is_file():
-        raise error(f"{path}: {what} not found. Fix: check the path")
+    """A YAML file's content ({} when empty), with ``error`` naming the file when missing, malformed or refused
+    (too large, anchors or aliases: ``dkan.yamlio``, the one reader of YAML a user hands in)."""
     try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise error(f"{path}: not valid YAML ({e})") from e
+        return yamlio.read(Path(path), what) or {}
+    except yamlio.BadYaml as e:
+        raise error(str(e)) from e
 
 
 def load_yaml(cls: type[T], path: Path) -> T:
@@ -297,8 +294,8 @@ def apply_overrides(cfg: T, overrides: list[str]) -> T:
         if leaf not in node:
             raise ConfigError(f"--set {item!r}: unknown key {key!r}; known here: {sorted(node)}. Fix: use one of those")
         try:
-            node[leaf] = yaml.safe_load(raw)  # safe: a python tag (!!python/object) is refused, never built
-        except yaml.YAMLError as e:
-            msg, fix = " ".join(str(e).split())[:200], "Fix: give a number, string or list"
-            raise ConfigError(f"--set {item!r}: not a plain YAML value ({msg}). {fix}") from e
+            node[leaf] = yamlio.loads(raw, "--set")  # a python tag (!!python/object) or an alias is refused
+        except yamlio.BadYaml as e:
+            raise ConfigError(f"--set {item!r}: not a plain YAML value ({e.reason}). Fix: give a number, string "
+                              "or list") from e
     return from_dict(type(cfg), data, "--set")

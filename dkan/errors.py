@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import reprlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -11,6 +12,17 @@ from pathlib import Path
 
 class DkanError(Exception):
     """Base class for errors the CLI reports as one clear line instead of a traceback."""
+
+
+def shown(value: object, limit: int = 80) -> str:
+    """``value`` for an error message: its repr cut to ``limit`` characters. A bad value read from a file can
+    be megabytes (or, through YAML aliases, billions of items); reprlib looks at a few items of a few levels
+    only, so the whole repr is never built."""
+    r = reprlib.Repr()
+    r.maxlevel, r.maxlist, r.maxtuple, r.maxdict, r.maxset = 3, 8, 8, 8, 8
+    r.maxstring = r.maxother = limit
+    text = r.repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class DataError(DkanError, ValueError):

@@ -58,8 +58,27 @@ def metric_key(name: str, metric: str = "coco") -> str:
 MAX_LIST = 10_000  # values in one integer list (seeds, K): more is a typo, not a sweep
 
 
+def parse_name_list(text: str) -> list[str]:
+    """'a,b, c' -> ['a', 'b', 'c'] (a list flag's names). One that names nothing ('' or ',') is refused: an
+    empty list never stands for the flag's default."""
+    names = [c.strip() for c in text.split(",") if c.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty list. Fix: name one or more, comma-separated "
+                                         "(e.g. a,b), or leave the flag out for its default")
+    return names
+
+
+def name_list_text(text: str) -> str:
+    """A comma-separated list flag kept as its text (split where it is read), refused when it names nothing."""
+    parse_name_list(text)
+    return text
+
+
 def parse_int_list(text: str) -> list[int]:
-    """'1-10' / '1,3,5' / '1-3,7' -> sorted unique ints."""
+    """'1-10' / '1,3,5' / '1-3,7' -> sorted unique ints; an empty list ('' or ',') is refused."""
+    if not text.replace(",", "").strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is an empty list. Fix: give values such as 1-10 or 1,3,5, or "
+                                         "leave the flag out for its default")
     out: set[int] = set()
     try:
         for part in text.split(","):

@@ -11,12 +11,18 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-import yaml
+from dkan import yamlio
+from dkan.errors import DkanError
 
 CONFIG = "config.yaml"
 LAST = "last.pt"
@@ -45,7 +51,7 @@ def write_json(path: Path, data: Any) -> Path:
 
 
 def write_yaml(path: Path, data: Any) -> Path:
-    return write_text_atomic(path, yaml.safe_dump(data, sort_keys=False))
+    return write_text_atomic(path, yamlio.dumps(data))
 
 
 def append_jsonl(path: Path, row: dict[str, Any]) -> None:
@@ -83,18 +89,56 @@ def done_metrics(out: str | Path) -> dict[str, Any] | None:
     return m if isinstance(m, dict) else None
 
 
+class LockHeld(DkanError):
+    """A lock another live process holds; ``holder`` names it (pid, host, since, command)."""
+
+    def __init__(self, lock: Path, holder: str):
+        self.lock, self.holder = lock, holder
+        super().__init__(f"{lock}: held by {holder}")
+
+
 @contextmanager
-def exclusive(lock: Path, waiting: str) -> Iterator[None]:
-    """Hold an exclusive lock on the file ``lock`` (made if missing); print ``waiting`` once when
-    another process (or another open of it) holds it, then wait. Local and NFSv4 file systems."""
+def exclusive(lock: Path, waiting: str | None = None,
+              busy: Callable[[str], Exception] | None = None) -> Iterator[str | None]:
+    """Hold an exclusive lock on the file ``lock`` (made if missing), with this process recorded in it.
+
+    Another process holding it: print ``waiting`` once and wait for it; or, with no ``waiting``, raise
+    ``busy(holder)`` (default ``LockHeld``) at once, naming that process. Yields the holder a process
+    recorded and never cleared (it ended without releasing: a stale lock, now taken over), else None.
+    The kernel releases the lock when its process ends in any way, SIGKILL included; the record is
+    cleared on release. Local and NFSv4 file systems."""
     lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
+    with os.fdopen(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644), "r+") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if waiting is None:
+                holder = _holder(f) or "another process (not yet recorded)"
+                raise (busy or partial(LockHeld, lock))(holder) from None
             print(waiting, flush=True)
             fcntl.flock(f, fcntl.LOCK_EX)
+        stale = _holder(f)
+        _record(f, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%H:%M:%S"),
+                               "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300]}))
         try:
-            yield
+            yield stale
         finally:
+            _record(f, "")
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _record(f: IO[str], text: str) -> None:
+    f.seek(0)
+    f.truncate()
+    f.write(text)
+    f.flush()
+
+
+def _holder(f: IO[str]) -> str | None:
+    """Who a lock file says holds it: ``pid 12 on host (since 21:40:05): dkan sweep ...``; None when clear."""
+    f.seek(0)
+    try:
+        h = json.loads(f.read(4096) or "null")
+        return None if h is None else f"pid {int(h['pid'])} on {h['host']} (since {h['since']}): {h['command']}"
+    except (ValueError, TypeError, KeyError):
+        return "an unknown process (its record is unreadable)"

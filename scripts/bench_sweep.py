@@ -126,10 +126,11 @@ def main() -> None:
         print(f"\nwrote {out / 'bench_sweep_replay.json'}")
         return
     import ray
-    import yaml
+
+    from dkan import yamlio
 
     pts = out / "points.yaml"
-    pts.write_text(yaml.safe_dump(sample_points(a.trials, 0)))
+    pts.write_text(yamlio.dumps(sample_points(a.trials, 0)))
     common = ["--shots", a.shots, "--profile", "cpu-quick", "--points", str(pts), "--trials", str(a.trials)]
     ray.init(
         address="local", num_cpus=(os.cpu_count() or 1) + 1, log_to_driver=False

@@ -15,10 +15,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from dkan.errors import DkanError, check_writable, storage_errors
-from dkan.names import METRICS, PROFILES, PROTOCOLS, parse_int_list
+from dkan.names import METRICS, PROFILES, PROTOCOLS, name_list_text, parse_int_list, parse_name_list
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -32,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     a("--splits", type=parse_int_list, help="NEU-DET's class split presets 1-3, only for NEU-DET's classes "
       "(default: the splits recorded by prepare-data --class-splits, else 1)")
-    a("--base", metavar="A,B,C", help="base classes of your own split (any dataset)")
-    a("--novel", metavar="D,E", help="novel classes (default: the dataset's other classes); needs --base")
+    a("--base", type=name_list_text, metavar="A,B,C", help="base classes of your own split (any dataset)")
+    a("--novel", type=name_list_text, metavar="D,E",
+      help="novel classes (default: the dataset's other classes); needs --base")
     a("--class-splits", metavar="YAML", help="several named splits: NAME: {base: [...], novel: [...]}")
     a("--shots", type=parse_int_list, default=[1, 3, 5], help="K values (default 1,3,5)")
     a("--seeds", type=parse_int_list, help="few-shot seeds per trial (default 1-10; 1-3 on the embedded default)")
@@ -65,7 +68,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       "{low, high, log} or {choices: [...]} (e.g. optim.lr), over the default space: the distillation weights "
       "and temperatures and the learning rate optim.lr (sweeps/core/space.py)")
     a("--points", metavar="YAML", help="a list of DKAN points to evaluate first (after the authors' defaults)")
-    a("--candidates", type=lambda s: [c.strip() for c in s.split(",") if c.strip()], metavar="tfa,plain,dkan",
+    a("--candidates", type=parse_name_list, metavar="tfa,plain,dkan",
       help="what a study compares on val and may recommend, simplest first (default all three; dkan: its "
       "authors' defaults and the tuned values)")
     a("--select-margin", type=float, metavar="POINTS", help="the AP_all points a candidate must gain over a "
@@ -179,6 +182,37 @@ def dry_run(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextmanager
+def one_sweep_in(out: Path) -> Iterator[None]:
+    """Hold ``out``'s lock while the sweep runs: a second sweep (or --resume) there is refused at once, naming
+    the process that holds it; a lock left by a sweep that died is taken over with a note. A folder made only
+    for the lock (the sweep then stopped at a bad input) is removed again."""
+    from dkan import runfolder
+    from sweeps.core.layout import RunLayout
+
+    out = out.absolute()
+    lock = RunLayout(out).lock
+    made = [p for p in (out, *out.parents) if not p.exists()]  # made for the lock: out, then its new parents
+
+    def busy(holder: str) -> ArgumentError:
+        pid = holder.split()[1] if holder.startswith("pid ") else "PID"
+        return ArgumentError(f"--out {out}: in use by another sweep, {holder}. Fix: wait for it to end, or stop it "
+                             f"(kill {pid}; --resume continues it later), or choose another --out")
+
+    with runfolder.exclusive(lock, busy=busy) as stale:
+        if stale:
+            print(f"note: {lock} was held by {stale}, which ended without releasing it; taken over", flush=True)
+        try:
+            yield
+        finally:
+            if made and out.is_dir() and [p.name for p in out.iterdir()] == [lock.name]:
+                lock.unlink()
+                for folder in made:
+                    if any(folder.iterdir()):
+                        break
+                    folder.rmdir()
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(p)
@@ -187,10 +221,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     """The sweep of parsed arguments; the exit code (2: bad input, 130: interrupted)."""
-    from sweeps.core.inputs import build_plan
-    from sweeps.shell.search import SweepInterrupted
-    from sweeps.shell.sweep import run_sweep
-    from sweeps.shell.tracker import runs_address
 
     t0 = time.time()
     try:
@@ -198,14 +228,22 @@ def run(args: argparse.Namespace) -> int:
             check_args(args)
             if getattr(args, "dry_run", False):
                 return dry_run(args)
-            plan = build_plan(args)
-            run_sweep(plan, args.address, args.num_cpus, args.resume)
+            with one_sweep_in(Path(args.out)):  # before the heavy imports: a second sweep is refused at once
+                from sweeps.core.inputs import build_plan
+                from sweeps.shell.search import SweepInterrupted
+                from sweeps.shell.sweep import run_sweep
+
+                try:
+                    plan = build_plan(args)
+                    run_sweep(plan, args.address, args.num_cpus, args.resume)
+                except SweepInterrupted as e:
+                    print(f"\n{e}", file=sys.stderr)
+                    return 130
     except DkanError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except SweepInterrupted as e:
-        print(f"\n{e}", file=sys.stderr)
-        return 130
+    from sweeps.shell.tracker import runs_address
+
     print(  # the console's last line: where everything is, and the address that opens the runs table
         f"done in {(time.time() - t0) / 60:.1f} min; results in {plan.out / 'results'}; "
         f"MLflow: {runs_address(plan.tracking_uri, plan.dataset)}"

@@ -305,3 +305,105 @@ def test_nan_loss_names_iteration_term_and_images_and_points_at_the_data(synthet
     assert len(images) == 2 and all(Path(p).is_file() and p.endswith(".jpg") for p in images)
     assert "Fix: check the boxes of these images (dkan inspect-data), or lower optim.lr" in msg
     assert not (tmp_path / "n" / "model_final.pt").exists()
+
+
+# ---------------------------------------------------------------- one sweep per run folder (--out's lock)
+
+HOLD = ("import sys, time\nfrom pathlib import Path\nfrom dkan.runfolder import exclusive\n"
+        "with exclusive(Path(sys.argv[1])):\n    print('held', flush=True)\n    time.sleep(120)\n")
+
+
+def _holder(lock: Path):
+    """A process holding ``lock`` (this worktree's dkan), once it says so."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(lock)], stdout=subprocess.PIPE, text=True,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
+def _sweep_on(out: Path, *extra: str) -> int:
+    """A sweep that stops at its plan (no such data set) if it gets past the lock: no Ray is ever started."""
+    from sweeps.run_tune import main as sweep
+
+    return sweep(["--data", str(out.parent / "no-such-data"), "--shots", "1", "--seeds", "1", "--out", str(out),
+                  *extra])
+
+
+def test_a_second_sweep_or_resume_on_a_run_folder_in_use_is_refused_naming_the_holder(tmp_path, capsys):
+    from dkan.cli import main as dkan
+    from sweeps.core.layout import RunLayout
+
+    out = tmp_path / "sweep"
+    (out / "ray_results").mkdir(parents=True)  # what --resume looks for
+    holder = _holder(RunLayout(out).lock)
+    try:
+        for run in (lambda: _sweep_on(out), lambda: _sweep_on(out, "--resume"),
+                    lambda: dkan(["sweep", "--data", str(tmp_path / "x"), "--out", str(out)])):
+            assert run() == 2
+            err = capsys.readouterr().err
+            assert f"error: --out {out}: in use by another sweep, pid {holder.pid} on " in err, err
+            assert f"Fix: wait for it to end, or stop it (kill {holder.pid};" in err and "no-such-data" not in err
+            assert len(err.strip().splitlines()) == 1
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_lock_left_by_a_dead_sweep_is_taken_over_with_a_note_and_released_on_exit(tmp_path, capsys):
+    from dkan.runfolder import LockHeld, exclusive
+    from sweeps.core.layout import RunLayout
+
+    out = tmp_path / "sweep"
+    lock = RunLayout(out).lock
+    holder = _holder(lock)
+    holder.kill()  # SIGKILL: the kernel frees the lock, the record stays
+    holder.wait()
+    assert f'"pid": {holder.pid}' in lock.read_text()
+    assert _sweep_on(out) == 2  # past the lock, refused at its plan
+    got = capsys.readouterr()
+    assert f"note: {lock} was held by pid {holder.pid} on " in got.out and "taken over" in got.out
+    assert "no-such-data" in got.err and "in use" not in got.err
+    assert lock.read_text() == ""  # released: the record cleared, and the lock free for the next one
+    with exclusive(lock) as stale:
+        assert stale is None
+        with pytest.raises(LockHeld, match=f"held by pid {__import__('os').getpid()} on "):
+            with exclusive(lock):
+                pass
+
+
+def test_a_sweep_stopped_at_a_bad_input_leaves_no_run_folder_behind(tmp_path, capsys):
+    out = tmp_path / "new" / "sweep"
+    assert _sweep_on(out) == 2
+    assert "no-such-data" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+# ---------------------------------------------------------------- a list flag never stands empty for its default
+
+@pytest.mark.parametrize("argv", [
+    *[["sweep", f"--{flag}={value}"] for flag in ("candidates", "base", "novel", "shots", "seeds", "splits")
+      for value in ("", ",")],
+    ["prepare-data", "--synthetic", "--out", "o", "--classes="], ["prepare-data", "--synthetic", "--out", "o",
+                                                                  "--seeds=,"],
+    ["prepare-data", "--synthetic", "--out", "o", "--shots="], ["finetune", "--base=,"], ["base-train", "--novel="],
+    ["evaluate", "--checkpoint", "x.pt", "--base="], ["evaluate", "--checkpoint", "x.pt", "--novel=,"],
+])
+def test_an_empty_list_flag_is_refused_naming_the_flag(argv, capsys):
+    from dkan.cli import main
+
+    flag, value = argv[-1].split("=")
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"error: argument {flag}: {value!r} is an empty list. Fix: " in last and "leave the flag out" in last
+
+
+def test_list_flags_still_read_their_values():
+    from dkan.cli import build_parser
+
+    args = build_parser().parse_args(["sweep", "--candidates", " tfa, dkan,", "--base", "a,b", "--shots", "1,3"])
+    assert args.candidates == ["tfa", "dkan"] and args.base == "a,b" and args.shots == [1, 3]

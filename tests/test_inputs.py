@@ -58,7 +58,7 @@ def _edit(root: Path, fn) -> None:
         "base": m["classes"][:3], "novel": m["classes"][3:]}}}), "split names become file and folder names"),
     (lambda m: __import__("yaml").safe_dump({**m, "class_splits": {"mine": {
         "base": m["classes"][:3] + m["classes"][:1], "novel": m["classes"][3:]}}}), "classes listed twice"),
-    (lambda m: __import__("yaml").safe_dump({**m, "class_splits": {"mine": {"base": m["classes"], "novel": []}}}),
+    (lambda m: __import__("yaml").safe_dump({**m, "class_splits": {"mine": {"base": list(m["classes"]), "novel": []}}}),
      "no novel classes"),
     (lambda m: __import__("yaml").safe_dump({**m, "class_splits": ["x"]}), "'class_splits' is not a mapping"),
 ])

@@ -28,8 +28,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import yaml
-
+from dkan import yamlio
 from dkan.data.coco import CocoDict, class_names, dumps_coco, load_coco_json, subset
 from dkan.data.fewshot import SEEDS, SHOTS, check_shots_possible, fewshot_path, sample_fewshot
 from dkan.data.io import MANIFEST, publish, staging_dir
@@ -103,7 +102,7 @@ def prepare_data(cfg: PrepareConfig, overwrite: bool = False) -> PrepareResult:
             manifest["fewshot_import"] = imported
         if cfg.class_splits:
             manifest["class_splits"] = named_class_splits(Path(cfg.class_splits), class_names(splits["trainval"]))
-        (stage / MANIFEST).write_text(yaml.safe_dump(manifest, sort_keys=False))
+        (stage / MANIFEST).write_text(yamlio.dumps(manifest))
         status = publish(stage, out, overwrite)
     return PrepareResult(status, out, summary_table(splits, cfg))
 

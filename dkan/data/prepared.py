@@ -11,13 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from dkan import yamlio
 from dkan.data.coco import CocoDict, ImageRecord, load_coco_json, subset, to_records
 from dkan.data.fewshot import load_fewshot
 from dkan.data.io import MANIFEST
 from dkan.data.splits import ClassSplit, check_class_split
-from dkan.errors import DataError
+from dkan.errors import DataError, shown
 from dkan.names import unsafe_name
 
 SPLITS = ("trainval", "train", "val", "test")
@@ -35,9 +34,9 @@ def read_manifest(root: Path) -> dict[str, Any]:
             "(--data NEW_FOLDER)",
         )
     try:
-        meta = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as e:  # a python tag is refused here, never built
-        raise DataError(str(path), f"malformed: not plain YAML ({' '.join(str(e).split())[:200]})", REMAKE) from e
+        meta = yamlio.read(path, "dataset.yaml")  # a python tag or an alias is refused here, never built
+    except yamlio.BadYaml as e:
+        raise DataError(str(path), f"malformed: {e.problem}", REMAKE) from e
     if not isinstance(meta, dict):
         raise DataError(str(path), f"malformed: a mapping expected, got {type(meta).__name__}", REMAKE)
     for key, kind in (("classes", list), ("image_root", str)):
@@ -46,8 +45,8 @@ def read_manifest(root: Path) -> dict[str, Any]:
     classes = meta["classes"]
     bad = [c for c in classes if unsafe_name(c)]
     if not classes or bad or len(set(classes)) != len(classes):
-        why = f"unsafe names {bad}" if bad else "duplicates" if classes else "none"
-        raise DataError(str(path), f"malformed class list ({why}): {classes!r}", REMAKE)
+        why = f"unsafe names {shown(bad)}" if bad else "duplicates" if classes else "none"
+        raise DataError(str(path), f"malformed class list ({why}): {shown(classes)}", REMAKE)
     images = root / meta["image_root"]  # an absolute image_root stays absolute
     if not images.is_dir():
         raise DataError(str(path), f"its image folder {images} does not exist",

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from dkan.data.coco import CocoDict, class_names
-from dkan.errors import DataError
+from dkan.errors import DataError, shown
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def resolve_class_split(
         cs = ClassSplit(tuple(base), tuple(novel) if novel is not None else tuple(c for c in known if c not in base))
     else:
         raise DataError("class split", "none given", "give a split number (NEU-DET 1-3) or --base classes")
-    check_class_split(cs, known, f"class split {list(cs.base)} / {list(cs.novel)}", need_novel=False)
+    check_class_split(cs, known, f"class split {shown(list(cs.base))} / {shown(list(cs.novel))}", need_novel=False)
     return cs
 
 
@@ -61,11 +61,11 @@ def check_class_split(cs: ClassSplit, known: list[str] | tuple[str, ...], where:
     novel non-empty unless only base training needs it (``need_novel``: a few-shot study does)."""
     unknown = [c for c in cs.all if c not in known]
     if unknown:
-        raise DataError(where, f"unknown class names {unknown} (dataset classes: {list(known)})",
+        raise DataError(where, f"unknown class names {shown(unknown)} (dataset classes: {shown(list(known))})",
                         "use the dataset's class names")
     twice = sorted({c for c in cs.all if cs.all.count(c) > 1})
     if twice:
-        raise DataError(where, f"classes listed twice: {twice}", "list each class once, in base or in novel")
+        raise DataError(where, f"classes listed twice: {shown(twice)}", "list each class once, in base or in novel")
     if not cs.base:
         raise DataError(where, "no base classes", "name the classes the base model learns (--base a,b,c)")
     if need_novel and not cs.novel:
@@ -143,12 +143,13 @@ def load_class_splits(path) -> dict[str, ClassSplit]:
         raise DataError(str(path), "expected a mapping of split names to {base: [...], novel: [...]}", fix)
     out: dict[str, ClassSplit] = {}
     for name, entry in data.items():
+        where = f"{path}: split {shown(name)}"
         bad = not isinstance(entry, dict) or set(entry) - {"base", "novel"} or not isinstance(entry.get("base"), list)
         if bad or not isinstance(entry.get("novel", []), list):
-            raise DataError(f"{path}: split {name!r}", "needs a 'base' list and optionally a 'novel' list, only", fix)
+            raise DataError(where, "needs a 'base' list and optionally a 'novel' list, only", fix)
         key = split_name(None, entry["base"], entry.get("novel"), name=str(name))
         if key in out:
-            raise DataError(f"{path}: split {name!r}", f"its safe name {key!r} is taken by another split", "rename one")
+            raise DataError(where, f"its safe name {key!r} is taken by another split", "rename one")
         out[key] = ClassSplit(tuple(map(str, entry["base"])), tuple(map(str, entry.get("novel") or ())))
     return out
 

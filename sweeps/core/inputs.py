@@ -19,6 +19,7 @@ from dkan.data.splits import (
     resolve_class_split,
     split_name,
 )
+from dkan.errors import shown
 from dkan.names import HPARAMS
 from dkan.profiles import choose_profile, finetune_config
 from sweeps.core.jobspec import WorkerResources
@@ -221,9 +222,9 @@ def load_points(path: str | None, space: Space, template: FinetuneConfig | None 
     for i, pt in enumerate(points):
         if not isinstance(pt, dict) or not set(must) <= set(pt) or not set(pt) <= set(space):
             raise PlanError(f"--points {p}: entry {i} must set {must} and may set {sorted(set(space) - set(must))} "
-                            f"(the profile's value where it does not), got {pt!r}")
+                            f"(the profile's value where it does not), got {shown(pt)}")
         for k, v in pt.items():
             if not value_in(space[k], v):
-                raise PlanError(f"--points {p}: entry {i}: {k}={v!r} lies outside the space "
+                raise PlanError(f"--points {p}: entry {i}: {k}={shown(v)} lies outside the space "
                                 f"({describe_space({k: space[k]})})")
     return [point_of({**fill, **pt}, space) for pt in points]

@@ -5,6 +5,7 @@
     OUT/plots/<key>/*.png                    its figures
     OUT/best_configs/<key>/                  its bundle (dkan.bundle)
     OUT/report.html, OUT/report.md           the report over every study
+    OUT/sweep.lock                           held by the sweep running here (dkan.runfolder.exclusive)
     OUT/runs/<key>/<trial id>/seed<S>/       a search trial's seed fine-tunes (dkan.runfolder)
     OUT/runs/<key>/test_<row>/seed<S>/       the test phase's jobs (row: tfa, dkan_defaults, dkan, base)
     OUT/ray_results/<key>_<run>/             Ray Tune's state, for --resume (run: candidates, search,
@@ -102,6 +103,11 @@ class RunLayout:
     @property
     def report_md(self) -> Path:
         return self.root / "report.md"
+
+    @property
+    def lock(self) -> Path:
+        """The lock of the sweep that writes here (one at a time: a second sweep or --resume is refused)."""
+        return self.root / "sweep.lock"
 
     # ---------------------------------------------------------------- run folders of fine-tunes and evaluations
     def runs(self, key: str) -> Path:

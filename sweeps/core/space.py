@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from dkan.config import ConfigError, FinetuneConfig, apply_overrides, read_yaml
-from dkan.errors import DkanError
+from dkan.errors import DkanError, shown
 from dkan.names import HPARAMS
 
 
@@ -157,27 +157,29 @@ def dimension(path: Path, key: str, spec: object, template: FinetuneConfig) -> D
         d = _range(where, spec, tp)
     else:
         raise SearchSpaceError(f"{where} must be {{low: L, high: H}} (optional log: true) or {{choices: [...]}}, "
-                               f"got {spec!r}. Fix: e.g. {{low: 0.001, high: 0.05, log: true}}; to fix a value, "
+                               f"got {shown(spec)}. Fix: e.g. {{low: 0.001, high: 0.05, log: true}}; to fix a value, "
                                "{choices: [value]}")
     values = d.choices if isinstance(d, Choice) else (d.low, d.high)
     for v in values:  # every value must pass the config's own checks (lr > 0, ...)
         try:
             apply_point(template, {key: v})
         except ConfigError as e:
-            raise SearchSpaceError(f"{where}: {v!r} is not a valid value ({e}). Fix: keep the range inside it") from e
+            raise SearchSpaceError(f"{where}: {shown(v)} is not a valid value ({e}). Fix: keep the range inside "
+                                   "it") from e
     return d
 
 
 def _choice(where: str, choices: object, tp: type) -> Choice:
     if not isinstance(choices, list) or not choices:
-        raise SearchSpaceError(f"{where}: choices must be a non-empty list, got {choices!r}")
+        raise SearchSpaceError(f"{where}: choices must be a non-empty list, got {shown(choices)}")
     ok = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)) if tp is float else \
         (lambda v: isinstance(v, tp) and not (tp is int and isinstance(v, bool)))
     bad = [v for v in choices if not ok(v)]
     if bad:
-        raise SearchSpaceError(f"{where}: choices must all be {tp.__name__}s, got {bad!r}. Fix: one type, the key's")
+        raise SearchSpaceError(f"{where}: choices must all be {tp.__name__}s, got {shown(bad)}. Fix: one type, "
+                               "the key's")
     if len(set(map(json.dumps, choices))) != len(choices):
-        raise SearchSpaceError(f"{where}: choices repeat a value ({choices!r}). Fix: list each value once")
+        raise SearchSpaceError(f"{where}: choices repeat a value ({shown(choices)}). Fix: list each value once")
     return Choice(tuple(float(v) if tp is float else v for v in choices))
 
 
@@ -186,11 +188,11 @@ def _range(where: str, spec: dict, tp: type) -> Range:
         raise SearchSpaceError(f"{where} is a {tp.__name__}: it takes {{choices: [...]}}, not low/high")
     low, high, log = spec["low"], spec["high"], spec.get("log", False)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
-        raise SearchSpaceError(f"{where} bounds must be numbers, got {spec!r}")
+        raise SearchSpaceError(f"{where} bounds must be numbers, got {shown(spec)}")
     if tp is int and not all(float(v).is_integer() for v in (low, high)):
-        raise SearchSpaceError(f"{where} is an integer: its bounds must be whole numbers, got {spec!r}")
+        raise SearchSpaceError(f"{where} is an integer: its bounds must be whole numbers, got {shown(spec)}")
     if not isinstance(log, bool):
-        raise SearchSpaceError(f"{where}: log must be true or false, got {log!r}")
+        raise SearchSpaceError(f"{where}: log must be true or false, got {shown(log)}")
     r = Range(float(low), float(high), log, tp is int)
     if not (math.isfinite(r.low) and math.isfinite(r.high)) or r.low >= r.high:
         raise SearchSpaceError(f"{where} has inverted or empty bounds (low {r.low:g} >= high {r.high:g}). "

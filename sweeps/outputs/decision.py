@@ -22,7 +22,8 @@ from dkan.names import metric_key
 from sweeps.core.layout import RunLayout
 from sweeps.core.outcome import PerRow, StudyOutcome
 from sweeps.core.plan import Plan
-from sweeps.core.selection import LABELS, Selection
+from sweeps.core.selection import Selection
+from sweeps.core.shape import LABELS
 
 DECISION_PNG = "decision.png"  # under plots/<key>/; the report puts it at its top
 

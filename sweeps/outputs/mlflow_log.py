@@ -15,10 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import dkan
-from dkan import bundle, runfolder
+from dkan import bundle, runfolder, yamlio
 from dkan.evaluation.aggregate import aggregate_seeds
 from dkan.model.checkpoint import load_checkpoint
 from dkan.names import HEADLINE
@@ -127,7 +125,7 @@ def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selecte
         if "dkan.logged" not in run.data.tags:  # its searched values (a fixed candidate's too) and its config
             tracker.params(run_id, {k: v for k, v in (t.get("point") or {}).items() if k not in run.data.params}
                            | flatten(t["config"]))
-            tracker.client.log_text(run_id, yaml.safe_dump(t["config"], sort_keys=False), "config.yaml")
+            tracker.client.log_text(run_id, yamlio.dumps(t["config"]), "config.yaml")
             tracker.dataset(run_id, data_root, "train")
             wall = float(t.get("wall_s") or 0.0)
             tracker.metrics(run_id, {"wall_s": wall, "cost_cpu_s": wall * cost_per_s[0],
@@ -139,8 +137,8 @@ def log_trials(tracker: Tracker, key: str, trials: list[dict[str, Any]], selecte
 
 def _read_yaml(path: Path) -> dict | None:
     try:
-        return yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        return yamlio.read(Path(path))
+    except (OSError, yamlio.BadYaml):
         return None
 
 
@@ -152,10 +150,10 @@ def log_base_run(tracker: Tracker, out: Path, split: str, ckpt: Path, data_root:
     if found:
         return found
     folder = Path(ckpt).parent
-    cfg = (yaml.safe_load((folder / runfolder.CONFIG).read_text()) if (folder / runfolder.CONFIG).is_file()
+    cfg = (yamlio.read(folder / runfolder.CONFIG) if (folder / runfolder.CONFIG).is_file()
            else load_checkpoint(Path(ckpt), "base checkpoint", "pass a model_final.pt")["meta"]["config"])
     run_id = tracker.run(f"base model: {split}", tags, {"split": split, **flatten(cfg)})
-    tracker.client.log_text(run_id, yaml.safe_dump(cfg, sort_keys=False), "config.yaml")
+    tracker.client.log_text(run_id, yamlio.dumps(cfg), "config.yaml")
     tracker.dataset(run_id, data_root, "train")
     history = runfolder.read_jsonl(folder / runfolder.HISTORY)
     tracker.series(run_id, [(k, v, int(h["iteration"])) for h in history for k, v in h.items() if k != "iteration"])

@@ -12,8 +12,8 @@ What listens where (Ray 2.60, checked with /proc/net/tcp): the dashboard (job su
 127.0.0.1; GCS, raylet, workers and agents on all interfaces, whatever ``_node_ip_address`` says
 (``ray.init`` turns 127.0.0.1 into the machine's address). Those ports take no request without
 the cluster's token: token auth is Ray's default for a new local cluster and is left on. When the
-driver is killed, a reaper beside it (``sweeps/shell/reaper.py``) stops what Ray would leave listening
-for another minute (its two agents), within a second or two.
+driver ends in any way (killed, or its shutdown cut short), a reaper beside it (``sweeps/shell/reaper.py``)
+stops what Ray would leave listening for another minute or two (its two agents), within a second or two.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import subprocess
 from typing import Any
 
 from sweeps.shell.reaper import start_reaper
@@ -35,6 +36,7 @@ _reaper: list[Any] = []  # the reaper of the local Ray started here (at most one
 # RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S) is retried this many times, then fails with a message
 # naming what holds the resources (Ray's own default retries forever: a hang).
 START_RETRIES = 10
+REAP_WAIT_S = 10.0  # the reaper's last look and kills take well under a second
 
 
 class WorkersDidNotStart(RuntimeError):
@@ -70,11 +72,13 @@ def start_local_ray(num_cpus: float, logging_level: int = logging.INFO) -> str:
     # The dashboard stays on (loopback): Ray Train's placement-group cleaner needs its State API.
     before = _children()
     try:
-        _init_with_retry(num_cpus, logging_level)
+        try:
+            _init_with_retry(num_cpus, logging_level)
+        finally:  # after a failed or interrupted start too: what it started is reaped by stop_local_ray
+            _reaper.append(start_reaper(_rays_processes(before)))
     except BaseException:
         stop_local_ray()
         raise
-    _reaper.append(start_reaper(_rays_processes(before)))
     return os.environ["RAY_ADDRESS"]
 
 
@@ -119,20 +123,27 @@ def _init_with_retry(num_cpus: float, logging_level: int = logging.INFO, attempt
 
 
 def stop_local_ray() -> None:
-    """Shut Ray down and give the environment back as it was before ``start_local_ray``."""
+    """Shut Ray down, then have the reaper kill what it left (whether shutdown returned, raised or was
+    interrupted), and give the environment back as it was before ``start_local_ray``."""
     import ray
 
-    while _reaper:
-        reaper = _reaper.pop()
-        reaper.kill()
-        reaper.wait()
-    ray.shutdown()
-    for k, v in _saved_env.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-    _saved_env.clear()
+    try:
+        ray.shutdown()
+    finally:
+        while _reaper:
+            reaper = _reaper.pop()
+            reaper.terminate()  # SIGTERM: reap now
+            try:
+                reaper.wait(timeout=REAP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                reaper.kill()
+                reaper.wait()
+        for k, v in _saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _saved_env.clear()
 
 
 def resource_holders() -> str:
