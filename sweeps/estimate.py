@@ -57,7 +57,7 @@ class Rates:
 # (scripts/bench_cost_model.py, 2026-12-06). GPU, per GPU (times --gpus-per-worker): an H100-class card in bf16 at
 # ~4% of its 989 dense TFLOPS, a detector's realistic share (many small kernels, NMS, RoI sampling, Python): an
 # assumption, measured nowhere here. A model's figure is good to MODEL_RANGE (docs/benchmarks.md, the estimate).
-DEVICE_TFLOPS = {"CPU": 0.02, "GPU": 40.0}
+DEVICE_TFLOPS = {"CPU": 0.03, "GPU": 40.0}
 MODEL_RANGE = (0.5, 2.0)
 SEED_SET_UP_S = 4.0  # a seed job's set-up besides its training and evaluation (data, model, checkpoint)
 
@@ -297,7 +297,9 @@ def model_rates(plan: Plan, keep: bool = True) -> Rates:
     s_iter = per_image / sum(mix.values()) * ft.optim.batch_size / rate
     source = (f"model: {per_image / sum(mix.values()) / 1e9:.3g} GFLOP per fine-tune image at {why}, "
               f"x{MODEL_RANGE[0]:g} to x{MODEL_RANGE[1]:g}")
-    return Rates(s_iter, SEED_SET_UP_S + sizes.val * flops.eval_image / rate, sizes.test * flops.eval_image / rate,
+    # an evaluation after the first reuses the frozen body's features (a worker's val cache, the test phase's pass)
+    heads = flops.eval_image - flops.eval_body
+    return Rates(s_iter, SEED_SET_UP_S + sizes.val * heads / rate, sizes.test * heads / rate,
                  RUN_START_S, flops.params * 4 / 1e6, flops.delta_params / flops.params, source)
 
 

@@ -9,7 +9,8 @@ What one image costs, at the sizes the transform makes of the data's images (res
   fine-tune step per method, in the steady state of ``dkan.distill.cache``: the frozen body (plain, DKAN)
                  or body + FPN (TFA) come from memory; DKAN adds the teacher's box head on the student's
                  RoIs (its FPN comes from the cache too). ``finetune_miss``: what a cache miss adds.
-  evaluation     inference at the test size, the box head on every kept proposal
+  evaluation     inference at the test size, the box head on every kept proposal; ``eval_body``: of it, the
+                 frozen body's part, which the evaluations of one base model's fine-tunes share
 
 RoI pooling, NMS and losses are not counted (the counter has no formula for them; they are small next
 to the convolutions and the box head). A training size list (multi-scale) is averaged. The counts
@@ -29,7 +30,7 @@ from dkan import runfolder
 from dkan.config import ModelConfig, to_dict
 
 METHODS = ("tfa", "plain", "dkan")
-VERSION = 1  # of the counting: a change here counts again
+VERSION = 2  # of the counting: a change here counts again
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class DetectorFlops:
     finetune_step: dict[str, float]  # per method, frozen features from the cache
     finetune_miss: dict[str, float]  # per method, what computing the frozen features adds
     eval_image: float
+    eval_body: float  # of it, the body's forward: shared by the checkpoints of one base model (frozen body)
     view_bytes: dict[str, float]  # per method: bytes of one image view in the cache (fp32)
     params: int  # parameters and buffers of the fine-tuned model (its full checkpoint)
     delta_params: int  # of them, what a DKAN or plain fine-tune changes (its delta checkpoint)
@@ -89,6 +91,7 @@ def count_flops(base: ModelConfig, finetune: ModelConfig, n_base: int, n_all: in
     return DetectorFlops(
         base_step=dense * area(base, base_hw) + head, finetune_step=step, finetune_miss=miss, view_bytes=view,
         eval_image=eval_image_flops(dkan, test_hw, finetune.rpn_post_nms_top_n_test),
+        eval_body=_frozen_forward(students["plain"], teacher, test_hw, "plain")[0],
         params=sum(t.numel() for t in [*dkan.parameters(), *dkan.buffers()]),
         delta_params=sum(p.numel() for p in dkan.parameters() if p.requires_grad))
 
