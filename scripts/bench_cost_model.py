@@ -6,7 +6,8 @@ frozen-feature cache warm) and evaluation, timed on one batch of real images in 
 The kinds of work are timed in turns (one step of each per round, ``--rounds`` rounds), so a machine that
 other processes load slows them alike: each round's times are also given over its base step, the ratio
 the FLOP model must get right whatever the load. ``achieved TFLOPS`` = the counted FLOPs over the least
-loaded round's time (the rounds' minimum). Prints a table and writes JSON.
+loaded round's time (the rounds' minimum); ``TFLOPS per CPU s`` = over the process's CPU seconds, which the other
+processes' load does not add to (one thread: what an unloaded core would give). Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -111,11 +112,13 @@ def main() -> None:
         fn()
         fn()
     times: dict[str, list[float]] = {k: [] for k in steps}
+    cpu: dict[str, list[float]] = {k: [] for k in steps}  # this process's CPU seconds: what the load does not add
     for _ in range(a.rounds):
         for name, fn in steps.items():
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             fn()
             times[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
     rows = []
     for name, ts in times.items():
         gflop = per_image[name] * a.batch / 1e9
@@ -123,17 +126,20 @@ def main() -> None:
         rows.append({"step": name, "gflop": round(gflop, 2), "min_s": round(min(ts), 3),
                      "median_s": round(statistics.median(ts), 3), "over_base_measured": round(ratio, 3),
                      "over_base_flops": round(per_image[name] / per_image["base"], 3),
-                     "achieved_tflops": round(gflop / 1e3 / min(ts), 4)})
+                     "achieved_tflops": round(gflop / 1e3 / min(ts), 4),
+                     "cpu_s": round(statistics.median(cpu[name]), 3),
+                     "tflops_per_cpu_s": round(gflop / 1e3 / statistics.median(cpu[name]), 4)})
     print(f"\nprofile {a.profile}, {a.device}, batch {a.batch}, {a.threads} thread(s), {a.rounds} rounds\n")
-    print("| step | GFLOP (batch) | min s | median s | over base, measured | over base, FLOPs | achieved TFLOPS |")
-    print("|---|---|---|---|---|---|---|")
+    print("| step | GFLOP (batch) | min s | median s | over base, measured | over base, FLOPs | achieved TFLOPS "
+          "| CPU s (median) | TFLOPS per CPU s |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['step']} | {r['gflop']} | {r['min_s']} | {r['median_s']} | {r['over_base_measured']} "
-              f"| {r['over_base_flops']} | {r['achieved_tflops']} |")
+              f"| {r['over_base_flops']} | {r['achieved_tflops']} | {r['cpu_s']} | {r['tflops_per_cpu_s']} |")
     Path(a.out).mkdir(parents=True, exist_ok=True)
     out = Path(a.out) / f"bench_cost_model_{a.profile}_{a.device.replace(':', '')}_t{a.threads}.json"
     out.write_text(json.dumps({"profile": a.profile, "device": a.device, "batch": a.batch, "threads": a.threads,
-                               "rounds": a.rounds, "rows": rows, "times": times}, indent=2))
+                               "rounds": a.rounds, "rows": rows, "times": times, "cpu_seconds": cpu}, indent=2))
     print(f"\nwrote {out}")
 
 

@@ -57,7 +57,7 @@ class Rates:
 # (scripts/bench_cost_model.py, 2026-12-06). GPU, per GPU (times --gpus-per-worker): an H100-class card in bf16 at
 # ~4% of its 989 dense TFLOPS, a detector's realistic share (many small kernels, NMS, RoI sampling, Python): an
 # assumption, measured nowhere here. A model's figure is good to MODEL_RANGE (docs/benchmarks.md, the estimate).
-DEVICE_TFLOPS = {"CPU": 0.03, "GPU": 40.0}
+DEVICE_TFLOPS = {"CPU": 0.05, "GPU": 40.0}
 MODEL_RANGE = (0.5, 2.0)
 SEED_SET_UP_S = 4.0  # a seed job's set-up besides its training and evaluation (data, model, checkpoint)
 
@@ -277,7 +277,8 @@ def plan_flops(plan: Plan, keep: bool = True) -> DetectorFlops:
 def model_rates(plan: Plan, keep: bool = True) -> Rates:
     """``Rates`` from the detector's FLOPs at ``device_rate``: a study's mix of fine-tunes (its trials per
     method), each with the frozen-feature cache's misses (the few-shot views' first visits; all visits of those
-    past its budget), the evaluations at the test size."""
+    past its budget; on 30 NEU-DET images x 4 flips, 120 image-steps: 76 first visits expected, 77 counted),
+    the evaluations at the test size."""
     tflops, why = device_rate(plan)
     flops, sizes = plan_flops(plan, keep), data_sizes(plan)
     ft = plan.study(plan.splits[0], max(plan.shots), Path("base.pt")).template
@@ -290,8 +291,9 @@ def model_rates(plan: Plan, keep: bool = True) -> Rates:
     mb = ft.cache_mb if ft.cache_mb >= 0 else CUDA_MAX_DEFAULT_MB if plan.resources.gpus_per_worker else CPU_DEFAULT_MB
     per_image = 0.0
     for m, n in mix.items():
-        held = min(views, mb * 2**20 / max(1.0, flops.view_bytes[m]))
-        misses = min(steps, held + (views - held) * steps / max(1, views)) if mb else steps
+        held = min(views, mb * 2**20 / max(1.0, flops.view_bytes[m])) if mb else 0.0
+        visited = views * (1 - (1 - 1 / views) ** steps)  # distinct views among ``steps`` draws, expected
+        misses = visited * held / views + steps * (views - held) / views  # first visits; all beyond the budget
         per_image += n * (flops.finetune_step[m] + flops.finetune_miss[m] * misses / steps)
     rate = tflops * 1e12
     s_iter = per_image / sum(mix.values()) * ft.optim.batch_size / rate

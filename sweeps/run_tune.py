@@ -95,7 +95,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--resume", action="store_true", help="continue the interrupted sweep in --out")
     a("--device-tflops", type=float, metavar="TFLOPS", help="the estimate's model, where this cluster has measured "
       "nothing yet: what one worker's device sustains on this detector's training (default: 40 per GPU, an "
-      "H100-class card; 0.02 per CPU core, measured on 2 cores; sweeps/estimate.py)")
+      "H100-class card; 0.05 per CPU core, measured on 2 cores; sweeps/estimate.py)")
     a("--verbose", action="store_true", help="also print Ray Tune's trial tables (default: one line per trial event)")
 
 
