@@ -53,10 +53,11 @@ class Rates:
 
 
 # The model's device rates (TFLOPS of torch's count on this detector's training, 2 per multiply-add), when
-# --device-tflops names none. CPU, per core (times --cpus-per-worker): measured on this 2-core machine, cpu-quick
-# (scripts/bench_cost_model.py, 2026-12-06). GPU, per GPU (times --gpus-per-worker): an H100-class card in bf16 at
-# ~4% of its 989 dense TFLOPS, a detector's realistic share (many small kernels, NMS, RoI sampling, Python): an
-# assumption, measured nowhere here. A model's figure is good to MODEL_RANGE (docs/benchmarks.md, the estimate).
+# --device-tflops names none. CPU, per core (times --cpus-per-worker): measured on these 2-core machines, cpu-quick,
+# in CPU seconds (0.045-0.073 over its steps, scripts/bench_cost_model.py; whole dkan runs within 31%, 2026-12-06).
+# GPU, per GPU (times --gpus-per-worker): an H100-class card in bf16 at ~4% of its 989 dense TFLOPS, a detector's
+# realistic share (small kernels, NMS, RoI sampling, Python): an assumption, not measured here. A model's figure is
+# good to MODEL_RANGE on the machine it was calibrated on (docs/benchmarks.md, the estimate before any base model).
 DEVICE_TFLOPS = {"CPU": 0.05, "GPU": 40.0}
 MODEL_RANGE = (0.5, 2.0)
 SEED_SET_UP_S = 4.0  # a seed job's set-up besides its training and evaluation (data, model, checkpoint)

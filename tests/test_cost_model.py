@@ -99,6 +99,13 @@ def test_a_studys_actual_counts_the_seeds_its_runs_trained_once(synthetic_prepar
     assert actual["seed_finetunes"] == 3 and actual["test_evaluations"] == 1
     assert actual["finetune_images"] == 10 * 2 + 10 * 4 + 10 * 4
     assert actual["eval_images"] == 3 * _images(synthetic_prepared, "val") + _images(synthetic_prepared, "test")
+    from sweeps.outputs.mlflow_log import cost_metrics
+    from sweeps.outputs.results import cost_line
+
+    cost = {"estimate": {"wall_s": 60.0, "finetunes": 12, "disk_mb": 1.0, "source": "test", "finetune_images": 480,
+                         "eval_images": 999}, "actual": actual}
+    assert "at most 480 and 999 estimated, 100 fine-tune iteration-images" in cost_line(cost)
+    assert cost_metrics(cost) == {"finetune_images": 100.0, "eval_images": float(actual["eval_images"])}
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "nan", "inf"])
