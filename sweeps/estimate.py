@@ -15,6 +15,7 @@ states the upper bound (``bound_units``), a study's results what its runs traine
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import statistics
@@ -218,42 +219,58 @@ class Units:
 
 @dataclass(frozen=True)
 class DataSizes:
-    val: int  # images of the evaluation split on val
+    """What the estimate needs of a prepared data set (read once per process: ``data_sizes``)."""
+
+    val: int  # images of the val split
     test: int
     image_hw: tuple[int, int]  # the training images' median size (height, width)
+    classes: tuple[str, ...]
+    train_images_of: dict[str, frozenset[int]]  # class -> the training images holding a box of it
+
+    def of(self, split: str) -> int:
+        return self.test if split == "test" else self.val
 
 
 def data_sizes(plan: Plan) -> DataSizes:
-    coco = {s: load_coco_json(plan.data_root / "annotations" / f"{s}.json") for s in ("train", "val", "test")}
-    hw = sorted((im["height"], im["width"]) for im in coco["train"]["images"]) or [(800, 800)]
-    return DataSizes(len(coco["val"]["images"]), len(coco["test"]["images"]), hw[len(hw) // 2])
+    return _read_sizes(str(plan.data_root))
+
+
+@functools.lru_cache(maxsize=4)
+def _read_sizes(root: str) -> DataSizes:
+    coco = {s: load_coco_json(Path(root) / "annotations" / f"{s}.json") for s in ("train", "val", "test")}
+    train = coco["train"]
+    hw = sorted((im["height"], im["width"]) for im in train["images"]) or [(800, 800)]
+    names = {c["id"]: c["name"] for c in train["categories"]}
+    images: dict[str, set[int]] = {n: set() for n in names.values()}
+    for a in train["annotations"]:
+        images[names[a["category_id"]]].add(a["image_id"])
+    return DataSizes(len(coco["val"]["images"]), len(coco["test"]["images"]), hw[len(hw) // 2],
+                     tuple(names.values()), {n: frozenset(v) for n, v in images.items()})
 
 
 def bound_units(plan: Plan) -> Units:
     """One study's units at most (every trial on every seed; the search's points at the template's length)."""
     finetunes, _, evaluations, _ = counts(plan)
     optim, sizes = plan.study(plan.splits[0], plan.shots[0], Path("base.pt")).template.optim, data_sizes(plan)
-    return Units(finetunes * optim.iterations * optim.batch_size, finetunes * sizes.val + evaluations * sizes.test)
+    return Units(finetunes * optim.iterations * optim.batch_size,
+                 finetunes * sizes.of(plan.select_split) + evaluations * sizes.test)
 
 
 def base_iterations(plan: Plan, split: ClassSplitSpec) -> int:
     """A base model's iterations (an epoch-based schedule over the split's base-class training images)."""
-    cfg = plan.base_template(split)
-    train = load_coco_json(plan.data_root / "annotations" / "train.json")
-    names = {c["id"]: c["name"] for c in train["categories"]}
-    base = set(resolve_class_split(list(names.values()), **split.data_fields()).base)
-    images = {a["image_id"] for a in train["annotations"] if names.get(a["category_id"]) in base}
-    return Schedule.of(cfg.optim, len(images)).iterations
+    sizes = data_sizes(plan)
+    base = resolve_class_split(list(sizes.classes), **split.data_fields()).base
+    images = set().union(*(sizes.train_images_of[c] for c in base))
+    return Schedule.of(plan.base_template(split).optim, len(images)).iterations
 
 
 def seed_units(plan: Plan, study: StudySpec, seeds: list[dict[str, Any]]) -> Units:
     """What these finished seed jobs (``measured``'s metrics, with their ``_batch``) spent."""
     sizes = data_sizes(plan)
-    per_split = {"val": sizes.val, "test": sizes.test}
     trained = [m for m in seeds if m.get("source") != "reused"]
     return Units(sum(int(m.get("iterations", 0)) * int(m.get("_batch") or study.template.optim.batch_size)
                      for m in trained),
-                 sum(per_split.get(m.get("eval_split", plan.select_split), sizes.val) for m in seeds))
+                 sum(sizes.of(m.get("eval_split", plan.select_split)) for m in seeds))
 
 
 def device_rate(plan: Plan) -> tuple[float, str]:
@@ -268,8 +285,7 @@ def device_rate(plan: Plan) -> tuple[float, str]:
 def plan_flops(plan: Plan, keep: bool = True) -> DetectorFlops:
     """The detector's FLOPs for this plan (``keep``: in the cache folder; a dry run writes nothing)."""
     split = plan.splits[0]
-    names = [c["name"] for c in load_coco_json(plan.data_root / "annotations" / "val.json")["categories"]]
-    classes = resolve_class_split(names, **split.data_fields())
+    classes = resolve_class_split(list(data_sizes(plan).classes), **split.data_fields())
     ft = plan.study(split, plan.shots[0], Path("base.pt")).template
     return cached_flops(plan.cache_dir, plan.base_template(split).model, ft.model, len(classes.base),
                         len(classes.all), data_sizes(plan).image_hw, ft.freeze_backbone, keep)
@@ -287,7 +303,7 @@ def model_rates(plan: Plan, keep: bool = True) -> Rates:
     mix = {m: max(1, baseline_trials(plan.space, m, trials)) for m in ("tfa", "plain") if m in wanted}
     mix |= {"dkan": trials} if "dkan" in wanted else {}
     steps = ft.optim.iterations * ft.optim.batch_size
-    views = max(plan.shots) * _n_classes(plan)  # the K-shot set's images at most
+    views = max(plan.shots) * len(sizes.classes)  # the K-shot set's images at most
     views *= (1 + (ft.data.hflip > 0)) * (1 + (ft.data.vflip > 0)) * len(ft.model.train_min_sizes or [1])
     mb = ft.cache_mb if ft.cache_mb >= 0 else CUDA_MAX_DEFAULT_MB if plan.resources.gpus_per_worker else CPU_DEFAULT_MB
     per_image = 0.0
@@ -302,12 +318,8 @@ def model_rates(plan: Plan, keep: bool = True) -> Rates:
               f"x{MODEL_RANGE[0]:g} to x{MODEL_RANGE[1]:g}")
     # an evaluation after the first reuses the frozen body's features (a worker's val cache, the test phase's pass)
     heads = flops.eval_image - flops.eval_body
-    return Rates(s_iter, SEED_SET_UP_S + sizes.val * heads / rate, sizes.test * heads / rate,
+    return Rates(s_iter, SEED_SET_UP_S + sizes.of(plan.select_split) * heads / rate, sizes.test * heads / rate,
                  RUN_START_S, flops.params * 4 / 1e6, flops.delta_params / flops.params, source)
-
-
-def _n_classes(plan: Plan) -> int:
-    return len(load_coco_json(plan.data_root / "annotations" / "val.json")["categories"])
 
 
 def base_estimate(plan: Plan, split: ClassSplitSpec, keep: bool = True) -> tuple[float, float, int]:
