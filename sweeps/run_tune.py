@@ -13,6 +13,7 @@ Train run per trial, a fit() per seed, ASHA on seeds), one recommended by a stat
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from collections.abc import Iterator
@@ -96,6 +97,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--set", action="append", default=[], metavar="KEY=VALUE", help="fine-tune config override (repeatable)")
     a("--base-set", action="append", default=[], metavar="KEY=VALUE", help="base-training config override")
     a("--resume", action="store_true", help="continue the interrupted sweep in --out")
+    a("--device-tflops", type=float, metavar="TFLOPS", help="the estimate's model, where this cluster has measured "
+      "nothing yet: what one worker's device sustains on this detector's training (default: 40 per GPU, an "
+      "H100-class card; 0.05 per CPU core, measured on 2 cores; sweeps/core/estimate.py)")
     a("--verbose", action="store_true", help="also print Ray Tune's trial tables (default: one line per trial event)")
 
 
@@ -133,6 +137,10 @@ def check_args(args: argparse.Namespace) -> None:
     alpha = getattr(args, "paired_alpha", None)
     if alpha is not None and not 0 < alpha < 1:
         raise ArgumentError(f"--paired-alpha {alpha}: a test level lies in (0, 1). Fix: e.g. --paired-alpha 0.1")
+    tflops = getattr(args, "device_tflops", None)
+    if tflops is not None and not (math.isfinite(tflops) and tflops > 0):
+        raise ArgumentError(f"--device-tflops {tflops}: a device's FLOP rate is a positive number. Fix: e.g. "
+                            "--device-tflops 40 (an H100-class GPU), or leave it out for the default")
     if getattr(args, "cpus_per_worker", 1.0) <= 0 or getattr(args, "gpus_per_worker", 0.0) < 0:
         raise ArgumentError(f"--cpus-per-worker {args.cpus_per_worker} / --gpus-per-worker {args.gpus_per_worker}: "
                             "a worker needs some CPU and no negative GPU. Fix: e.g. --cpus-per-worker 1")
@@ -173,7 +181,7 @@ def dry_run(args: argparse.Namespace) -> int:
                 "GPU": gpus}
         plan = complete_plan(plan, [node], local=args.address is None)
         print(plan.describe())
-        print(plan_line(plan))
+        print(plan_line(plan, keep=False))
         print("dry run: the plan above is checked; nothing was started or written"
               + (f" (on {args.address} the resources are the cluster's)" if args.address else ""))
     finally:

@@ -121,6 +121,10 @@ def test_tiny_sweep_end_to_end(shared_sweep):
     cost = table["cost"]
     assert cost["estimate"]["finetunes"] >= cost["actual"]["seed_finetunes"] >= 2 * 3  # 3 candidates x 2 seeds
     assert cost["actual"]["test_evaluations"] == 2 * (len(per_seed) - 1) + 1 and cost["actual"]["disk_mb"] > 0
+    # in units: each finished seed fine-tune once (2 iterations x batch 2), although the sweep was resumed twice
+    assert cost["actual"]["finetune_images"] >= cost["actual"]["seed_finetunes"] * 2 * 2  # one finished after its
+    assert cost["actual"]["finetune_images"] % (2 * 2) == 0  # last iteration has no step rate: counted here only
+    assert cost["actual"]["finetune_images"] <= cost["estimate"]["finetune_images"]
     assert "cost: estimated " in md and " actual " in md
     calibrated = json.loads((out.parent / "cache" / "calibration" / "cpu-quick_w1.json").read_text())
     assert calibrated["s_per_iter"] > 0 and calibrated["source"] == f"calibrated on this cluster ({KEY})"

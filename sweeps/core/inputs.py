@@ -76,7 +76,7 @@ def build_plan(args: argparse.Namespace, prepare: bool = True) -> Plan:
         protocol=args.protocol, base_checkpoint=Path(args.base_checkpoint).absolute() if args.base_checkpoint else None,
         cache_dir=cache, base_overrides=tuple(args.base_set), finetune_overrides=tuple(args.set),
         extra_points=tuple(load_points(args.points, space, template)), max_concurrent=args.max_concurrent or 0,
-        verbose=bool(getattr(args, "verbose", False)),
+        verbose=bool(getattr(args, "verbose", False)), device_tflops=getattr(args, "device_tflops", None) or 0.0,
     )
     if plan.base_checkpoint:
         check_base_checkpoint_fits(plan)

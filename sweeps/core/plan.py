@@ -113,6 +113,7 @@ class Plan:
     objective_kind: str = "ap_all"  # ap_all: the mean AP_all; pareto: AP_novel against AP_B retention
     min_retention: float = 0.9  # pareto: the pick keeps at least this share of the base model's AP_B
     local: bool = True  # complete_plan: a local Ray (drivers on a CPU of their own) or a cluster's
+    device_tflops: float = 0.0  # the estimate's model: one worker's FLOP rate (0: the device kind's default)
 
     @property
     def select_split(self) -> str:

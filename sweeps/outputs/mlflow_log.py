@@ -74,8 +74,20 @@ def log_study(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> None:
                           "dkan.recommended": outcome.selection.recommended})
     best = outcome.selection.choice.trial.report
     selection = {f"best_{k}": v for k, v in (best.named_means() if best else {}).items()}
-    tracker.metrics(parent, selection | {"seed_finetunes": outcome.selection.finetunes})
+    tracker.metrics(parent, selection | {"seed_finetunes": outcome.selection.finetunes} | cost_metrics(outcome.cost))
+    bound = {f"bound_{k}": v for k, v in ((outcome.cost or {}).get("estimate") or {}).items() if k in UNITS}
+    run = tracker.client.get_run(parent)
+    tracker.params(parent, {k: v for k, v in bound.items() if k not in run.data.params})  # a resumed study: once
     tracker.finish(parent, "completed")
+
+
+UNITS = ("finetune_images", "eval_images")  # sweeps.core.estimate.Units: the estimate's bound, the study's actual
+
+
+def cost_metrics(cost: dict[str, Any] | None) -> dict[str, float]:
+    """What the study spent, in units no machine changes (its parent run's metrics)."""
+    actual = (cost or {}).get("actual") or {}
+    return {k: float(actual[k]) for k in UNITS if k in actual}
 
 
 def log_search(tracker: Tracker, plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> None:

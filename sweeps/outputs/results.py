@@ -64,8 +64,14 @@ def cost_line(cost: Mapping[str, Any]) -> str:
     a, e = cost["actual"], cost.get("estimate")
     said = (f"estimated {e['wall_s'] / 60:.1f} min, {e['finetunes']} seed fine-tunes at most, {e['disk_mb']:.0f} MB "
             f"({e['source']})" if e else "no estimate (no rates yet)")
+    units = ""
+    if "finetune_images" in a:  # in units no machine changes (sweeps.core.estimate.Units); older results lack them
+        bound = (f"at most {e['finetune_images']:,} and {e['eval_images']:,} estimated, "
+                 if e and e.get("finetune_images") else "")
+        units = (f"; {bound}{a['finetune_images']:,} fine-tune iteration-images and {a['eval_images']:,} evaluation "
+                 "images spent")
     return (f"cost: {said}; actual {a['wall_s'] / 60:.1f} min (up to the registry), {a['seed_finetunes']} seed "
-            f"fine-tunes, {a['test_evaluations']} test evaluations, {a['disk_mb']:.0f} MB")
+            f"fine-tunes, {a['test_evaluations']} test evaluations, {a['disk_mb']:.0f} MB{units}")
 
 
 def selection_lines(plan: Plan, outcome: StudyOutcome) -> list[str]:
