@@ -175,11 +175,12 @@ def measured(plan: Plan, study: StudySpec, wall_s: float) -> dict[str, Any]:
 
 def _batch_size(seed_dir: Path) -> int | None:
     """The batch size a seed job ran with (its config.yaml), None when unknown."""
-    import yaml
+    from dkan import yamlio
+    from dkan.errors import DkanError
 
     try:
-        return int(yaml.safe_load((seed_dir / runfolder.CONFIG).read_text())["optim"]["batch_size"])
-    except (OSError, yaml.YAMLError, KeyError, TypeError, ValueError):
+        return int(yamlio.read(seed_dir / runfolder.CONFIG, "seed config")["optim"]["batch_size"])
+    except (OSError, DkanError, KeyError, TypeError, ValueError):
         return None
 
 
