@@ -30,7 +30,6 @@ from dkan.distill.cache import CPU_DEFAULT_MB, CUDA_MAX_DEFAULT_MB
 from dkan.engine.train import Schedule
 from sweeps.core.flops import DetectorFlops, cached_flops
 from sweeps.core.plan import ClassSplitSpec, Plan, StudySpec
-from sweeps.core.space import baseline_trials
 
 RUN_START_S = 14.0  # a Ray Train run's start (measured on 2 cores; the same order on a cluster)
 # a study's fine-tune iteration over a base-training one, its candidates' mix (TFA trains the last layer only,
@@ -291,9 +290,7 @@ def model_rates(plan: Plan, keep: bool = True) -> Rates:
     tflops, why = device_rate(plan)
     flops, sizes = plan_flops(plan, keep), data_sizes(plan)
     ft = plan.study(plan.splits[0], max(plan.shots), Path("base.pt")).template
-    wanted, trials = plan.budget.candidates, plan.budget.trials
-    mix = {m: max(1, baseline_trials(plan.space, m, trials)) for m in ("tfa", "plain") if m in wanted}
-    mix |= {"dkan": trials} if "dkan" in wanted else {}
+    mix = plan.shape.trials_by_method()  # the study's fine-tunes per method (sweeps.core.shape)
     steps = ft.optim.iterations * ft.optim.batch_size
     views = max(plan.shots) * len(sizes.classes)  # the K-shot set's images at most
     views *= (1 + (ft.data.hflip > 0)) * (1 + (ft.data.vflip > 0)) * len(ft.model.train_min_sizes or [1])

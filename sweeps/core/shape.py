@@ -88,6 +88,14 @@ class StudyShape:
         """The trials of each run, in order (the estimate's count)."""
         return [r.trials for r in self.runs]
 
+    def trials_by_method(self) -> dict[str, int]:
+        """Each method's trials over every run (a fixed candidate is one trial of its method)."""
+        out: dict[str, int] = {}
+        for r in self.runs:
+            for m, n in ([(c.method, 1) for c in r.fixed] if r.fixed else [(r.method, r.trials)]):
+                out[m] = out.get(m, 0) + n
+        return out
+
     def of_role(self, role: str) -> list[CandidateKind]:
         return [c for c in self.candidates if c.role == role]
 
