@@ -20,7 +20,7 @@ import torch
 from torchvision.models.detection import FasterRCNN
 from tqdm import tqdm
 
-from dkan.bundle import CHECKPOINT_SUFFIXES, read_bundle
+from dkan.bundle import CHECKPOINT_SUFFIXES, check_classes, classes_of, read_bundle
 from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, from_dict
 from dkan.data.coco import CocoDict, ImageRecord
 from dkan.data.images import read_image
@@ -88,6 +88,7 @@ def load_bundle_model(bundle: Path, device: str | torch.device = "cpu") -> Loade
     """The selected model of an exported bundle (``dkan.bundle.read_bundle``)."""
     b = read_bundle(Path(bundle))
     ckpt = load_checkpoint(b.model_file, "bundle model", "copy the whole bundle folder, model files included")
+    check_classes(classes_of(b, ckpt))  # config.yaml, classes.txt and the model agree
     model_cfg = from_dict(ModelConfig, b.config["model"], f"{bundle}: model") if "model" in b.config else None
     return model_from_checkpoint(ckpt, str(b.model_file), device, model_cfg, b.classes)
 
