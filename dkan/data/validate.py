@@ -19,10 +19,9 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
-
 from dkan.data.coco import CocoDict
 from dkan.data.fewshot import class_file_part
+from dkan.data.images import open_image
 from dkan.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -111,9 +110,11 @@ def image_size(path: Path, where: str) -> tuple[int, int]:
     if not path.is_file():
         raise DataError(where, f"image file {path} not found", "restore the image or remove its annotation")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # the pixel limit first, from the header
             im.load()
             return im.size
+    except DataError:
+        raise
     except Exception as e:  # PIL raises several types for corrupt data
         raise DataError(
             where, f"image file {path} cannot be decoded ({e})",
