@@ -207,6 +207,9 @@ DELETE = object()
     (_set("categories.0.name", DELETE), r"\(categories\[0\]\): category id 1 has no name"),
     (_set("categories.0.id", "1"), r"\(categories\[0\]\): category .* has no integer id"),
     (_set("categories.0.name", "../x"), r", class '\.\./x': the class name holds a path separator"),
+    (_set("images.1.file_name", "../../../../etc/hostname"), r"\(image id 2, \.\./\.\./\.\./\.\./etc/hostname\): image "
+     r"file name '\.\./\.\./\.\./\.\./etc/hostname' leaves the image folder .*Fix: give each image's file name relative"),
+    (_set("images.1.file_name", "/etc/hostname"), r"image file name '/etc/hostname' leaves the image folder"),
 ])
 def test_coco_shapes(tmp_path, edit, match):
     src = _coco_source(tmp_path / "d", edit(_good_coco()))
@@ -305,3 +308,28 @@ def test_nan_loss_names_iteration_term_and_images_and_points_at_the_data(synthet
     assert len(images) == 2 and all(Path(p).is_file() and p.endswith(".jpg") for p in images)
     assert "Fix: check the boxes of these images (dkan inspect-data), or lower optim.lr" in msg
     assert not (tmp_path / "n" / "model_final.pt").exists()
+
+
+def test_voc_filename_leaving_the_image_folder_is_refused_as_such(tiny_voc, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tiny_voc / "outside.jpg")  # a real image, beside IMAGES/
+    (tiny_voc / "IMAGES" / "alpha_3.jpg").unlink()
+    (tiny_voc / "ANNOTATIONS" / "alpha_3.xml").write_text(voc_xml("../outside.jpg", [("alpha", (5, 5, 30, 40))]))
+    refused(tmp_path, tiny_voc, r"alpha_3\.xml: image file name '\.\./outside\.jpg' leaves the image folder .*IMAGES")
+
+
+def test_prepared_annotations_edited_to_leave_the_image_folder(synthetic_prepared, tmp_path):
+    import shutil
+
+    from dkan.data.prepared import PreparedData
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(synthetic_prepared, copy)
+    test = copy / "annotations" / "test.json"
+    coco = json.loads(test.read_text())
+    coco["images"][0]["file_name"] = "../../../../etc/hostname"
+    test.write_text(json.dumps(coco))
+    data = PreparedData.load(copy)
+    with pytest.raises(DataError, match=r"image file name '\.\./\.\./\.\./\.\./etc/hostname' leaves the image folder"):
+        data.records(data.split("test"))
