@@ -208,7 +208,7 @@ DELETE = object()
     (_set("categories.0.id", "1"), r"\(categories\[0\]\): category .* has no integer id"),
     (_set("categories.0.name", "../x"), r", class '\.\./x': the class name holds a path separator"),
     (_set("images.1.file_name", "../../../../etc/hostname"), r"\(image id 2, \.\./\.\./\.\./\.\./etc/hostname\): image "
-     r"file name '\.\./\.\./\.\./\.\./etc/hostname' leaves the image folder .*Fix: give each image's file name relative"),
+     r"file name '\.\./\.\./\.\./\.\./etc/hostname' leaves the image folder .*Fix: give each image's file name"),
     (_set("images.1.file_name", "/etc/hostname"), r"image file name '/etc/hostname' leaves the image folder"),
 ])
 def test_coco_shapes(tmp_path, edit, match):
