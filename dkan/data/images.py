@@ -65,14 +65,30 @@ def open_image(path: str | Path) -> Iterator[Image.Image]:
         try:
             im = Image.open(path)
         except Image.DecompressionBombError:  # twice PIL's limit, which is at least ours: refused all the same
-            raise DataError(str(path), f"more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} megapixels, above the "
-                            f"limit of {limit / 1e6:.0f} megapixels", fix) from None
+            raise DataError(str(path), f"more than {_pixels(2 * Image.MAX_IMAGE_PIXELS)}, above the limit of "
+                            f"{_pixels(limit)}", fix) from None
     with im:
         w, h = im.size
         if w * h > limit:
-            raise DataError(str(path), f"{w} x {h} pixels ({w * h / 1e6:.0f} megapixels) is above the limit of "
-                            f"{limit / 1e6:.0f} megapixels", fix)
+            raise DataError(str(path), f"{w} x {h} pixels ({_pixels(w * h)}) is above the limit of {_pixels(limit)}",
+                            fix)
         yield im
+
+
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:.0f} megapixels" if n >= 10**6 else f"{n} pixels"
+
+
+def check_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image from its header, within the pixel limit; an unreadable file is a DataError."""
+    try:
+        with open_image(path) as im:
+            return im.size
+    except DataError:
+        raise
+    except IMAGE_ERRORS as e:
+        raise DataError(str(path), f"cannot be read as an image ({type(e).__name__}: {str(e)[:200]})",
+                        "replace the file, or run `dkan prepare-data` again without it") from e
 
 
 def decode_image(path: str | Path) -> torch.Tensor:
