@@ -46,6 +46,14 @@ def test_non_numeric_box(tiny_voc, tmp_path):
     refused(tmp_path, tiny_voc, r"alpha_4\.xml: missing or non-numeric")
 
 
+@pytest.mark.parametrize("name, why", [("x" * 201, r"'xxxx+\.\.\. \(201 characters\): the class name is longer than"),
+                                       ("a/b", r"'a/b': the class name holds a path separator")])
+def test_voc_class_name_too_long_or_with_a_separator_has_its_own_message(tiny_voc, tmp_path, name, why):
+    (tiny_voc / "ANNOTATIONS" / "alpha_5.xml").write_text(voc_xml("alpha_5.jpg", [(name, (1, 1, 9, 9))]))
+    e = refused(tmp_path, tiny_voc, r"alpha_5\.xml, class " + why)
+    assert "bndbox" not in str(e) and str(e).count("Fix:") == 1 and len(str(e)) < 400
+
+
 def test_unknown_class_name(tiny_voc, tmp_path):
     (tiny_voc / "ANNOTATIONS" / "alpha_5.xml").write_text(voc_xml("alpha_5.jpg", [("alpah", (1, 1, 9, 9))]))
     refused(tmp_path, tiny_voc, r"alpha_5\.xml: unknown class name 'alpah' \(known: alpha, beta-x_y\).*--classes",

@@ -35,10 +35,15 @@ def class_file_part(name: object, where: str) -> str:
     bad = unsafe_name(name)
     if bad:
         raise DataError(
-            f"{where}, class {name!r}", f"the class name {bad}; class names become parts of file names",
+            f"{where}, class {_short(name)}", f"the class name {bad}; class names become parts of file names",
             "rename the class in the annotations (and in --classes if you pass it) to a plain name such as 'scratches'",
         )
     return name
+
+
+def _short(name: object) -> str:
+    text = repr(name)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(str(name))} characters)"
 
 
 def fewshot_path(ann_dir: Path, seed: int, shots: int, name: str) -> Path:
