@@ -108,8 +108,10 @@ def read_manifest(path: Path, fix: str) -> dict[str, dict[str, Any]]:
     return files
 
 
-def check_files(manifest: Path, files: dict[str, Path], fix: str, skip: tuple[str, ...] = ()) -> None:
-    """Every file the manifest lists (but ``skip``) is ``files[name]`` with its recorded size and sha256."""
+def check_files(manifest: Path, files: dict[str, Path], fix: str, skip: tuple[str, ...] = (),
+                what: str = "bundle") -> None:
+    """Every file the manifest lists (but ``skip``) is ``files[name]`` with its recorded size and sha256
+    (``what``: the bundle or the MLflow model, as the message names it)."""
     for name, want in read_manifest(manifest, fix).items():
         if name in skip:
             continue
@@ -120,8 +122,8 @@ def check_files(manifest: Path, files: dict[str, Path], fix: str, skip: tuple[st
         if got != {"size": want["size"], "sha256": want["sha256"]}:
             how = (f"{got['size']} bytes, {want['size']} when written" if got["size"] != want["size"]
                    else f"content hash {got['sha256'][:12]}, {want['sha256'][:12]} when written")
-            raise BundleError(f"{path}: changed since the bundle was written ({how}): nothing runs on a changed "
-                              f"bundle. Fix: {fix}")
+            raise BundleError(f"{path}: changed since the {what} was written ({how}): nothing runs on a changed "
+                              f"{what}. Fix: {fix}")
 
 
 def check_bundle(config_path: Path, config: Any, skip: tuple[str, ...] = ()) -> None:

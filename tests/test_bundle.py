@@ -126,7 +126,7 @@ def test_one_flipped_byte_is_refused_on_every_path(bundle, tmp_path, capsys):
     model.unlink()  # a new file: the bundle's weights are hard links of the run folder's
     model.write_bytes(bytes(data))
     own.write_bytes(bytes(data))
-    with pytest.raises(BundleError, match=r"own.pt: changed since the bundle was written \(content hash"):
+    with pytest.raises(BundleError, match=r"own.pt: changed since the MLflow model was written \(content hash"):
         DetectorModel().load_context(SimpleNamespace(artifacts=artifacts))
     capsys.readouterr()
     assert main(["finetune", "--config", str(bundle / "config.yaml"), "--set", "optim.iterations=1"]) == 2
@@ -275,3 +275,25 @@ def test_bundle_copy_reproduces_the_selected_model_and_predicts(sweep, tmp_path,
     t = torch.load(trial / "model_final.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], t[k]) for k in a)
     assert rc == 0 and json.loads((tmp_path / "p.json").read_text())["info"]["model"].endswith("model.pt")
+
+
+def test_a_saved_mlflow_model_checks_its_files_when_it_loads(bundle, tmp_path):
+    import mlflow
+
+    from dkan.bundle import MODEL, BundleError
+    from sweeps.outputs.registry import PYFUNC_FILE, model_artifacts
+
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    saved = tmp_path / "mlmodel"
+    mlflow.pyfunc.save_model(path=str(saved), python_model=str(PYFUNC_FILE), pip_requirements=["pandas"],
+                             artifacts=model_artifacts(bundle / MODEL, str(staged)))
+    assert (saved / "artifacts" / "manifest.json").is_file()
+    assert mlflow.pyfunc.load_model(str(saved)).unwrap_python_model().loaded.classes
+    model = saved / "artifacts" / MODEL
+    data = bytearray(model.read_bytes())
+    data[-100] ^= 0x01
+    model.unlink()
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"artifacts/model\.pt: changed since the MLflow model was written"):
+        mlflow.pyfunc.load_model(str(saved))

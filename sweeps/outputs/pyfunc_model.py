@@ -58,7 +58,7 @@ class DetectorModel(PythonModel):
         if "manifest" not in files:
             raise BundleError(f"{files.get('checkpoint')}: this MLflow model carries no manifest of its files' sizes "
                               f"and hashes (logged before models had one), so it cannot be checked. Fix: {fix}")
-        check_files(files["manifest"], files, fix)  # nothing runs on a changed model
+        check_files(files["manifest"], files, fix, what="MLflow model")  # nothing runs on a changed model
         self.loaded = load_checkpoint_model(context.artifacts["checkpoint"], os.environ.get("DKAN_DEVICE", "cpu"))
 
     # a DataFrame hint: MLflow infers no schema from it (the signature logged with the model is the schema)
