@@ -140,6 +140,25 @@ def check_bundle(config_path: Path, config: Any, skip: tuple[str, ...] = ()) -> 
     check_files(manifest, files, REEXPORT, skip)
 
 
+def check_mlflow_model(folder: Path) -> None:
+    """A downloaded MLflow model (``folder`` holding ``MLmodel``) against the manifest logged with it, when it
+    has one (every model dkan logs does; a plain artifact folder has none and is read as before)."""
+    import yaml
+
+    mlmodel = Path(folder) / "MLmodel"
+    try:
+        spec = yaml.safe_load(mlmodel.read_text()[:1 << 20]) if mlmodel.is_file() else None
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        spec = None
+    flavor = ((spec or {}).get("flavors") or {}).get("python_function") if isinstance(spec, dict) else None
+    artifacts = (flavor or {}).get("artifacts") if isinstance(flavor, dict) else None
+    if not isinstance(artifacts, dict) or "manifest" not in artifacts:
+        return
+    files = {k: Path(folder) / str(v.get("path", "")) for k, v in artifacts.items() if isinstance(v, dict)}
+    check_files(files["manifest"], files, "log the model again, or use the study's bundle (`dkan predict --bundle "
+                "RUN_FOLDER/best_configs/KEY`)", what="MLflow model")
+
+
 def check_classes(named: dict[str, list[str] | int]) -> None:
     """The class lists a bundle holds (where -> names, or a count where only the number is known, e.g. the
     checkpoint's head) agree; the first that differs from the first one is named."""

@@ -20,7 +20,7 @@ import torch
 from torchvision.models.detection import FasterRCNN
 from tqdm import tqdm
 
-from dkan.bundle import CHECKPOINT_SUFFIXES, check_classes, classes_of, read_bundle
+from dkan.bundle import CHECKPOINT_SUFFIXES, check_classes, check_mlflow_model, classes_of, read_bundle
 from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, from_dict
 from dkan.data.coco import CocoDict, ImageRecord
 from dkan.data.images import read_image
@@ -139,6 +139,8 @@ def load_model_uri(uri: str, device: str | torch.device = "cpu", tracking_uri: s
                 f"model URI {uri!r}: cannot download ({str(e)[:300]}). Fix: check the name/version "
                 "and --tracking-uri (or MLFLOW_TRACKING_URI)"
             ) from e
+        if local.is_dir():
+            check_mlflow_model(local)  # its files as logged (the manifest dkan logs with every model)
         files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES)
         for path in sorted(files, key=lambda p: (p.name != "model_final.pt", str(p))):
             ckpt = load_checkpoint(path, "model file", "log the fit checkpoint (model_final.pt) with the model")

@@ -281,6 +281,7 @@ def test_a_saved_mlflow_model_checks_its_files_when_it_loads(bundle, tmp_path):
     import mlflow
 
     from dkan.bundle import MODEL, BundleError
+    from dkan.inference import load_model_uri
     from sweeps.outputs.registry import PYFUNC_FILE, model_artifacts
 
     staged = tmp_path / "staged"
@@ -290,6 +291,7 @@ def test_a_saved_mlflow_model_checks_its_files_when_it_loads(bundle, tmp_path):
                              artifacts=model_artifacts(bundle / MODEL, str(staged)))
     assert (saved / "artifacts" / "manifest.json").is_file()
     assert mlflow.pyfunc.load_model(str(saved)).unwrap_python_model().loaded.classes
+    assert load_model_uri(saved.as_uri()).classes  # `dkan predict --model-uri`: the same files, checked
     model = saved / "artifacts" / MODEL
     data = bytearray(model.read_bytes())
     data[-100] ^= 0x01
@@ -297,3 +299,5 @@ def test_a_saved_mlflow_model_checks_its_files_when_it_loads(bundle, tmp_path):
     model.write_bytes(bytes(data))
     with pytest.raises(BundleError, match=r"artifacts/model\.pt: changed since the MLflow model was written"):
         mlflow.pyfunc.load_model(str(saved))
+    with pytest.raises(BundleError, match=r"model\.pt: changed since the MLflow model was written.*Fix: log the model"):
+        load_model_uri(saved.as_uri())
