@@ -31,6 +31,7 @@ from dkan.errors import DkanError
 
 CONFIG, MODEL, BASE, CLASSES = "config.yaml", "model.pt", "base_model.pt", "classes.txt"
 MANIFEST = "manifest.json"  # {"files": {name: {"size": bytes, "sha256": hex}}}
+MANIFEST_BYTES = 1 << 20  # a manifest lists a few files: anything larger is not one
 REEXPORT = ("re-export it: `dkan sweep --resume --out RUN_FOLDER` (the sweep that made it) writes the bundle "
             "again, or copy the whole original bundle folder again")
 FORMAT = 1  # provenance.bundle: paths in the config are relative to its folder
@@ -97,6 +98,8 @@ def read_manifest(path: Path, fix: str) -> dict[str, dict[str, Any]]:
         raise BundleError(f"{path}: missing: the bundle carries no manifest of its files' sizes and hashes (exported "
                           f"before bundles had one, or not by dkan), so it cannot be checked. Fix: {fix}")
     try:
+        if path.stat().st_size > MANIFEST_BYTES:
+            raise ValueError("too large")
         files = json.loads(path.read_text())["files"]
         ok = isinstance(files, dict) and all(isinstance(v, dict) and isinstance(v.get("size"), int)
                                              and isinstance(v.get("sha256"), str) for v in files.values())
@@ -161,17 +164,18 @@ def check_mlflow_model(folder: Path) -> None:
 
 def check_classes(named: dict[str, list[str] | int]) -> None:
     """The class lists a bundle holds (where -> names, or a count where only the number is known, e.g. the
-    checkpoint's head) agree; the first that differs from the first one is named."""
-    items = [(w, c) for w, c in named.items() if c]
-    if not items:
-        return
-    first, ref = items[0]
+    checkpoint's head) agree with the first one given; the first that differs is named."""
+    def show(c: list[str] | int) -> str:
+        return f"{c} classes" if isinstance(c, int) else f"{len(c)} classes {list(c)[:8]}"[:300]
+
+    def count(c: list[str] | int) -> int:
+        return c if isinstance(c, int) else len(c)
+
+    items = [(where, c) for where, c in named.items() if c]
     for where, classes in items[1:]:
-        same = len(ref) == classes if isinstance(classes, int) else (
-            list(classes) == list(ref) if not isinstance(ref, int) else len(classes) == ref)
-        if not same:
-            def show(c):
-                return f"{c} classes" if isinstance(c, int) else f"{len(c)} classes {list(c)[:8]}"[:300]
+        first, ref = items[0]
+        both_named = not isinstance(classes, int) and not isinstance(ref, int)
+        if (list(classes) != list(ref)) if both_named else (count(classes) != count(ref)):
             raise BundleError(f"{where}: {show(classes)}, but {first} has {show(ref)}: the bundle's files do not "
                               f"belong together. Fix: {REEXPORT}")
 
