@@ -90,7 +90,7 @@ def _rewrite_model(path: Path, change) -> None:
 
 
 def test_a_bundle_loads_only_as_exported(bundle, tmp_path, capsys):
-    from dkan.bundle import MANIFEST, MODEL
+    from dkan.bundle import CONFIG, MANIFEST, MODEL, check_bundle
 
     image = tmp_path / "a.png"
     Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(image)
@@ -98,6 +98,13 @@ def test_a_bundle_loads_only_as_exported(bundle, tmp_path, capsys):
                                                                            "base_model.pt", "classes.txt"}
     assert _predict(bundle, image, capsys)[0] == 0  # as exported: runs
     (bundle.parent / "det.json").unlink()
+    edited = bundle.parent / "edited"  # config.yaml is the input `dkan finetune --config` may be handed edited
+    shutil.copytree(bundle, edited)
+    cfg = yaml.safe_load((edited / CONFIG).read_text())
+    (edited / CONFIG).write_text(yaml.safe_dump({**cfg, "fewshot_seed": 7}))
+    check_bundle(edited / CONFIG, cfg, skip=(CONFIG,))  # what finetune --config checks: the rest, unchanged
+    code, err = _predict(edited, image, capsys)
+    assert code == 2 and "config.yaml: changed since the bundle was written" in err  # what predict runs: all of it
 
     def new_head(payload):  # the box predictor changed after export
         payload["model"]["roi_heads.box_predictor.cls_score.weight"] += 1.0
