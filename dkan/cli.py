@@ -344,10 +344,12 @@ def _add_report(sub) -> None:
         "report",
         help="one HTML + markdown report of a sweep's run folder",
         description="Read RUN_DIR/results/*.json, best_configs/ and plots/; write RUN_DIR/report.html "
-        "(self-contained, plots embedded) and RUN_DIR/report.md.",
+        "(self-contained, plots embedded) and RUN_DIR/report.md (or into --out DIR).",
     )
     pr.add_argument("run_dir", metavar="RUN_DIR", help="the sweep's --out folder")
     pr.add_argument("--no-plots", action="store_true", help="do not draw missing seed-spread plots into RUN_DIR/plots")
+    pr.add_argument("--out", metavar="DIR", help="write report.html and report.md into DIR instead (RUN_DIR is then "
+                    "only read: no plots drawn into it); for a run folder you cannot write")
     pr.set_defaults(func=_report)
 
 

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dkan.bundle import resolve_paths
+from dkan.bundle import CONFIG, check_bundle, is_bundle_config, resolve_paths
 from dkan.config import BaseTrainConfig, FinetuneConfig, apply_overrides, from_dict, read_yaml, to_dict
 from dkan.data.splits import parse_class_list
 from dkan.errors import DkanError
@@ -50,7 +50,10 @@ def job_config(kind: str, args: argparse.Namespace) -> BaseTrainConfig | Finetun
     # fine-tuning starts from the authors' distillation settings of the NEU-DET split (split 1's otherwise)
     cfg = base_config(profile) if kind == "base" else finetune_config(profile, getattr(args, "split", None) or 1)
     if args.config:
-        given = resolve_paths(read_yaml(args.config), Path(args.config))
+        raw = read_yaml(args.config)
+        if is_bundle_config(raw):  # a bundle's weights as exported (its config: the user's to edit)
+            check_bundle(Path(args.config), raw, skip=(CONFIG,))
+        given = resolve_paths(raw, Path(args.config))
         cfg = from_dict(cls, merge(to_dict(cfg), given), args.config)  # unknown keys are errors
     flags = COMMON_FLAGS | (FINETUNE_FLAGS if kind == "finetune" else {})
     # JSON is valid YAML and quotes strings, so a value like "123" stays a string where one is expected

@@ -49,8 +49,9 @@ def storage_error(e: OSError) -> StorageError | None:
     if why is None:
         return None
     where = e.filename or "the output folder"
-    return StorageError(f"cannot write {where}: {why}. Fix: free space, or write elsewhere (a writable folder); "
-                        "what finished before is kept (files are written whole or not at all)")
+    fix = "free space, or write elsewhere" if e.errno in (errno.ENOSPC, errno.EDQUOT) else "write elsewhere"
+    return StorageError(f"cannot write {where}: {why}. Fix: {fix} (a writable folder; the command's --out where it "
+                        "has one); what finished before is kept (files are written whole or not at all)")
 
 
 @contextmanager
@@ -67,8 +68,9 @@ def storage_errors() -> Iterator[None]:
         raise clear from e
 
 
-def check_writable(path: Path, flag: str = "--out") -> None:
-    """Refuse ``path`` before any work when neither it nor its nearest existing parent is a writable folder."""
+def check_writable(path: Path, flag: str = "--out", fix: str | None = None) -> None:
+    """Refuse ``path`` before any work when neither it nor its nearest existing parent is a writable folder
+    (``fix``: what to do instead of the default, choosing another ``flag``)."""
     p = Path(path).absolute()
     existing = next((q for q in (p, *p.parents) if q.exists()), None)
     if existing == p and p.is_file():  # an output file written over: its folder must take the new one
@@ -77,7 +79,8 @@ def check_writable(path: Path, flag: str = "--out") -> None:
         raise StorageError(f"{flag} {path}: {existing} is not a folder. Fix: choose a folder path for {flag}")
     if not os.access(existing, os.W_OK | os.X_OK):
         why = "read-only file system" if _read_only(existing) else "no write permission"
-        raise StorageError(f"{flag} {path}: cannot write into {existing} ({why}). Fix: choose a writable {flag}")
+        raise StorageError(f"{flag} {path}: cannot write into {existing} ({why}). "
+                           f"Fix: {fix or f'choose a writable {flag}'}")
 
 
 def _read_only(p: Path) -> bool:

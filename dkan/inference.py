@@ -20,7 +20,7 @@ import torch
 from torchvision.models.detection import FasterRCNN
 from tqdm import tqdm
 
-from dkan.bundle import CHECKPOINT_SUFFIXES, read_bundle
+from dkan.bundle import CHECKPOINT_SUFFIXES, check_classes, check_mlflow_model, classes_of, read_bundle
 from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, from_dict
 from dkan.data.coco import CocoDict, ImageRecord
 from dkan.data.images import read_image
@@ -88,6 +88,7 @@ def load_bundle_model(bundle: Path, device: str | torch.device = "cpu") -> Loade
     """The selected model of an exported bundle (``dkan.bundle.read_bundle``)."""
     b = read_bundle(Path(bundle))
     ckpt = load_checkpoint(b.model_file, "bundle model", "copy the whole bundle folder, model files included")
+    check_classes(classes_of(b, ckpt))  # config.yaml, classes.txt and the model agree
     model_cfg = from_dict(ModelConfig, b.config["model"], f"{bundle}: model") if "model" in b.config else None
     return model_from_checkpoint(ckpt, str(b.model_file), device, model_cfg, b.classes)
 
@@ -138,6 +139,8 @@ def load_model_uri(uri: str, device: str | torch.device = "cpu", tracking_uri: s
                 f"model URI {uri!r}: cannot download ({str(e)[:300]}). Fix: check the name/version "
                 "and --tracking-uri (or MLFLOW_TRACKING_URI)"
             ) from e
+        if local.is_dir():
+            check_mlflow_model(local)  # its files as logged (the manifest dkan logs with every model)
         files = [local] if local.is_file() else sorted(p for p in local.rglob("*") if p.suffix in CHECKPOINT_SUFFIXES)
         for path in sorted(files, key=lambda p: (p.name != "model_final.pt", str(p))):
             ckpt = load_checkpoint(path, "model file", "log the fit checkpoint (model_final.pt) with the model")

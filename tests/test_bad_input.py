@@ -46,6 +46,14 @@ def test_non_numeric_box(tiny_voc, tmp_path):
     refused(tmp_path, tiny_voc, r"alpha_4\.xml: missing or non-numeric")
 
 
+@pytest.mark.parametrize("name, why", [("x" * 201, r"'xxxx+\.\.\. \(201 characters\): the class name is longer than"),
+                                       ("a/b", r"'a/b': the class name holds a path separator")])
+def test_voc_class_name_too_long_or_with_a_separator_has_its_own_message(tiny_voc, tmp_path, name, why):
+    (tiny_voc / "ANNOTATIONS" / "alpha_5.xml").write_text(voc_xml("alpha_5.jpg", [(name, (1, 1, 9, 9))]))
+    e = refused(tmp_path, tiny_voc, r"alpha_5\.xml, class " + why)
+    assert "bndbox" not in str(e) and str(e).count("Fix:") == 1 and len(str(e)) < 400
+
+
 def test_unknown_class_name(tiny_voc, tmp_path):
     (tiny_voc / "ANNOTATIONS" / "alpha_5.xml").write_text(voc_xml("alpha_5.jpg", [("alpah", (1, 1, 9, 9))]))
     refused(tmp_path, tiny_voc, r"alpha_5\.xml: unknown class name 'alpah' \(known: alpha, beta-x_y\).*--classes",
@@ -207,6 +215,9 @@ DELETE = object()
     (_set("categories.0.name", DELETE), r"\(categories\[0\]\): category id 1 has no name"),
     (_set("categories.0.id", "1"), r"\(categories\[0\]\): category .* has no integer id"),
     (_set("categories.0.name", "../x"), r", class '\.\./x': the class name holds a path separator"),
+    (_set("images.1.file_name", "../../../../etc/hostname"), r"\(image id 2, \.\./\.\./\.\./\.\./etc/hostname\): image "
+     r"file name '\.\./\.\./\.\./\.\./etc/hostname' leaves the image folder .*Fix: give each image's file name"),
+    (_set("images.1.file_name", "/etc/hostname"), r"image file name '/etc/hostname' leaves the image folder"),
 ])
 def test_coco_shapes(tmp_path, edit, match):
     src = _coco_source(tmp_path / "d", edit(_good_coco()))
@@ -407,3 +418,28 @@ def test_list_flags_still_read_their_values():
 
     args = build_parser().parse_args(["sweep", "--candidates", " tfa, dkan,", "--base", "a,b", "--shots", "1,3"])
     assert args.candidates == ["tfa", "dkan"] and args.base == "a,b" and args.shots == [1, 3]
+
+
+def test_voc_filename_leaving_the_image_folder_is_refused_as_such(tiny_voc, tmp_path):
+    from PIL import Image
+
+    Image.new("RGB", (64, 64)).save(tiny_voc / "outside.jpg")  # a real image, beside IMAGES/
+    (tiny_voc / "IMAGES" / "alpha_3.jpg").unlink()
+    (tiny_voc / "ANNOTATIONS" / "alpha_3.xml").write_text(voc_xml("../outside.jpg", [("alpha", (5, 5, 30, 40))]))
+    refused(tmp_path, tiny_voc, r"alpha_3\.xml: image file name '\.\./outside\.jpg' leaves the image folder .*IMAGES")
+
+
+def test_prepared_annotations_edited_to_leave_the_image_folder(synthetic_prepared, tmp_path):
+    import shutil
+
+    from dkan.data.prepared import PreparedData
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(synthetic_prepared, copy)
+    test = copy / "annotations" / "test.json"
+    coco = json.loads(test.read_text())
+    coco["images"][0]["file_name"] = "../../../../etc/hostname"
+    test.write_text(json.dumps(coco))
+    data = PreparedData.load(copy)
+    with pytest.raises(DataError, match=r"image file name '\.\./\.\./\.\./\.\./etc/hostname' leaves the image folder"):
+        data.records(data.split("test"))

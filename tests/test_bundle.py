@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from PIL import Image
 
 from tests.sweeps_shared import KEY
 
@@ -42,6 +43,129 @@ def test_pyfunc_input_forms():
     assert name == "0" and img.shape == (3, 20, 30) and float(img.max()) == 1.0
     batch = as_images(np.zeros((2, 20, 30), dtype=np.uint8))  # two grayscale images
     assert [n for n, _ in batch] == ["0", "1"] and batch[1][1].shape == (3, 20, 30)
+
+
+@pytest.fixture
+def bundle(tmp_path, synthetic_prepared) -> Path:
+    """A bundle exported the way a sweep's is (``write_bundle``) around a random-weight tiny model."""
+    from conftest import tiny_model_config
+
+    from dkan.bundle import write_bundle
+    from dkan.config import FinetuneConfig, to_dict
+    from dkan.data.splits import NEU_DET_SPLITS
+    from dkan.model.checkpoint import save_checkpoint
+    from dkan.model.detector import build_detector
+
+    torch.manual_seed(0)
+    classes = list(NEU_DET_SPLITS[1].base) + list(NEU_DET_SPLITS[1].novel)
+    cfg = to_dict(FinetuneConfig(model=tiny_model_config(min_size=64, max_size=64)))
+    cfg["data"]["root"] = str(synthetic_prepared)
+    meta = {"stage": "finetune", "classes": classes, "base": classes[:3], "novel": classes[3:], "config": cfg,
+            "iteration": 0}
+    model = build_detector(FinetuneConfig(model=tiny_model_config(min_size=64, max_size=64)).model, len(classes))
+    ckpt = tmp_path / "ft" / "model_final.pt"
+    save_checkpoint(ckpt, {"model": model.state_dict(), "meta": meta})
+    save_checkpoint(tmp_path / "base" / "model_final.pt", {"model": model.state_dict(), "meta": meta})
+    return write_bundle(tmp_path / "bundle", cfg, tmp_path / "base" / "model_final.pt", ckpt, classes, {"sweep": "t"})
+
+
+def _predict(bundle: Path, image: Path, capsys) -> tuple[int, str]:
+    from dkan.cli import main
+
+    capsys.readouterr()
+    code = main(["predict", "--bundle", str(bundle), str(image), "--out", str(bundle.parent / "det.json"),
+                 "--device", "cpu"])
+    return code, capsys.readouterr().err
+
+
+def _rewrite_model(path: Path, change) -> None:
+    """``path``'s checkpoint changed by ``change(payload)`` and saved again (a new file: the bundle's weights
+    are hard links of the run folder's)."""
+    from dkan.model.checkpoint import save_checkpoint
+
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    change(payload)
+    path.unlink()
+    save_checkpoint(path, payload)
+
+
+def test_a_bundle_loads_only_as_exported(bundle, tmp_path, capsys):
+    from dkan.bundle import CONFIG, MANIFEST, MODEL, check_bundle
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(image)
+    assert json.loads((bundle / MANIFEST).read_text())["files"].keys() == {"config.yaml", "model.pt",
+                                                                           "base_model.pt", "classes.txt"}
+    assert _predict(bundle, image, capsys)[0] == 0  # as exported: runs
+    (bundle.parent / "det.json").unlink()
+    edited = bundle.parent / "edited"  # config.yaml is the input `dkan finetune --config` may be handed edited
+    shutil.copytree(bundle, edited)
+    cfg = yaml.safe_load((edited / CONFIG).read_text())
+    (edited / CONFIG).write_text(yaml.safe_dump({**cfg, "fewshot_seed": 7}))
+    check_bundle(edited / CONFIG, cfg, skip=(CONFIG,))  # what finetune --config checks: the rest, unchanged
+    code, err = _predict(edited, image, capsys)
+    assert code == 2 and "config.yaml: changed since the bundle was written" in err  # what predict runs: all of it
+
+    def new_head(payload):  # the box predictor changed after export
+        payload["model"]["roi_heads.box_predictor.cls_score.weight"] += 1.0
+
+    _rewrite_model(bundle / MODEL, new_head)
+    code, err = _predict(bundle, image, capsys)
+    assert code == 2 and "model.pt: changed since the bundle was written (" in err
+    assert "Fix: re-export it" in err and not (bundle.parent / "det.json").exists()
+
+
+def test_one_flipped_byte_is_refused_on_every_path(bundle, tmp_path, capsys):
+    from types import SimpleNamespace
+
+    from dkan.bundle import MODEL, BundleError
+    from dkan.cli import main
+    from sweeps.outputs.pyfunc_model import DetectorModel
+    from sweeps.outputs.registry import model_artifacts
+
+    model = bundle / MODEL
+    own = tmp_path / "own.pt"  # the MLflow model's file: its own copy, as MLflow keeps it
+    shutil.copy(model, own)
+    artifacts = model_artifacts(own, str(tmp_path))
+    DetectorModel().load_context(SimpleNamespace(artifacts=artifacts))  # as logged: loads
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.unlink()  # a new file: the bundle's weights are hard links of the run folder's
+    model.write_bytes(bytes(data))
+    own.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"own.pt: changed since the MLflow model was written \(content hash"):
+        DetectorModel().load_context(SimpleNamespace(artifacts=artifacts))
+    capsys.readouterr()
+    assert main(["finetune", "--config", str(bundle / "config.yaml"), "--set", "optim.iterations=1"]) == 2
+    err = capsys.readouterr().err
+    assert "model.pt: changed since the bundle was written" in err and not (bundle / "reproduce").exists()
+    no_manifest = {k: v for k, v in artifacts.items() if k != "manifest"}
+    with pytest.raises(BundleError, match="carries no manifest.*Fix: use the study's bundle"):
+        DetectorModel().load_context(SimpleNamespace(artifacts=no_manifest))
+
+
+def test_classes_edited_or_not_matching_the_model_are_refused(bundle, tmp_path, capsys):
+    from dkan.bundle import BASE, CLASSES, CONFIG, MANIFEST, MODEL, write_manifest
+    from dkan.cli import main
+
+    image = tmp_path / "a.png"
+    Image.fromarray(np.zeros((64, 64, 3), dtype=np.uint8)).save(image)
+    cfg = yaml.safe_load((bundle / CONFIG).read_text())
+    five = cfg["provenance"]["classes"][:5]
+    cfg["provenance"]["classes"] = five
+    (bundle / CONFIG).write_text(yaml.safe_dump(cfg))
+    (bundle / CLASSES).write_text("".join(f"{c}\n" for c in five))
+    code, err = _predict(bundle, image, capsys)
+    assert code == 2 and "config.yaml: changed since the bundle was written (" in err
+    # the manifest made again over the edited files: the classes still disagree with the model's
+    write_manifest(bundle / MANIFEST, {n: bundle / n for n in (CONFIG, MODEL, BASE, CLASSES)})
+    code, err = _predict(bundle, image, capsys)
+    assert code == 2 and f"{bundle / MODEL} (meta.classes): 6 classes" in err and "has 5 classes" in err
+    (bundle / MANIFEST).unlink()  # no manifest at all: refused, with how to get one
+    code, err = _predict(bundle, image, capsys)
+    assert code == 2 and "manifest.json: missing" in err and "dkan sweep --resume --out RUN_FOLDER" in err
+    assert main(["finetune", "--config", str(bundle / CONFIG)]) == 2
+    assert "manifest.json: missing" in capsys.readouterr().err and not (bundle / "reproduce").exists()
 
 
 @pytest.fixture
@@ -158,3 +282,29 @@ def test_bundle_copy_reproduces_the_selected_model_and_predicts(sweep, tmp_path,
     t = torch.load(trial / "model_final.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], t[k]) for k in a)
     assert rc == 0 and json.loads((tmp_path / "p.json").read_text())["info"]["model"].endswith("model.pt")
+
+
+def test_a_saved_mlflow_model_checks_its_files_when_it_loads(bundle, tmp_path):
+    import mlflow
+
+    from dkan.bundle import MODEL, BundleError
+    from dkan.inference import load_model_uri
+    from sweeps.outputs.registry import PYFUNC_FILE, model_artifacts
+
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    saved = tmp_path / "mlmodel"
+    mlflow.pyfunc.save_model(path=str(saved), python_model=str(PYFUNC_FILE), pip_requirements=["pandas"],
+                             artifacts=model_artifacts(bundle / MODEL, str(staged)))
+    assert (saved / "artifacts" / "manifest.json").is_file()
+    assert mlflow.pyfunc.load_model(str(saved)).unwrap_python_model().loaded.classes
+    assert load_model_uri(saved.as_uri()).classes  # `dkan predict --model-uri`: the same files, checked
+    model = saved / "artifacts" / MODEL
+    data = bytearray(model.read_bytes())
+    data[-100] ^= 0x01
+    model.unlink()
+    model.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"artifacts/model\.pt: changed since the MLflow model was written"):
+        mlflow.pyfunc.load_model(str(saved))
+    with pytest.raises(BundleError, match=r"model\.pt: changed since the MLflow model was written.*Fix: log the model"):
+        load_model_uri(saved.as_uri())

@@ -85,3 +85,29 @@ def test_images_with_many_boxes_each_give_at_least_k_instead_of_failing(caplog):
     assert len(sets[(5, "pit")]["annotations"]) == 6 and len(sets[(5, "pit")]["images"]) == 2
     assert "no set of images holds exactly K=1" in caplog.text
     assert sample_fewshot(coco, seed=1, shots=[1, 3, 5]) == sets  # seeded
+
+
+def test_a_class_file_edited_to_hold_no_box_of_its_class_is_refused(synthetic_prepared, tmp_path):
+    import json
+    import shutil
+
+    from dkan.data.prepared import PreparedData
+    from dkan.errors import DataError
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(synthetic_prepared, copy)
+    data = PreparedData.load(copy)
+    name = data.classes[-1]
+    path = fewshot_path(copy / "annotations", 1, 2, name)
+    coco = json.loads(path.read_text())
+    other = next(c["id"] for c in coco["categories"] if c["name"] != name)
+    for a in coco["annotations"]:  # its boxes relabelled as another class
+        a["category_id"] = other
+    path.write_text(json.dumps(coco))
+    with pytest.raises(DataError, match=rf"{path.name}: holds no box of class '{name}' \(\d+ boxes of other classes\)"
+                                        r": a fine-tune would see 0 examples of it\. Fix: restore the file"):
+        data.fewshot(1, 2)
+    path.write_text(json.dumps({**coco, "annotations": []}))  # or none at all
+    with pytest.raises(DataError, match=rf"holds no box of class '{name}' \(0 boxes"):
+        data.fewshot(1, 2)
+    assert data.fewshot(1, 1)["annotations"]  # the other K, untouched, loads

@@ -127,3 +127,52 @@ def test_defect_free_images_kept_in_test_and_load_with_empty_targets(tmp_path):
     # few-shot files never draw them
     shots = data.fewshot(1, 1)
     assert all(any(a["image_id"] == im["id"] for a in shots["annotations"]) for im in shots["images"])
+
+
+def _huge_png(path, side: int):
+    """A side x side 1-bit PNG: a few KB on disk, side**2 pixels when decoded."""
+    Image.new("1", (side, side)).save(path)
+    return path
+
+
+def test_prepare_data_refuses_an_image_above_the_pixel_limit_before_decoding_it(tmp_path):
+    from dkan.errors import DataError
+
+    arrays = [np.full((16, 16), 100 + i, dtype=np.uint8) for i in range(6)]
+    src = _coco_source(tmp_path / "src", {f"im{i}": (a, [("dent", [2, 3, 12, 14])]) for i, a in enumerate(arrays)},
+                       ".png")
+    coco = json.loads(src.read_text())
+    _huge_png(src.parent / "huge.png", 12000)  # 144 megapixels in 17 KB
+    coco["images"].append({"id": 99, "file_name": "huge.png", "width": 12000, "height": 12000})
+    src.write_text(json.dumps(coco))
+    out = tmp_path / "prep"
+    with pytest.raises(DataError, match=r"huge\.png: 12000 x 12000 pixels \(144 megapixels\) is above the limit of 64 "
+                                        r"megapixels\. Fix: shrink or tile the image, or raise the limit"):
+        prepare_data(PrepareConfig(out=str(out), source=str(src), seeds=[1], shots=[1]))
+    assert not out.exists() and not list(tmp_path.glob(".prep.partial-*"))
+
+
+@pytest.mark.parametrize("raw", ["-1", "0", "1e9", "lots"])
+def test_the_pixel_limit_must_be_a_positive_whole_number(tmp_path, monkeypatch, raw):
+    from dkan.errors import DataError
+
+    monkeypatch.setenv("DKAN_MAX_IMAGE_PIXELS", raw)
+    Image.fromarray(np.zeros((8, 8), dtype=np.uint8)).save(tmp_path / "small.png")
+    with pytest.raises(DataError, match=rf"DKAN_MAX_IMAGE_PIXELS={raw}: not a positive whole number of pixels\. "
+                                        r"Fix: set it to e\.g\. 200000000"):
+        decode_image(tmp_path / "small.png")
+
+
+def test_a_limit_above_pils_own_raises_pils_too(tmp_path, monkeypatch):
+    from dkan.data.images import open_image
+    from dkan.errors import DataError
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # given back after the test
+    side = int((2 * Image.MAX_IMAGE_PIXELS) ** 0.5) + 100  # above what PIL itself refuses (twice its limit)
+    huge = _huge_png(tmp_path / "huge.png", side)
+    with pytest.raises(DataError, match=r"huge\.png: more than 179 megapixels, above the limit of 64 megapixels"):
+        decode_image(huge)  # PIL refuses it first, and says so in the same words
+    monkeypatch.setenv("DKAN_MAX_IMAGE_PIXELS", str(side * side))
+    with open_image(huge) as im:  # the header only: PIL would refuse it as a decompression bomb without ours
+        assert im.size == (side, side)
+    assert Image.MAX_IMAGE_PIXELS == side * side

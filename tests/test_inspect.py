@@ -109,3 +109,38 @@ def test_inspect_warns_on_classes_below_k_and_imbalance(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "warning: class 'rare': in 2 trainval images, fewer than K=5" in text
     assert "warning: heavy imbalance" in text and "'big'" in text
+
+
+def _moved_images(prepared, tmp_path):
+    """A copy of ``prepared`` whose dataset.yaml's image_root points at an existing folder without its images."""
+    import shutil
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared, copy)
+    (tmp_path / "other").mkdir()
+    meta = yaml.safe_load((copy / "dataset.yaml").read_text())
+    (copy / "dataset.yaml").write_text(yaml.safe_dump({**meta, "image_root": "../other"}))
+    return copy
+
+
+def test_inspect_and_base_train_check_that_the_images_are_there(synthetic_prepared, tmp_path, capsys):
+    copy = _moved_images(synthetic_prepared, tmp_path)
+    png = tmp_path / "inspect.png"
+    capsys.readouterr()
+    assert main(["inspect-data", str(copy), "--out", str(png)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {copy / 'dataset.yaml'}: ") and "images its annotations list are not in its " \
+        "image folder" in err and "Fix: set image_root in dataset.yaml" in err and len(err.splitlines()) == 1
+    assert not png.exists()
+    out = tmp_path / "bt"
+    assert main(["base-train", "--data", str(copy), "--out", str(out), "--iterations", "1", "--profile", "cpu-quick",
+                 "--device", "cpu", "--set", "model.weights=null", "--set", "model.backbone=resnet18"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "dataset.yaml: " in err and "Fix: set image_root in dataset.yaml" in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_inspect_applies_the_pixel_limit(synthetic_prepared, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("DKAN_MAX_IMAGE_PIXELS", "1000")  # below the synthetic images' 200 x 200
+    assert main(["inspect-data", str(synthetic_prepared)]) == 2
+    assert "200 x 200 pixels (40000 pixels) is above the limit of 1000 pixels" in capsys.readouterr().err

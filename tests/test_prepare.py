@@ -103,3 +103,27 @@ def test_named_class_splits_are_checked_and_recorded(tiny_voc, tmp_path):
         prepare_data(
             PrepareConfig(out=str(tmp_path / "o2"), source=str(tiny_voc), seeds=[1], shots=[1], class_splits=str(f))
         )
+
+
+def test_summary_counts_by_class_name_when_category_ids_start_at_0(tmp_path):
+    import json
+
+    from PIL import Image
+
+    src = tmp_path / "src"
+    src.mkdir()
+    names = ["crazing", "inclusion", "scratches"]
+    images, anns = [], []
+    for i in range(9):
+        Image.new("L", (64, 64), 100 + i).save(src / f"s{i}.png")
+        images.append({"id": i + 1, "file_name": f"s{i}.png", "width": 64, "height": 64})
+        anns.append({"id": i + 1, "image_id": i + 1, "category_id": i % 3, "bbox": [5, 5, 20, 20], "area": 400,
+                     "iscrowd": 0})
+    (src / "coco.json").write_text(json.dumps(
+        {"images": images, "annotations": anns, "categories": [{"id": i, "name": n} for i, n in enumerate(names)]}))
+    res = prepare_data(PrepareConfig(out=str(tmp_path / "out"), source=str(src / "coco.json"), seeds=[1], shots=[1],
+                                     val_fraction=0.0, test_fraction=0.0))
+    data = PreparedData.load(tmp_path / "out")
+    assert list(data.classes) == names
+    rows = {line.split()[0]: line.split()[1] for line in res.summary.splitlines()[2:5]}
+    assert rows == {"crazing": "3/3", "inclusion": "3/3", "scratches": "3/3"}  # each class its own 3 boxes

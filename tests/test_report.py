@@ -190,3 +190,36 @@ def test_the_paper_rows_are_not_put_beside_synthetic_data(synthetic_prepared, tm
 
     assert is_synthetic(synthetic_prepared)
     assert not is_synthetic(tmp_path)  # no dataset.yaml: treated as real data
+
+
+def test_a_read_only_run_folder_is_named_as_such_and_out_writes_elsewhere(run_dir, tmp_path, capsys, monkeypatch):
+    import os
+
+    import dkan.errors
+
+    real = os.access
+    # a read-only file system (as root, chmod does not stop a write; access() does say EROFS)
+    monkeypatch.setattr(dkan.errors.os, "access", lambda p, mode: False if Path(p) == run_dir else real(p, mode))
+    assert main(["report", str(run_dir)]) == 2
+    err = capsys.readouterr().err
+    assert f"RUN_DIR {run_dir}: cannot write into {run_dir}" in err and "free space" not in err
+    assert "Fix: pass --out DIR to write report.html and report.md elsewhere" in err
+    assert not (run_dir / "report.html").exists()
+    before = sorted(p for p in run_dir.rglob("*"))
+    out = tmp_path / "elsewhere"
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    assert sorted(p for p in run_dir.rglob("*")) == before  # the run folder only read
+    md = (out / "report.md").read_text()
+    assert "](../sweep/plots/neu-det_split1_5shot/pr_curves.png)" in md and (out / "report.html").is_file()
+    assert (out / ".." / "sweep" / "plots" / "neu-det_split1_5shot" / "pr_curves.png").is_file()
+
+
+def test_storage_errors_give_the_fix_that_fits():
+    import errno
+
+    from dkan.errors import storage_error
+
+    ro = str(storage_error(OSError(errno.EROFS, "Read-only file system", "/x/report.html")))
+    assert ro.startswith("cannot write /x/report.html: the file system is read-only. Fix: write elsewhere")
+    assert "free space" not in ro
+    assert "Fix: free space, or write elsewhere" in str(storage_error(OSError(errno.ENOSPC, "No space", "/x/a")))

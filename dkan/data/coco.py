@@ -8,6 +8,7 @@ few-shot files we write are byte-identical to theirs.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -87,6 +88,16 @@ def subset(coco: CocoDict, image_ids: Iterable[int]) -> CocoDict:
     }
 
 
+def image_path(image_root: Path, file_name: str, where: str) -> Path:
+    """``image_root / file_name``; a name that leaves the image folder (absolute, or ``..`` past its top) is
+    refused as such, never opened."""
+    norm = os.path.normpath(file_name)
+    if os.path.isabs(file_name) or norm == ".." or norm.startswith(".." + os.sep):
+        raise DataError(where, f"image file name {file_name[:200]!r} leaves the image folder {image_root}",
+                        "give each image's file name relative to the image folder, inside it (no leading / or ..)")
+    return Path(image_root) / file_name
+
+
 def to_records(coco: CocoDict, image_root: Path) -> list[ImageRecord]:
     """COCO dict -> records (image path, size, xyxy boxes, class names), in image order."""
     names = {c["id"]: c["name"] for c in coco["categories"]}
@@ -95,7 +106,7 @@ def to_records(coco: CocoDict, image_root: Path) -> list[ImageRecord]:
         per_image[a["image_id"]].append(a)
     return [
         ImageRecord(
-            path=Path(image_root) / im["file_name"],
+            path=image_path(image_root, im["file_name"], f"image id {im['id']} of the annotations under {image_root}"),
             width=int(im["width"]),
             height=int(im["height"]),
             boxes=tuple(coco_bbox_to_xyxy(a["bbox"]) for a in per_image[im["id"]]),

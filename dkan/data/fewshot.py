@@ -35,10 +35,15 @@ def class_file_part(name: object, where: str) -> str:
     bad = unsafe_name(name)
     if bad:
         raise DataError(
-            f"{where}, class {name!r}", f"the class name {bad}; class names become parts of file names",
+            f"{where}, class {_short(name)}", f"the class name {bad}; class names become parts of file names",
             "rename the class in the annotations (and in --classes if you pass it) to a plain name such as 'scratches'",
         )
     return name
+
+
+def _short(name: object) -> str:
+    text = repr(name)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(str(name))} characters)"
 
 
 def fewshot_path(ann_dir: Path, seed: int, shots: int, name: str) -> Path:
@@ -139,6 +144,17 @@ def _grow_at_least(img_anns: dict[int, list], taken: list, taken_imgs: list, id2
         "in %d images instead (the fewest-box images)", name, k, len(taken), len(taken_imgs))
 
 
+def _check_holds_its_class(part: CocoDict, name: str, path: Path, shots: int) -> None:
+    """A class's few-shot file holds at least one box of it: else fine-tuning would see 0 examples of the class
+    and report its AP as if it had been trained."""
+    ids = {c.get("id") for c in part["categories"] if isinstance(c, dict) and c.get("name") == name}
+    if not any(isinstance(a, dict) and a.get("category_id") in ids for a in part["annotations"]):
+        raise DataError(str(path), f"holds no box of class {name!r} ({len(part['annotations'])} boxes of other "
+                        "classes): a fine-tune would see 0 examples of it",
+                        "restore the file (`dkan prepare-data` again for this data set, with --overwrite), or give "
+                        f"it up to {shots} boxes of {name!r}")
+
+
 def load_fewshot(ann_dir: Path, seed: int, shots: int, names: list[str] | tuple[str, ...]) -> CocoDict:
     """The K-shot training set of one seed: the per-class files merged per image.
 
@@ -169,6 +185,7 @@ def load_fewshot(ann_dir: Path, seed: int, shots: int, names: list[str] | tuple[
                 str(path), "categories differ from the other few-shot files",
                 "regenerate the few-shot files with one prepare-data run",
             )
+        _check_holds_its_class(part, name, path, shots)
         for im in part["images"]:
             images.setdefault(im["id"], im)
         for a in part["annotations"]:

@@ -15,45 +15,88 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision.transforms import v2
 
 from dkan.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where pixels become tensors: checking data (prepare-data) stays light
+    import torch
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 # what reading an image can raise: missing/unreadable/truncated files (OSError), bad modes, bombs
 IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
-TO_FLOAT = v2.ToDtype(torch.float32, scale=True)  # uint8 / 255; float images stay as they are
 # the most pixels an image may have before it is decoded (a small file can hold a huge image: a
 # 17 KB PNG of 144 megapixels takes 5.8 GB decoded); raise it with DKAN_MAX_IMAGE_PIXELS
 MAX_PIXELS = 64_000_000
 
 
 def max_pixels() -> int:
-    raw = os.environ.get("DKAN_MAX_IMAGE_PIXELS")
+    """The pixel limit: ``DKAN_MAX_IMAGE_PIXELS`` (a positive whole number) or MAX_PIXELS."""
+    raw = os.environ.get("DKAN_MAX_IMAGE_PIXELS", "").strip()
+    if not raw:
+        return MAX_PIXELS
     try:
-        return int(raw) if raw else MAX_PIXELS
+        limit = int(raw)
     except ValueError:
-        raise DataError(f"DKAN_MAX_IMAGE_PIXELS={raw}", "not a whole number", "set it to e.g. 200000000") from None
+        limit = 0
+    if limit <= 0:
+        raise DataError(f"DKAN_MAX_IMAGE_PIXELS={raw[:40]}", "not a positive whole number of pixels",
+                        f"set it to e.g. 200000000, or unset it for the default of {MAX_PIXELS}")
+    return limit
+
+
+@contextmanager
+def open_image(path: str | Path) -> Iterator[Image.Image]:
+    """``path`` opened by PIL (its header read, nothing decoded yet), refused when it holds more than
+    ``max_pixels()`` pixels. PIL's own limit (``Image.MAX_IMAGE_PIXELS``, which refuses twice it) is raised
+    to ours when ours is higher, so that DKAN_MAX_IMAGE_PIXELS is the one limit that decides."""
+    limit = max_pixels()
+    if Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS < limit:
+        Image.MAX_IMAGE_PIXELS = limit
+    fix = "shrink or tile the image, or raise the limit (DKAN_MAX_IMAGE_PIXELS=...) if it is meant"
+    with warnings.catch_warnings():  # PIL warns of large images on opening; the limit below decides
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except Image.DecompressionBombError:  # twice PIL's limit, which is at least ours: refused all the same
+            raise DataError(str(path), f"more than {_pixels(2 * Image.MAX_IMAGE_PIXELS)}, above the limit of "
+                            f"{_pixels(limit)}", fix) from None
+    with im:
+        w, h = im.size
+        if w * h > limit:
+            raise DataError(str(path), f"{w} x {h} pixels ({_pixels(w * h)}) is above the limit of {_pixels(limit)}",
+                            fix)
+        yield im
+
+
+def _pixels(n: int) -> str:
+    return f"{n / 1e6:.0f} megapixels" if n >= 10**6 else f"{n} pixels"
+
+
+def check_image(path: str | Path) -> tuple[int, int]:
+    """(width, height) of an image from its header, within the pixel limit; an unreadable file is a DataError."""
+    try:
+        with open_image(path) as im:
+            return im.size
+    except DataError:
+        raise
+    except IMAGE_ERRORS as e:
+        raise DataError(str(path), f"cannot be read as an image ({type(e).__name__}: {str(e)[:200]})",
+                        "replace the file, or run `dkan prepare-data` again without it") from e
 
 
 def decode_image(path: str | Path) -> torch.Tensor:
     """CxHxW, C = 1 (grayscale) or 3: uint8 for 8-bit files, float32 in [0, 1] for deeper ones. An image of
     more than ``max_pixels()`` pixels is refused from its header, before it is decoded."""
-    with warnings.catch_warnings():  # PIL warns of large images on opening; the limit below decides
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        im = Image.open(path)
-    with im:
-        w, h = im.size
-        if w * h > max_pixels():
-            raise DataError(str(path), f"{w} x {h} pixels ({w * h / 1e6:.0f} megapixels) is above the limit of "
-                            f"{max_pixels() / 1e6:.0f} megapixels", "shrink or tile the image, or raise the limit "
-                            "(DKAN_MAX_IMAGE_PIXELS=...) if it is meant")
+    import torch
+
+    with open_image(path) as im:
         mode = im.mode
         if mode in ("L", "1", "LA", "La"):
             arr = np.array(im.convert("L"))
@@ -81,11 +124,17 @@ def three_channels(img: torch.Tensor) -> torch.Tensor:
 
 def read_image(path: str | Path) -> torch.Tensor:
     """float32 3xHxW in [0, 1]: the model input the training dataset gives at evaluation time."""
-    return TO_FLOAT(three_channels(decode_image(path))).contiguous()
+    import torch
+    from torchvision.transforms import v2
+
+    to_float = v2.ToDtype(torch.float32, scale=True)  # uint8 / 255; float images stay as they are
+    return to_float(three_channels(decode_image(path))).contiguous()
 
 
 def display_image(img: torch.Tensor) -> np.ndarray:
     """A model input (float 3xHxW in [0, 1]) -> HxWx3 uint8 for drawing."""
+    import torch
+
     return (img.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 

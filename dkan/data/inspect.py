@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dkan.data.coco import CocoDict, class_names
+from dkan.data.images import check_image
 from dkan.data.prepared import SPLITS, PreparedData
 
 TINY_PX = 8.0
@@ -66,6 +67,9 @@ def inspect_data(
     data = PreparedData.load(Path(root))
     meta = data.manifest()
     splits = {s: data.split(s) for s in SPLITS}
+    for s in ("trainval", "test"):  # every image (train and val are parts of trainval): there, and within the limit
+        for record in data.records(splits[s]):
+            check_image(record.path)
     names = class_names(splits["trainval"])
     suggested = meta.get("input_size") or {}
     max_size = None if min_size else suggested.get("max_size")

@@ -255,8 +255,8 @@ def summary_table(splits: dict[str, CocoDict], cfg: PrepareConfig) -> str:
     stats = {s: _class_counts(c) for s, c in splits.items()}
     head = f"{'class':<18}" + "".join(f"{s + ' img/box':>18}" for s in cols)
     lines = [head, "-" * len(head)]
-    for cid, name in enumerate(names, start=1):
-        lines.append(f"{name:<18}" + "".join(f"{stats[s][0][cid]:>10}/{stats[s][1][cid]:<7}" for s in cols))
+    for name in names:
+        lines.append(f"{name:<18}" + "".join(f"{stats[s][0][name]:>10}/{stats[s][1][name]:<7}" for s in cols))
     lines.append(
         f"{'all (images)':<18}"
         + "".join(f"{len(splits[s]['images']):>10}/{len(splits[s]['annotations']):<7}" for s in cols)
@@ -270,8 +270,10 @@ def summary_table(splits: dict[str, CocoDict], cfg: PrepareConfig) -> str:
 
 
 def _class_counts(coco: CocoDict) -> tuple[Counter, Counter]:
-    boxes = Counter(a["category_id"] for a in coco["annotations"])
-    images = Counter(c for _, c in {(a["image_id"], a["category_id"]) for a in coco["annotations"]})
+    """Images holding each class and boxes of it, by class name (ids may start anywhere, e.g. at 0)."""
+    name = {c["id"]: c["name"] for c in coco["categories"]}
+    boxes = Counter(name[a["category_id"]] for a in coco["annotations"])
+    images = Counter(name[c] for _, c in {(a["image_id"], a["category_id"]) for a in coco["annotations"]})
     return images, boxes
 
 

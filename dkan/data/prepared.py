@@ -98,7 +98,17 @@ class PreparedData:
         return load_fewshot(self.annotations, seed, shots, self.classes)
 
     def records(self, coco: CocoDict) -> list[ImageRecord]:
-        return to_records(coco, self.image_root)
+        """``coco``'s images and boxes, each image checked to exist (a dataset.yaml whose image_root points
+        elsewhere fails here, in one line, not as a traceback mid-training)."""
+        records = to_records(coco, self.image_root)
+        missing = [r.path for r in records if not r.path.is_file()]
+        if missing:
+            raise DataError(str(self.root / MANIFEST), f"{len(missing)} of the {len(records)} images its annotations "
+                            f"list are not in its image folder {self.image_root} (image_root: "
+                            f"{str(self.meta.get('image_root'))[:200]!r}; first missing: {missing[0].name[:200]!r})",
+                            "set image_root in dataset.yaml to the folder holding the images (relative to "
+                            "dataset.yaml, or absolute), or run `dkan prepare-data` again from their place")
+        return records
 
     def manifest(self) -> dict:
         """``dataset.yaml`` as a dict (config, classes, stats, input_size, class_splits, fewshot_import)."""

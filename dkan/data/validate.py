@@ -19,10 +19,9 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
-
-from dkan.data.coco import CocoDict
+from dkan.data.coco import CocoDict, image_path
 from dkan.data.fewshot import class_file_part
+from dkan.data.images import open_image
 from dkan.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -111,9 +110,11 @@ def image_size(path: Path, where: str) -> tuple[int, int]:
     if not path.is_file():
         raise DataError(where, f"image file {path} not found", "restore the image or remove its annotation")
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # the pixel limit first, from the header
             im.load()
             return im.size
+    except DataError:
+        raise
     except Exception as e:  # PIL raises several types for corrupt data
         raise DataError(
             where, f"image file {path} cannot be decoded ({e})",
@@ -135,9 +136,10 @@ def validate_coco(
     coco = copy.deepcopy(coco)
     cats = {c["id"]: c["name"] for c in coco["categories"]}
     images = {im["id"]: im for im in coco["images"]}
+    paths = {im["id"]: image_path(image_root, im["file_name"], origin(im)) for im in coco["images"]}
     if check_images:
         for im in coco["images"]:
-            w, h = image_size(Path(image_root) / im["file_name"], origin(im))
+            w, h = image_size(paths[im["id"]], origin(im))
             if (im.get("width"), im.get("height")) != (w, h):
                 log.warning(
                     "%s: declared size %sx%s differs from the image's %dx%d; using the image's",

@@ -89,6 +89,8 @@ def _parse_xml(xml: Path) -> tuple[tuple[int, int], list[tuple[str, tuple[float,
         for o in root.iter("object"):
             box = tuple(_number(o, f"bndbox/{k}") for k in ("xmin", "ymin", "xmax", "ymax"))
             objs.append((class_file_part(o.findtext("name").strip(), str(xml)), box))
+    except DataError:  # a bad class name: its own message, not the <bndbox> one below
+        raise
     except (TypeError, ValueError, AttributeError) as e:
         raise DataError(
             str(xml), f"missing or non-numeric (or non-finite) <size> or <bndbox> field ({e})",

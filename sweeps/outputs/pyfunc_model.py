@@ -47,8 +47,18 @@ class DetectorModel(PythonModel):
     """A dkan checkpoint (artifact ``checkpoint``: a model_final.pt) as an MLflow model."""
 
     def load_context(self, context) -> None:
+        from pathlib import Path
+
+        from dkan.bundle import BundleError, check_files
         from dkan.inference import load_checkpoint_model
 
+        files = {k: Path(v) for k, v in context.artifacts.items()}
+        fix = ("use the study's bundle (`dkan predict --bundle RUN_FOLDER/best_configs/KEY`), or log the model again "
+               "by running its sweep with this version of dkan")
+        if "manifest" not in files:
+            raise BundleError(f"{files.get('checkpoint')}: this MLflow model carries no manifest of its files' sizes "
+                              f"and hashes (logged before models had one), so it cannot be checked. Fix: {fix}")
+        check_files(files["manifest"], files, fix, what="MLflow model")  # nothing runs on a changed model
         self.loaded = load_checkpoint_model(context.artifacts["checkpoint"], os.environ.get("DKAN_DEVICE", "cpu"))
 
     # a DataFrame hint: MLflow infers no schema from it (the signature logged with the model is the schema)

@@ -44,18 +44,22 @@ def model_artifacts(checkpoint: Path, tmp: str) -> dict[str, str]:
     """A logged model's files, self-contained: a delta rewritten to name ``base_model.pt`` beside it (MLflow
     keeps a model's artifacts in one folder), with its base model; a full checkpoint alone. The run folder's
     identical files (a split's base model in every study's logged model and bundle) are hard links of one
-    (``sweeps.outputs.dedupe``)."""
-    from dkan.bundle import BASE, place
+    (``sweeps.outputs.dedupe``). With them ``manifest``: each file's size and sha256 by artifact name, checked
+    when the model loads (``pyfunc_model.DetectorModel.load_context``)."""
+    from dkan.bundle import BASE, MANIFEST, place, write_manifest
     from dkan.model.checkpoint import is_delta, rebased, save_checkpoint
 
     if not is_delta(Path(checkpoint)):
-        return {"checkpoint": str(checkpoint)}
-    stored = rebased(Path(checkpoint), BASE)  # checked whole first: the base is there and unchanged
-    base = Path(torch_load_delta_base(checkpoint))
-    out, base_copy = Path(tmp) / Path(checkpoint).name, Path(tmp) / BASE
-    save_checkpoint(out, stored)
-    place(base, base_copy)
-    return {"checkpoint": str(out), "base": str(base_copy)}
+        files = {"checkpoint": str(checkpoint)}
+    else:
+        stored = rebased(Path(checkpoint), BASE)  # checked whole first: the base is there and unchanged
+        base = Path(torch_load_delta_base(checkpoint))
+        out, base_copy = Path(tmp) / Path(checkpoint).name, Path(tmp) / BASE
+        save_checkpoint(out, stored)
+        place(base, base_copy)
+        files = {"checkpoint": str(out), "base": str(base_copy)}
+    manifest = write_manifest(Path(tmp) / MANIFEST, {k: Path(v) for k, v in files.items()})
+    return {**files, "manifest": str(manifest)}
 
 
 def torch_load_delta_base(checkpoint: Path) -> str:

@@ -203,7 +203,10 @@ def _hparams(s: StudyResults) -> str:
     return text + (f" ({n} seed fine-tunes in the search)" if n is not None else "")
 
 
-def render_markdown(run: RunSummary) -> str:
+def render_markdown(run: RunSummary, folder: Path | None = None) -> str:
+    """The report in markdown, its plot links relative to ``folder`` (where it is written; default RUN_DIR)."""
+    import os
+
     def table(header: list[str], rows: list[list[str]]) -> list[str]:
         return [
             "| " + " | ".join(header) + " |",
@@ -223,7 +226,7 @@ def render_markdown(run: RunSummary) -> str:
     for title, plots in _study_plots(run):
         if plots:
             lines += ["", f"### Plots: {title}", ""]
-            lines += [f"![{p.stem}]({p.relative_to(run.run_dir).as_posix()})" for p in plots]
+            lines += [f"![{p.stem}]({Path(os.path.relpath(p, folder or run.run_dir)).as_posix()})" for p in plots]
     lines += ["", "## Exported bundles", ""] + (
         [
             f"- `{b.path.relative_to(run.run_dir)}`" + (f" (files: {', '.join(b.files)})" if b.files else "")
@@ -327,15 +330,18 @@ def seed_spread_plots(run: RunSummary) -> list[Path]:
     return made
 
 
-def write_report(run_dir: Path, make_plots: bool = True) -> tuple[Path, Path]:
-    """RUN_DIR/report.html and report.md; returns their paths."""
+def write_report(run_dir: Path, make_plots: bool = True, out: Path | None = None) -> tuple[Path, Path]:
+    """RUN_DIR/report.html and report.md (``out``: in that folder instead, RUN_DIR only read: no plots
+    drawn into it); returns their paths."""
     run = load_run(Path(run_dir))
-    if make_plots and seed_spread_plots(run):
+    if make_plots and out is None and seed_spread_plots(run):
         run = load_run(run.run_dir)
     layout = RunLayout(run.run_dir)
-    runfolder.write_text_atomic(layout.report_html, render_html(run))
-    runfolder.write_text_atomic(layout.report_md, render_markdown(run))
-    return layout.report_html, layout.report_md
+    folder = Path(out) if out is not None else run.run_dir
+    html_path, md_path = folder / layout.report_html.name, folder / layout.report_md.name
+    runfolder.write_text_atomic(html_path, render_html(run))
+    runfolder.write_text_atomic(md_path, render_markdown(run, folder))
+    return html_path, md_path
 
 
 def write_sweep_report(out: Path) -> Path | None:
@@ -352,7 +358,14 @@ def write_sweep_report(out: Path) -> Path | None:
 
 
 def report_command(args: Any) -> int:
-    """`dkan report RUN_DIR` / `python scripts/report.py RUN_DIR`."""
-    out_html, out_md = write_report(Path(args.run_dir), make_plots=not getattr(args, "no_plots", False))
+    """`dkan report RUN_DIR [--out DIR]` / `python scripts/report.py RUN_DIR`."""
+    from dkan.errors import check_writable
+
+    out = getattr(args, "out", None)
+    if out is None and Path(args.run_dir).is_dir():  # before any work: a read-only run folder is not a full disk
+        check_writable(Path(args.run_dir), "RUN_DIR", "pass --out DIR to write report.html and report.md elsewhere "
+                       "(RUN_DIR is then only read)")
+    out_html, out_md = write_report(Path(args.run_dir), make_plots=not getattr(args, "no_plots", False),
+                                    out=Path(out) if out is not None else None)
     print(f"report: {out_html} (self-contained) and {out_md}")
     return 0
