@@ -146,12 +146,12 @@ def check_bundle(config_path: Path, config: Any, skip: tuple[str, ...] = ()) -> 
 def check_mlflow_model(folder: Path) -> None:
     """A downloaded MLflow model (``folder`` holding ``MLmodel``) against the manifest logged with it, when it
     has one (every model dkan logs does; a plain artifact folder has none and is read as before)."""
-    import yaml
+    from dkan import yamlio
 
     mlmodel = Path(folder) / "MLmodel"
     try:
-        spec = yaml.safe_load(mlmodel.read_text()[:1 << 20]) if mlmodel.is_file() else None
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        spec = yamlio.read(mlmodel, "MLflow model file") if mlmodel.is_file() else None
+    except (DkanError, OSError):
         spec = None
     flavor = ((spec or {}).get("flavors") or {}).get("python_function") if isinstance(spec, dict) else None
     artifacts = (flavor or {}).get("artifacts") if isinstance(flavor, dict) else None

@@ -1,7 +1,8 @@
 """Nested dataclass configs, saved and loaded as YAML. Unknown keys are errors.
 
 One config type per job: ``BaseTrainConfig`` (base classes) and ``FinetuneConfig`` (K-shot,
-DKAN or TFA). ``dkan.profiles`` fills the ``paper`` and ``cpu-quick`` profiles.
+DKAN or TFA), both a ``TrainConfig`` (what every run has). ``dkan.profiles`` fills the ``paper`` and
+``cpu-quick`` profiles. ``with_values`` sets dotted keys to typed values (the sweep's points, ``--set``).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -131,12 +133,18 @@ class DistillConfig:
 
 
 @dataclass
-class BaseTrainConfig:
-    """Base training on the base classes of a split (``train`` = trainval less val)."""
+class _Trained:
+    """What is trained, on what, and how: the first three keys of every config."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+
+
+@dataclass
+class TrainConfig(_Trained):
+    """What every training run has, base training and fine-tuning alike (``dkan.engine.train.fit``)."""
+
     out: str = "runs/base"
     seed: int = 0
     eval_split: str = "val"
@@ -147,26 +155,31 @@ class BaseTrainConfig:
 
 
 @dataclass
-class FinetuneConfig:
-    """K-shot fine-tuning of all classes from a base checkpoint, DKAN or TFA."""
+class BaseTrainConfig(TrainConfig):
+    """Base training on the base classes of a split (``train`` = trainval less val)."""
 
-    model: ModelConfig = field(default_factory=lambda: ModelConfig(box_head="cosine"))
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(
-        default_factory=lambda: OptimConfig(lr=0.001, batch_size=8, iterations=4000, lr_steps=[3600], warmup_iters=20)
-    )
+
+@dataclass
+class _FinetuneLead(_Trained):
+    """A fine-tune's own keys that come before the common ones. A dataclass lists its bases' fields first (in
+    reverse MRO), so they sit in a base of their own: config.yaml keeps the key order it always had."""
+
     distill: DistillConfig = field(default_factory=DistillConfig)
     base_checkpoint: str = "runs/base/model_final.pt"
     shots: int = 5
     fewshot_seed: int = 1
     freeze_backbone: bool = True
+
+
+@dataclass
+class FinetuneConfig(TrainConfig, _FinetuneLead):
+    """K-shot fine-tuning of all classes from a base checkpoint, DKAN or TFA."""
+
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(box_head="cosine"))
+    optim: OptimConfig = field(
+        default_factory=lambda: OptimConfig(lr=0.001, batch_size=8, iterations=4000, lr_steps=[3600], warmup_iters=20)
+    )
     out: str = "runs/finetune"
-    seed: int = 0
-    eval_split: str = "val"
-    checkpoint_every: int = 200
-    device: str = "auto"
-    threads: int = 0
-    precision: str = "auto"  # auto (bf16 on a GPU that has it, else fp32) | fp32 | bf16 | fp16
     # frozen-feature caches (dkan.distill.cache), MiB each (training set; evaluation set across a worker's seeds):
     # -1 = the device's default (cpu 2048, cuda a quarter of its memory up to 16384), 0 = off
     cache_mb: int = -1
@@ -174,6 +187,11 @@ class FinetuneConfig:
     # (dkan.model.checkpoint; every reader composes the two), full = every tensor
     checkpoint_format: str = "delta"
     provenance: dict[str, Any] | None = None  # where an exported config came from (ignored by training)
+
+
+def config_class(stage: str) -> type[TrainConfig]:
+    """The config type of a checkpoint's ``meta["stage"]``: a fine-tune's, else base training's."""
+    return FinetuneConfig if stage == "finetune" else BaseTrainConfig
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
@@ -214,7 +232,7 @@ def _check_values(cfg: Any, where: str) -> None:
             ("cache_mb", cfg.cache_mb >= -1, "-1 (the device's default), 0 (off) or a size in MiB"),
             ("checkpoint_format", cfg.checkpoint_format in CHECKPOINT_FORMATS, f"one of {CHECKPOINT_FORMATS}"),
         ]
-    if isinstance(cfg, (BaseTrainConfig, FinetuneConfig)):
+    if isinstance(cfg, TrainConfig):
         rules.append(("precision", cfg.precision in PRECISIONS, f"one of {PRECISIONS}"))
     for name, ok, need in rules:
         if not ok:
@@ -278,24 +296,39 @@ def load_yaml(cls: type[T], path: Path) -> T:
     return from_dict(cls, read_yaml(path), str(path))
 
 
-def apply_overrides(cfg: T, overrides: list[str]) -> T:
-    """``["optim.lr=0.01", "model.anchor_sizes=[8,16,32,64,128]"]`` -> a new config (values parsed as YAML)."""
+def with_values(cfg: T, values: Mapping[str, Any], where: str = "config",
+                labels: Mapping[str, str] | None = None) -> T:
+    """``cfg`` with dotted keys set to values (``{"optim.lr": 0.01}``), checked as ``from_dict`` checks a file:
+    an unknown key, a wrong type or a value out of range is a ``ConfigError`` naming ``where`` (a key's own
+    errors name ``labels[key]`` when given, such as the ``--set`` item it came from)."""
     data = to_dict(cfg)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ConfigError(f"--set {item!r}: expected key=value. Fix: write e.g. --set optim.lr=0.01")
+    for key, value in values.items():
+        label = (labels or {}).get(key, f"{where} {key!r}")
         node = data
         *parents, leaf = key.strip().split(".")
         for p in parents:
             if not isinstance(node.get(p), dict):
-                raise ConfigError(f"--set {item!r}: unknown section {p!r}. Fix: use one of {sorted(node)}")
+                raise ConfigError(f"{label}: unknown section {p!r}. Fix: use one of {sorted(node)}")
             node = node[p]
         if leaf not in node:
-            raise ConfigError(f"--set {item!r}: unknown key {key!r}; known here: {sorted(node)}. Fix: use one of those")
+            raise ConfigError(f"{label}: unknown key {key!r}; known here: {sorted(node)}. Fix: use one of those")
+        node[leaf] = value
+    return from_dict(type(cfg), data, where)
+
+
+def apply_overrides(cfg: T, overrides: list[str]) -> T:
+    """``["optim.lr=0.01", "model.anchor_sizes=[8,16,32,64,128]"]`` -> a new config (values parsed as YAML,
+    then set by ``with_values``)."""
+    values: dict[str, Any] = {}
+    labels: dict[str, str] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected key=value. Fix: write e.g. --set optim.lr=0.01")
         try:
-            node[leaf] = yamlio.loads(raw, "--set")  # a python tag (!!python/object) or an alias is refused
+            value = yamlio.loads(raw, "--set")  # a python tag (!!python/object) or an alias is refused
         except yamlio.BadYaml as e:
             raise ConfigError(f"--set {item!r}: not a plain YAML value ({e.reason}). Fix: give a number, string "
                               "or list") from e
-    return from_dict(type(cfg), data, "--set")
+        values[key.strip()], labels[key.strip()] = value, f"--set {item!r}"  # a key given twice: the last wins
+    return with_values(cfg, values, "--set", labels)

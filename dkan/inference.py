@@ -21,9 +21,10 @@ from torchvision.models.detection import FasterRCNN
 from tqdm import tqdm
 
 from dkan.bundle import CHECKPOINT_SUFFIXES, check_classes, check_mlflow_model, classes_of, read_bundle
-from dkan.config import BaseTrainConfig, FinetuneConfig, ModelConfig, from_dict
+from dkan.config import ModelConfig, config_class, from_dict
 from dkan.data.coco import CocoDict, ImageRecord
 from dkan.data.images import read_image
+from dkan.engine.evaluate_checkpoint import evaluand_from_checkpoint
 from dkan.engine.setup import resolve_device
 from dkan.errors import DkanError
 from dkan.evaluation.coco_ap import to_coco_results
@@ -57,8 +58,7 @@ def model_from_checkpoint(
     state = ckpt.get("model", ckpt)
     meta = ckpt.get("meta") or {}
     if meta:
-        cls = FinetuneConfig if meta.get("stage") == "finetune" else BaseTrainConfig
-        model_cfg = from_dict(cls, meta["config"], where).model
+        model_cfg = from_dict(config_class(meta.get("stage", "")), meta["config"], where).model
         classes = meta["classes"]
     if model_cfg is None or not classes:
         raise ModelError(
@@ -204,19 +204,8 @@ class EvalDetections:
 def evaluation_detections(
     checkpoint: Path, split: str = "test", data_root: str | None = None, device: str = "auto", batch_size: int = 8
 ) -> EvalDetections:
-    """The raw detections behind ``dkan evaluate``: the same ground truth, for PR curves and drawings."""
-    from dkan.data.prepared import PreparedData
-    from dkan.engine.setup import eval_ground_truth
-
-    ckpt = load_checkpoint(
-        Path(checkpoint), "model checkpoint", "pass a model_final.pt written by base-train or finetune"
-    )
-    loaded = model_from_checkpoint(ckpt, str(checkpoint), device)
-    meta = loaded.meta
-    cls = FinetuneConfig if meta["stage"] == "finetune" else BaseTrainConfig
-    cfg = from_dict(cls, meta["config"], str(checkpoint))
-    data = PreparedData.load(Path(data_root or cfg.data.root))
-    shots = data.fewshot(cfg.fewshot_seed, cfg.shots) if meta["stage"] == "finetune" else None
-    gt = eval_ground_truth(data, split, loaded.classes, shots)
-    records = data.records(gt)
-    return EvalDetections(gt, records, detect_records(loaded.model, records, batch_size), loaded.classes)
+    """The raw detections behind ``dkan evaluate``: the same model, images and ground truth
+    (``evaluand_from_checkpoint``), for PR curves and drawings."""
+    ev = evaluand_from_checkpoint(Path(checkpoint), split, data_root, device)
+    return EvalDetections(ev.gt, ev.records, detect_records(ev.model, ev.records, batch_size),
+                          (*ev.base, *ev.novel))

@@ -38,6 +38,7 @@ def run_variant(variant: str, profile: str, device: str, steps: int, warmup: int
     from dkan.data.dataset import DetectionDataset, build_transforms, collate
     from dkan.data.prepared import PreparedData
     from dkan.distill.cache import FeatureCache, image_key
+    from dkan.distill.features import DIRECT, CachedFeatures, DirectFeatures
     from dkan.distill.step import freeze, train_step, weighted_total
     from dkan.engine.setup import freeze_for_method, set_train_mode
     from dkan.model.checkpoint import load_base_into
@@ -66,8 +67,17 @@ def run_variant(variant: str, profile: str, device: str, steps: int, warmup: int
     opt = torch.optim.SGD([p for p in student.parameters() if p.requires_grad], lr=1e-4, momentum=0.9)
     distill = DistillConfig()
     use_teacher = teacher if method == "dkan" else None
-    share = False if variant == "dkan-2pass" else None
     cache = FeatureCache(2**40) if use_cache else None
+    features = CachedFeatures(cache, keys) if cache is not None else DIRECT
+
+    class TwoPasses(DirectFeatures):
+        """The teacher's own backbone pass instead of its FPN on the student's body (what sharing saves)."""
+
+        def frozen(self, kind, part, images, inputs=None):
+            return teacher.backbone(images.tensors) if kind == "teacher" else super().frozen(kind, part, images, inputs)
+
+    if variant == "dkan-2pass":
+        features = TwoPasses()
     times = []
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -75,10 +85,7 @@ def run_variant(variant: str, profile: str, device: str, steps: int, warmup: int
         if dev.type == "cuda":
             torch.cuda.synchronize()
         t = time.perf_counter()
-        losses = train_step(
-            student, images, targets, use_teacher, 3, distill, share_backbone=share, cache=cache,
-            keys=keys if cache is not None else None,
-        )
+        losses = train_step(student, images, targets, use_teacher, 3, distill, features)
         opt.zero_grad(set_to_none=True)
         weighted_total(losses, distill).backward()
         opt.step()

@@ -9,6 +9,7 @@ import torch
 
 from dkan.config import DistillConfig, FinetuneConfig
 from dkan.distill.cache import FeatureCache, batch_keys, eval_cache, image_key, reset_eval_cache
+from dkan.distill.features import DIRECT, CachedFeatures
 from dkan.distill.step import train_step, weighted_total
 from dkan.engine.evaluate_many import Evaluand, forward_shared
 from dkan.engine.setup import freeze_for_method
@@ -81,8 +82,8 @@ def test_step_with_cache_matches_without(method):
         out = []
         for step in range(3):  # step 0 fills the cache, steps 1-2 hit
             torch.manual_seed(step)
-            losses = train_step(student, images, targets, teacher, 2, DistillConfig(), cache=cache,
-                                keys=keys if cache is not None else None)
+            losses = train_step(student, images, targets, teacher, 2, DistillConfig(),
+                                CachedFeatures(cache, keys) if cache is not None else DIRECT)
             weighted_total(losses, DistillConfig()).backward()
             grads = {k: p.grad.clone() for k, p in student.named_parameters() if p.grad is not None}
             student.zero_grad(set_to_none=True)
@@ -100,13 +101,66 @@ def test_step_with_cache_matches_without(method):
                 assert torch.allclose(lc[k], ln[k], rtol=1e-4, atol=1e-5), (k, lc[k], ln[k])
 
 
+@pytest.mark.parametrize("method", ["tfa", "plain", "dkan"])
+def test_the_feature_source_changes_where_features_come_from_not_the_losses(method):
+    """One image a batch: a cached pass is the batched pass, so DIRECT and CachedFeatures give the same losses
+    and gradients bit for bit, the first step filling the cache and the second hitting it."""
+
+    def run(source_of):
+        teacher, student = student_for(method)
+        images, targets = batch(1)
+        out = []
+        for step in range(2):
+            torch.manual_seed(step)
+            losses = train_step(student, images, targets, teacher, 2, DistillConfig(), source_of(images))
+            weighted_total(losses, DistillConfig()).backward()
+            out.append((losses, {k: p.grad.clone() for k, p in student.named_parameters() if p.grad is not None}))
+            student.zero_grad(set_to_none=True)
+        return out
+
+    cache = FeatureCache(10**9)
+    direct = run(lambda images: DIRECT)
+    cached = run(lambda images: CachedFeatures(cache, [image_key(im) for im in images]))
+    passes = 2 if method == "dkan" else 1  # the body and the teacher's FPN; plain: the body; tfa: body + FPN
+    assert (cache.stats.misses, cache.stats.hits) == (passes, passes)
+    for (ld, gd), (lc, gc) in zip(direct, cached):
+        assert set(ld) == set(lc) and all(torch.equal(ld[k], lc[k]) for k in ld)
+        assert set(gd) == set(gc) and all(torch.equal(gd[k], gc[k]) for k in gd)
+
+
+class _Recording:
+    """A feature source that computes every pass and notes its kind."""
+
+    def __init__(self):
+        self.kinds = []
+
+    def frozen(self, kind, part, images, inputs=None):
+        self.kinds.append(kind)
+        return DIRECT.frozen(kind, part, images, inputs)
+
+
+@pytest.mark.parametrize("method, trainable_body, kinds", [
+    ("tfa", False, ["fpn"]), ("plain", False, ["body"]), ("dkan", False, ["body", "teacher"]),
+    ("dkan", True, ["teacher"]),  # a trainable body is the student's own: the teacher runs its whole backbone
+])
+def test_the_step_asks_its_source_for_the_frozen_passes_only(method, trainable_body, kinds):
+    teacher, student = student_for(method)
+    if trainable_body:
+        for p in student.backbone.body.parameters():
+            p.requires_grad_(True)
+        student.backbone.body.train()
+    source = _Recording()
+    train_step(student, *batch(1), teacher, 2, DistillConfig(), source)
+    assert source.kinds == kinds
+
+
 def test_a_body_in_train_mode_is_not_cached():
     teacher, student = student_for("dkan")
     student.backbone.body.train()  # BatchNorm would update its statistics: not a pure function
     cache = FeatureCache(10**9)
     images, targets = batch(2)
-    train_step(student, images, targets, teacher, 2, DistillConfig(), cache=cache,
-               keys=[image_key(im) for im in images])
+    train_step(student, images, targets, teacher, 2, DistillConfig(),
+               CachedFeatures(cache, [image_key(im) for im in images]))
     assert cache.stats.misses == 0 and cache.entries == 0
 
 

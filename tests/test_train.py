@@ -216,6 +216,45 @@ def test_config_yaml_roundtrip_unknown_keys_and_overrides(tmp_path):
         apply_overrides(cfg, ["optim.lrr=1"])
 
 
+def test_the_two_configs_share_a_base_and_keep_the_saved_key_order():
+    from dkan.config import TrainConfig, to_dict
+
+    common = ["model", "data", "optim", "out", "seed", "eval_split", "checkpoint_every", "device", "threads",
+              "precision"]
+    # the order config.yaml files were written in before the common base (readers of old files see no change)
+    assert list(to_dict(BaseTrainConfig())) == common
+    assert list(to_dict(FinetuneConfig())) == [*common[:3], "distill", "base_checkpoint", "shots", "fewshot_seed",
+                                               "freeze_backbone", *common[3:], "cache_mb", "checkpoint_format",
+                                               "provenance"]
+    assert isinstance(FinetuneConfig(), TrainConfig) and not isinstance(FinetuneConfig(), BaseTrainConfig)
+    assert (BaseTrainConfig().out, FinetuneConfig().out) == ("runs/base", "runs/finetune")
+    assert (BaseTrainConfig().model.box_head, FinetuneConfig().model.box_head) == ("fc", "cosine")
+
+
+def test_with_values_sets_typed_dotted_keys_checked_as_a_file_is():
+    from dkan.config import with_values
+
+    cfg = FinetuneConfig()
+    c2 = with_values(cfg, {"optim.lr": 0.02, "optim.iterations": 30, "distill.lka_student": "raw",
+                           "model.anchor_sizes": [8, 16, 32, 64, 128], "shots": 3}, "point")
+    assert (c2.optim.lr, c2.optim.iterations, c2.distill.lka_student, c2.shots) == (0.02, 30, "raw", 3)
+    assert c2.model.anchor_sizes[0] == 8 and cfg.optim.lr == 0.001  # a new config; the old one unchanged
+    assert isinstance(with_values(cfg, {"optim.lr": 1}).optim.lr, float)  # an int for a float: coerced, as YAML
+    with pytest.raises(ConfigError, match=r"point\.optim\.iterations: expected int, got '30'"):
+        with_values(cfg, {"optim.iterations": "30"}, "point")  # no string round trip: a string is a string
+    with pytest.raises(ConfigError, match=r"point\.shots: expected int, got True"):
+        with_values(cfg, {"shots": True}, "point")
+    with pytest.raises(ConfigError, match=r"point\.optim\.lr: 0\.0 is out of range"):
+        with_values(cfg, {"optim.lr": 0.0}, "point")
+    with pytest.raises(ConfigError, match=r"point 'optim\.lrr': unknown key 'optim\.lrr'"):
+        with_values(cfg, {"optim.lrr": 0.1}, "point")
+    with pytest.raises(ConfigError, match=r"point 'optimm\.lr': unknown section 'optimm'"):
+        with_values(cfg, {"optimm.lr": 0.1}, "point")
+    # --set parses, then sets the same way
+    assert apply_overrides(cfg, ["optim.lr=0.02", "distill.lka_student=raw"]) == with_values(
+        cfg, {"optim.lr": 0.02, "distill.lka_student": "raw"})
+
+
 def test_a_reused_checkpoint_is_scored_on_the_sweeps_data_not_the_root_it_recorded(base_model, synthetic_prepared,
                                                                                     tmp_path):
     from sweeps.core.jobspec import SeedJob

@@ -40,11 +40,6 @@ def make_categories(names: Iterable[str]) -> list[dict[str, Any]]:
     return [{"supercategory": "none", "id": i, "name": n} for i, n in enumerate(names, start=1)]
 
 
-def xyxy_to_coco_bbox(box: tuple[float, float, float, float]) -> list[float]:
-    x1, y1, x2, y2 = box
-    return [x1, y1, x2 - x1, y2 - y1]
-
-
 def coco_bbox_to_xyxy(bbox: list[float]) -> tuple[float, float, float, float]:
     x, y, w, h = (float(v) for v in bbox)
     return (x, y, x + w, y + h)

@@ -5,15 +5,18 @@ The teacher is wired in here, not inside the student: it runs in eval mode under
 the student's own sampled RoIs, and with a frozen backbone shares the student's backbone pass.
 When only the box predictor trains (TFA), everything before it runs under no_grad: the same
 values a naive pass computes (frozen parameters get no gradient either way), without autograd's
-bookkeeping. With a ``FeatureCache`` the frozen parts' outputs (the body; the teacher's FPN; TFA's
-body + FPN) are computed once per image view and reused (dkan.distill.cache).
+bookkeeping. The frozen parts' outputs (the body; the teacher's FPN; TFA's body + FPN) come from an
+injected feature source: computed each step, or once per image view and reused (dkan.distill.features).
+
+The step reads as the method: the student's features, the detector losses, the teacher's features on
+the student's own RoIs, FKA and LKA (the pure losses of dkan.distill.losses).
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
 import torch
 from torch import nn
@@ -22,10 +25,8 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import fastrcnn_loss
 
 from dkan.config import DistillConfig
-from dkan.distill.cache import FeatureCache, batch_keys
+from dkan.distill.features import DIRECT, FeatureSource
 from dkan.distill.losses import fka_loss, lka_loss
-
-DETECTION_LOSSES = ("loss_objectness", "loss_rpn_box_reg", "loss_classifier", "loss_box_reg")
 
 
 def freeze(module: nn.Module) -> nn.Module:
@@ -68,65 +69,55 @@ def train_step(
     teacher: FasterRCNN | None = None,
     n_base: int = 0,
     distill: DistillConfig | None = None,
-    share_backbone: bool | None = None,
-    cache: FeatureCache | None = None,
-    keys: Sequence[str] | None = None,
+    features: FeatureSource = DIRECT,
 ) -> dict[str, torch.Tensor]:
-    """Unweighted losses of one batch: the four detection losses, plus loss_fka and loss_lka
-    when a teacher is given. ``weighted_total`` applies the weights.
-
-    ``share_backbone`` (default: when the student's backbone is frozen) runs the backbone body
-    once for both models; it must stay off for a trainable backbone. ``cache`` with ``keys``
-    (``image_key`` of each input image) reuses frozen features (dkan.distill.cache)."""
+    """Unweighted losses of one batch: the four detection losses, plus loss_fka and loss_lka when a
+    teacher is given (``weighted_total`` applies the weights). ``features``: where the frozen parts'
+    outputs come from, computed (``DIRECT``) or cached (``dkan.distill.features``)."""
     images_t, targets_t = student.transform(images, targets)  # resize + normalise once, for both
-    frozen = backbone_is_frozen(student)
-    if share_backbone and not frozen:
-        raise ValueError("share_backbone needs a frozen student backbone (the teacher's pass must equal the student's)")
-    shared = teacher is not None and (frozen if share_backbone is None else share_backbone)
+    if backbone_is_frozen(student) and student.backbone.body.training:
+        features = DIRECT  # BatchNorm updating its statistics: the body is no pure function of the image
     last_layer = only_predictor_trains(student)
-    use_cache = cache is not None and keys is not None
-    direct = lambda _kind, fn, inputs=None: fn(images_t.tensors if inputs is None else inputs)  # noqa: E731
-    cached = _frozen_features(cache, keys, images_t) if use_cache else direct
-    cache_body = use_cache and frozen and not student.backbone.body.training  # eval-mode BN: a pure function
-    body_from = cached if cache_body else direct
     with torch.no_grad() if last_layer else contextlib.nullcontext():
-        if cache_body and last_layer and teacher is None:  # TFA: the FPN is frozen too
-            feats = cached("fpn", student.backbone)
-        elif shared or cache_body:
-            with torch.no_grad():  # identical in teacher and student
-                body = body_from("body", student.backbone.body)
-            feats = student.backbone.fpn(body)
-        else:
-            feats = student.backbone(images_t.tensors)
+        feats, body = _student_features(student, images_t, features, keep_body=teacher is not None)
     losses, proposals, logits = _detector_losses(student, images_t, targets_t, feats, last_layer)
-    if teacher is not None:
-        distill = distill or DistillConfig()
-        # the teacher is frozen whole: its features are a pure function of the image when its input is
-        teacher_from = cached if use_cache and not teacher.backbone.training and (cache_body or not shared) else direct
-        with torch.no_grad():
-            if shared:
-                t_feats = teacher_from("teacher", teacher.backbone.fpn, body)
-            else:
-                t_feats = teacher_from("teacher", teacher.backbone)
-            t_logits, _ = roi_logits(teacher, t_feats, proposals, images_t.image_sizes)
-        levels = [k for k in feats if k != "pool"]  # P2-P5, not the pooled level
-        losses["loss_fka"] = fka_loss([feats[k] for k in levels], [t_feats[k] for k in levels], distill.fka_tau)
-        s_logits = logits[:, 1 : n_base + 1]
-        if distill.lka_student == "raw":  # the authors': the cosines before the head's scale
-            s_logits = s_logits / student.roi_heads.box_predictor.scale
-        losses["loss_lka"] = lka_loss(s_logits, t_logits[:, 1 : n_base + 1], distill.lka_tau)
+    if teacher is None:
+        return losses
+    distill = distill or DistillConfig()
+    with torch.no_grad():
+        t_feats = _teacher_features(teacher, images_t, body, features)
+        t_logits, _ = roi_logits(teacher, t_feats, proposals, images_t.image_sizes)
+    levels = [k for k in feats if k != "pool"]  # P2-P5, not the pooled level
+    losses["loss_fka"] = fka_loss([feats[k] for k in levels], [t_feats[k] for k in levels], distill.fka_tau)
+    s_logits = logits[:, 1 : n_base + 1]
+    if distill.lka_student == "raw":  # the authors': the cosines before the head's scale
+        s_logits = s_logits / student.roi_heads.box_predictor.scale
+    losses["loss_lka"] = lka_loss(s_logits, t_logits[:, 1 : n_base + 1], distill.lka_tau)
     return losses
 
 
-def _frozen_features(cache: FeatureCache, keys: Sequence[str], images_t: ImageList):
-    """``(kind, fn, inputs=padded batch) -> fn(inputs)`` through the cache, for a frozen ``fn``;
-    ``inputs`` (a tensor or a dict of tensors) is indexed per image like the batch."""
+def _student_features(student: FasterRCNN, images: ImageList, features: FeatureSource, keep_body: bool
+                      ) -> tuple[OrderedDict[str, torch.Tensor], OrderedDict[str, torch.Tensor] | None]:
+    """The student's FPN features and its frozen body's output, which the teacher shares (the same frozen
+    body: one pass for both). None instead of the body when the body trains, and for TFA without a
+    teacher (``keep_body`` False), whose body + FPN are one frozen pass."""
+    if not backbone_is_frozen(student):
+        return student.backbone(images.tensors), None
+    if only_predictor_trains(student) and not keep_body:  # TFA: the FPN is frozen too
+        return features.frozen("fpn", student.backbone, images), None
+    with torch.no_grad():  # identical in teacher and student
+        body = features.frozen("body", student.backbone.body, images)
+    return student.backbone.fpn(body), body
 
-    def run(kind: str, fn, inputs=None) -> OrderedDict[str, torch.Tensor]:
-        batch_ks = batch_keys(kind, keys, images_t.image_sizes, images_t.tensors.shape)
-        return cache.batch(batch_ks, images_t.tensors if inputs is None else inputs, fn)
 
-    return run
+def _teacher_features(teacher: FasterRCNN, images: ImageList, body: OrderedDict[str, torch.Tensor] | None,
+                      features: FeatureSource) -> OrderedDict[str, torch.Tensor]:
+    """The frozen teacher's FPN features: on the student's body output when shared, else its own pass."""
+    if teacher.backbone.training:  # not frozen as the teacher should be: computed, never served
+        features = DIRECT
+    if body is None:
+        return features.frozen("teacher", teacher.backbone, images)
+    return features.frozen("teacher", teacher.backbone.fpn, images, body)
 
 
 def _detector_losses(

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torchvision.models.detection import FasterRCNN
 
-from dkan.config import BaseTrainConfig, ConfigError, FinetuneConfig, ModelConfig, from_dict
+from dkan.config import BaseTrainConfig, ConfigError, DistillConfig, FinetuneConfig, ModelConfig, TrainConfig, from_dict
 from dkan.data.coco import CocoDict, ImageRecord
 from dkan.data.prepared import PreparedData, without_images_of
 from dkan.data.splits import resolve_class_split, restrict_classes
@@ -32,6 +32,7 @@ class TrainingSetup:
     train_records: list[ImageRecord]
     eval_records: list[ImageRecord]
     eval_gt: CocoDict  # category ids = the student's labels
+    distill: DistillConfig | None = None  # a fine-tune's losses and their weights (None: base training)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -51,6 +52,17 @@ def eval_ground_truth(
     if split == "val" and shots is not None:
         coco = without_images_of(coco, shots)
     return restrict_classes(coco, classes, drop_empty=False)
+
+
+def eval_set(data: PreparedData, cfg: TrainConfig, split: str, classes: tuple[str, ...],
+             shots: CocoDict | None = None) -> tuple[list[ImageRecord], CocoDict]:
+    """The images and ground truth (``eval_ground_truth``) a model trained under ``cfg`` is scored on:
+    the one wiring from a config to its evaluation data (``fit`` and every checkpoint evaluation).
+    ``shots``: a fine-tune's few-shot set when already read."""
+    if isinstance(cfg, FinetuneConfig) and shots is None:
+        shots = data.fewshot(cfg.fewshot_seed, cfg.shots)
+    gt = eval_ground_truth(data, split, classes, shots)
+    return data.records(gt), gt
 
 
 def resolve_device(name: str) -> torch.device:
@@ -92,7 +104,7 @@ def trainable_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def build_setup(cfg: BaseTrainConfig | FinetuneConfig) -> TrainingSetup:
+def build_setup(cfg: TrainConfig) -> TrainingSetup:
     device = resolve_device(cfg.device)
     data = PreparedData.load(Path(cfg.data.root))
     split = resolve_class_split(list(data.classes), cfg.data.split, cfg.data.base, cfg.data.novel)
@@ -100,11 +112,10 @@ def build_setup(cfg: BaseTrainConfig | FinetuneConfig) -> TrainingSetup:
         raise ConfigError(f"eval_split: {cfg.eval_split!r} is not 'val' or 'test'")
     if isinstance(cfg, BaseTrainConfig):
         train = restrict_classes(data.split("train"), split.base)
-        gt = eval_ground_truth(data, cfg.eval_split, split.base)
+        records, gt = eval_set(data, cfg, cfg.eval_split, split.base)
         student = build_detector(cfg.model, len(split.base)).to(device)
         set_train_mode(student)
-        return TrainingSetup("base", "base", student, None, device, split.base, (), data.records(train),
-                             data.records(gt), gt)
+        return TrainingSetup("base", "base", student, None, device, split.base, (), data.records(train), records, gt)
     if not split.novel:
         raise ConfigError("data.novel: fine-tuning needs novel classes; give a split number or base/novel lists")
     if cfg.distill.method not in METHODS:
@@ -115,7 +126,7 @@ def build_setup(cfg: BaseTrainConfig | FinetuneConfig) -> TrainingSetup:
         raise ConfigError("distill.lka_student=raw: the raw cosines need model.box_head=cosine. Fix: drop it")
     shots = data.fewshot(cfg.fewshot_seed, cfg.shots)
     train = restrict_classes(shots, split.all, drop_empty=False)
-    gt = eval_ground_truth(data, cfg.eval_split, split.all, shots)
+    records, gt = eval_set(data, cfg, cfg.eval_split, split.all, shots)
     teacher, base_state = _teacher(cfg, split.base)
     student = build_detector(cfg.model, len(split.all), pretrained=False)  # its state comes from the base model
     load_base_into(student, base_state, len(split.base), torch.Generator().manual_seed(cfg.seed))
@@ -132,8 +143,9 @@ def build_setup(cfg: BaseTrainConfig | FinetuneConfig) -> TrainingSetup:
         split.base,
         split.novel,
         data.records(train),
-        data.records(gt),
+        records,
         gt,
+        cfg.distill,
     )
 
 

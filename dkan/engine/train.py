@@ -30,9 +30,10 @@ import torch
 from tqdm import tqdm
 
 from dkan import runfolder
-from dkan.config import BaseTrainConfig, FinetuneConfig, OptimConfig, to_dict
+from dkan.config import FinetuneConfig, OptimConfig, TrainConfig, to_dict
 from dkan.data.dataset import DetectionDataset, build_transforms, collate
 from dkan.distill.cache import FeatureCache, MiB, budget_mb, eval_cache, image_key
+from dkan.distill.features import DIRECT, CachedFeatures
 from dkan.distill.step import backbone_is_frozen, train_step, weighted_total
 from dkan.engine.distributed import average_gradients, broadcast_from_rank0, broadcast_module, rank_and_world, shard
 from dkan.engine.evaluate import evaluate
@@ -82,7 +83,7 @@ class _Run:
 
 
 def fit(
-    cfg: BaseTrainConfig | FinetuneConfig, report: Report | None = None, resume: bool = False, progress: bool = True,
+    cfg: TrainConfig, report: Report | None = None, resume: bool = False, progress: bool = True,
     on_iteration: OnIteration | None = None,
 ) -> dict[str, Any]:
     """Train, checkpoint, evaluate on ``cfg.eval_split``; returns (and reports) the metrics.
@@ -99,14 +100,14 @@ def fit(
     return metrics
 
 
-def fit_once(cfg: BaseTrainConfig | FinetuneConfig, **kwargs: Any) -> dict[str, Any]:
+def fit_once(cfg: TrainConfig, **kwargs: Any) -> dict[str, Any]:
     """The metrics of the finished run in ``cfg.out`` (``dkan.runfolder.done_metrics``), else ``fit`` it
     (resuming from its ``last.pt``): the one way to "run it unless it is done"."""
     done = runfolder.done_metrics(cfg.out)
     return done if done is not None else fit(cfg, resume=True, **kwargs)
 
 
-def _start(cfg: BaseTrainConfig | FinetuneConfig, resume: bool) -> _Run:
+def _start(cfg: TrainConfig, resume: bool) -> _Run:
     """Phase 1: everything the loop needs, from the config (and ``last.pt`` when resuming)."""
     rank, world = rank_and_world()
     lead = rank == 0
@@ -127,20 +128,20 @@ def _start(cfg: BaseTrainConfig | FinetuneConfig, resume: bool) -> _Run:
     precision = resolve_precision(cfg.precision, setup.device)
     scaler = grad_scaler(precision, setup.device)
     start = _resume(out / runfolder.LAST, setup, cfg, opt, scaler) if resume else 0
-    cache_bytes = budget_mb(getattr(cfg, "cache_mb", 0), setup.device) * MiB  # base training: nothing is frozen
-    cache = FeatureCache(cache_bytes) if cache_bytes and setup.stage == "finetune" else None
+    cache_mb = cfg.cache_mb if isinstance(cfg, FinetuneConfig) else 0  # base training: nothing is frozen
+    cache_bytes = budget_mb(cache_mb, setup.device) * MiB
+    cache = FeatureCache(cache_bytes) if cache_bytes else None
     if lead and start == 0:
         (out / runfolder.HISTORY).unlink(missing_ok=True)
     return _Run(setup, out, lead, world, train_set, Schedule.of(cfg.optim, len(train_set)), params, opt, start,
                 cache, cache_bytes, precision, scaler)
 
 
-def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool,
+def _train(run: _Run, cfg: TrainConfig, progress: bool,
            on_iteration: OnIteration | None = None) -> float:
     """Phase 2: iterations ``run.start`` to the end; returns the seconds they took."""
     setup, sched, opt, out, lead = run.setup, run.sched, run.opt, run.out, run.lead
     lr_at = _lr_lambda(cfg.optim, sched)
-    distill = getattr(cfg, "distill", None)
     t0 = last_note = time.time()
     history_every = max(1, sched.iterations // 200)  # at most ~200 points of loss curve
     bar = tqdm(
@@ -152,15 +153,16 @@ def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool,
             g["lr"] = cfg.optim.lr * lr_at(it)
         batch = shard(_batch_indices(cfg.seed, it, cfg.optim.batch_size, len(run.train_set)))
         images, targets = collate([run.train_set[i] for i in batch])
-        keys = [image_key(im) for im in images] if run.cache is not None else None  # each image's view, for the cache
+        # each image's view names its cached features (taken on the CPU, before the transform)
+        features = CachedFeatures(run.cache, [image_key(im) for im in images]) if run.cache is not None else DIRECT
         with autocast(run.precision, setup.device):  # the forward passes; the distillation losses in fp32
             losses = train_step(
                 setup.student, [im.to(setup.device) for im in images], [_to(t, setup.device) for t in targets],
-                setup.teacher, setup.n_base, distill, cache=run.cache, keys=keys,
+                setup.teacher, setup.n_base, setup.distill, features,
             )
         _check_finite(losses, it, [setup.train_records[i].path for i in batch])
         opt.zero_grad(set_to_none=True)
-        run.scaler.scale(weighted_total(losses, distill)).backward()
+        run.scaler.scale(weighted_total(losses, setup.distill)).backward()
         average_gradients(run.params)
         run.scaler.unscale_(opt)  # a no-op unless fp16
         if cfg.optim.clip_grad_norm > 0:
@@ -184,7 +186,7 @@ def _train(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, progress: bool,
     return time.time() - t0
 
 
-def _finish(run: _Run, cfg: BaseTrainConfig | FinetuneConfig, train_seconds: float, t_start: float) -> dict[str, Any]:
+def _finish(run: _Run, cfg: TrainConfig, train_seconds: float, t_start: float) -> dict[str, Any]:
     """Phase 3 (rank 0): model_final.pt, the evaluation, metrics.json last; every rank gets the metrics."""
     metrics = None
     if run.lead:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dkan.config import ConfigError, FinetuneConfig, apply_overrides, read_yaml
+from dkan.config import ConfigError, FinetuneConfig, read_yaml, with_values
 from dkan.errors import DkanError, shown
 from dkan.names import HPARAMS
 
@@ -208,8 +208,8 @@ def apply_point(template: FinetuneConfig, point: Mapping[str, Any]) -> FinetuneC
     cfg = template
     if "optim.iterations" in point:
         cfg = dataclasses.replace(cfg, optim=cfg.optim.rescaled(int(point["optim.iterations"])))
-    sets = [f"{config_key(k)}={json.dumps(v)}" for k, v in point.items() if k != "optim.iterations"]
-    return apply_overrides(cfg, sets) if sets else cfg
+    values = {config_key(k): v for k, v in point.items() if k != "optim.iterations"}
+    return with_values(cfg, values, "search point") if values else cfg
 
 
 def value_in(d: Dimension, v: Any) -> bool:

@@ -85,7 +85,7 @@ def evaluate_reused(jobs: list[SeedJob], device: str, session: str = "") -> bool
     ``--base-checkpoint`` may come from another folder or machine), all in one pass; metrics.json in each
     ``job.out``, ``fit_seconds`` its share of the pass. A checkpoint that cannot be read is recorded as its
     job's failure (False)."""
-    from dkan.engine.evaluate_checkpoint import MAX_AT_ONCE, load_evaluand
+    from dkan.engine.evaluate_checkpoint import MAX_AT_ONCE, evaluand_from_checkpoint
     from dkan.engine.evaluate_many import evaluate_many
     from dkan.engine.setup import resolve_device
 
@@ -94,7 +94,7 @@ def evaluate_reused(jobs: list[SeedJob], device: str, session: str = "") -> bool
         t = time.time()
         for j in chunk:
             try:
-                loaded.append(load_evaluand(Path(j.reuse), j.cfg.eval_split, j.cfg.data.root, device, data))
+                loaded.append(evaluand_from_checkpoint(Path(j.reuse), j.cfg.eval_split, j.cfg.data.root, device, data))
             except DkanError as e:  # the same on any retry: recorded, never run again by this sweep
                 record_failure(j, session, f"{type(e).__name__}: {e}")
                 return False
