@@ -98,7 +98,8 @@ def load_grid(path: Path, expect_dataset: str | None = None) -> Grid:
 
 def synthetic_grid(shots: tuple[int, ...] = (5, 10), seeds: int = 10, points: int = 12, best: str = "p03",
                    rungs: tuple[int, ...] = (15, 30, 60), gap: float = 0.02, noise: float = 0.01,
-                   seed_sd: float = 0.03, seed: int = 0, dataset: str = "synthetic") -> dict[str, Any]:
+                   seed_sd: float = 0.03, speeds: tuple[float, float] = (0.3, 0.4), seed: int = 0,
+                   dataset: str = "synthetic") -> dict[str, Any]:
     """A grid's JSON with a known best config: ``best`` beats every other by at least ``gap`` AP_all on val and
     test at full length in expectation. Each seed shifts every config alike (``seed_sd``, paired) and each
     (config, seed) adds its own ``noise``; a run at a shorter rung scores less, each config learning at its own
@@ -110,7 +111,7 @@ def synthetic_grid(shots: tuple[int, ...] = (5, 10), seeds: int = 10, points: in
     quality = {"tfa": 0.30, "plain": 0.305, "dkan_defaults": 0.31}
     quality |= {c: 0.29 + rng.uniform(-0.02, 0.02) for c in ids[len(FIXED):]}
     quality[best] = max(quality.values()) + gap
-    speed = {c: rng.uniform(0.3, 0.4) for c in ids}  # AP at rung r: quality * (r / full) ** speed
+    speed = {c: rng.uniform(*speeds) for c in ids}  # AP at rung r: quality * (r / full) ** speed
     cells = []
     for s in range(1, seeds + 1):
         for k in shots:

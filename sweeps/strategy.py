@@ -135,9 +135,11 @@ def race_drops(seed_ap: Mapping[str, SeedAP], grace: int, alpha: float, test: st
 
 # --- transfer across studies ------------------------------------------------------------------------------
 
-def ranking(seed_ap: Mapping[str, SeedAP]) -> list[str]:
-    """Configs best first: those that ran more seeds first, then by mean (what a study hands the next)."""
-    return sorted(seed_ap, key=lambda c: (-len(seed_ap[c]), -mean(seed_ap[c]) if seed_ap[c] else math.inf))
+def ranking(reached: Mapping[str, tuple[int, int, float]]) -> list[str]:
+    """Configs best first by how far they got, (seeds at full length, longest iterations, mean val AP there):
+    what a study hands the next."""
+    return sorted(reached, key=lambda c: (-reached[c][0], -reached[c][1],
+                                          -reached[c][2] if math.isfinite(reached[c][2]) else math.inf))
 
 
 def transfer_first(previous: Sequence[str], order: Sequence[str], m: int) -> list[str]:

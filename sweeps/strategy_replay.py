@@ -107,6 +107,15 @@ class _Runs:
         return {s: self.grid.val(self.k, config, self.slots[s]) for (c, s), it in sorted(self.trained.items())
                 if c == config and it == self.grid.length}
 
+    def reached(self, config: str) -> tuple[int, int, float]:
+        """How far a config got: (seeds at full length, its longest run, the mean val AP of the runs that long)."""
+        mine = {s: it for (c, s), it in self.trained.items() if c == config}
+        if not mine:
+            return 0, 0, math.nan
+        top = max(mine.values())
+        at = {s: self.grid.val(self.k, config, self.slots[s], top) for s, it in mine.items() if it == top}
+        return (len(at) if top == self.grid.length else 0), top, mean(at)
+
     @property
     def iterations(self) -> int:
         return sum(self.trained.values())
@@ -216,7 +225,7 @@ def run_study(grid: Grid, st: Strategy, rule: str, k: int, slots: tuple[int, ...
         recommended = apply_rule("today", candidates, fresh)
     else:
         recommended = apply_rule(rule, candidates, seed_ap)
-    ranked = tuple(c for c in ranking(seed_ap) if c in grid.points)
+    ranked = tuple(ranking({c: runs.reached(c) for c in points}))
     return StudyResult(k, runs.iterations, candidates, recommended, ranked, seed_ap)
 
 
