@@ -24,10 +24,12 @@ from sweeps.strategy import (
     asha_continues,
     confirmation_split,
     halve,
+    incumbent,
     ladder,
     mean,
     one_se,
     paired_t,
+    paired_worse,
     race_drops,
     ranking,
     transfer_first,
@@ -42,7 +44,8 @@ TRANSFERS = ("none", "first", "shared")
 class Strategy:
     name: str
     about: str
-    seeds: str = "all"  # all: every seed | asha: ASHA's rungs | race: every alive config runs the next seed
+    seeds: str = "all"  # all: every seed | asha: ASHA's rungs | paired: today's paired scheduler, one trial after
+    # another | race: every alive config runs the next seed
     on_iterations: bool = False  # rungs on training length (on the grace seeds) before more seeds
     race_fixed: bool = False  # the fixed candidates raced too (else each runs every seed at full length)
     transfer: str = "none"  # first: the previous K's best points first | shared: only those points
@@ -55,14 +58,17 @@ class Strategy:
 STRATEGIES = {s.name: s for s in (
     Strategy("full", "every config on every seed at full length (the reference)"),
     Strategy("today", "ASHA on seeds (grace 3, reduction 3), every trial at full length; fixed on every seed", "asha"),
+    Strategy("paired", "today's --scheduler paired: a trial stops when a paired t (alpha 0.1) finds it worse than "
+             "the best trial before it", "paired"),
     Strategy("asha-iters", "ASHA on (seeds, iterations): the grace seeds at each shorter rung first", "asha", True),
     Strategy("race", "racing over seeds, paired one-sided t (alpha 0.1) against the incumbent; fixed on every "
              "seed", "race"),
     Strategy("race-all", "racing over seeds, the fixed candidates raced too", "race", race_fixed=True),
-    Strategy("race-iters", "halving on iterations on the grace seeds (every config), then racing over seeds",
-             "race", True, True),
+    Strategy("race-iters", "halving on iterations on the grace seeds (the points), then racing over seeds; fixed "
+             "on every seed", "race", True),
+    Strategy("race-iters-all", "race-iters, the fixed candidates halved and raced too", "race", True, True),
     Strategy("today-first", "today's, the previous K's best 3 points met first", "asha", transfer="first"),
-    Strategy("race-iters-shared", "race-iters; each later K searches only the previous K's best 3 points",
+    Strategy("race-iters-all-shared", "race-iters-all; each later K searches only the previous K's best 3 points",
              "race", True, True, "shared"),
 )}
 
@@ -133,6 +139,24 @@ def _asha(st: Strategy, runs: _Runs, points: list[str], use: list[int]) -> None:
             go_on = asha_continues(value, recorded[i], st.reduction)
             recorded[i].append(value)
             if not go_on:
+                break
+
+
+def _paired(st: Strategy, runs: _Runs, points: list[str], use: list[int]) -> None:
+    """Today's ``PairedSeedScheduler``, one trial after another: after each seed from the grace seeds on, a trial
+    stops when the paired test finds it worse than the incumbent among the trials before it (the best by mean
+    of those that ran the most seeds), on the seeds both ran."""
+    for i, c in enumerate(points):
+        before = {p: runs.at_full(p) for p in points[:i]}
+        best = incumbent(before) if before else None
+        for n, s in enumerate(use, 1):
+            runs.run(c, s, runs.grid.length)
+            if best is None or not st.grace <= n < len(use):
+                continue
+            mine = runs.at_full(c)
+            common = sorted(set(mine) & set(before[best]))
+            if len(common) >= max(2, st.grace) and paired_worse([mine[x] for x in common],
+                                                                [before[best][x] for x in common], st.alpha):
                 break
 
 
@@ -212,10 +236,12 @@ def run_study(grid: Grid, st: Strategy, rule: str, k: int, slots: tuple[int, ...
     if st.seeds == "race":
         _race(st, runs, fixed, points, use)
     else:
-        for c in fixed + ([] if st.seeds == "asha" else points):
+        for c in fixed + (points if st.seeds == "all" else []):
             runs.full(c, use)
         if st.seeds == "asha":
             _asha(st, runs, points, use)
+        elif st.seeds == "paired":
+            _paired(st, runs, points, use)
     seed_ap = {c: runs.at_full(c) for c in fixed + points}
     candidates = _candidates(grid, fixed, seed_ap, use)
     if not candidates:
@@ -255,12 +281,13 @@ def on_test(grid: Grid, k: int, config: str, slots: tuple[int, ...]) -> dict[int
 
 def judge(grid: Grid, result: StudyResult, reference: StudyResult, slots: tuple[int, ...]) -> dict[str, Any]:
     """On test over the replay's seeds: regret against the best config (points), against the reference's
-    recommendation, and whether another candidate beats the recommended one (paired 95% CI above 0)."""
+    recommendation, and whether another candidate (the study's or the reference's: a race may have dropped
+    the fixed ones) beats the recommended one (paired 95% t interval above 0)."""
     test = {c: on_test(grid, result.k, c, slots) for c in grid.fixed + grid.points}
     best = max(mean(v) for v in test.values())
     rec = test[result.recommended]
     worse = False
-    for c in result.candidates.values():
+    for c in set(result.candidates.values()) | set(reference.candidates.values()):
         if c != result.recommended:
             d = paired_t(test[c], rec)
             worse = worse or (math.isfinite(d["ci95_low"]) and d["ci95_low"] > 0)

@@ -10,6 +10,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sweeps.grid import GridError, load_grid, parse_grid, synthetic_grid
@@ -53,7 +54,11 @@ def test_asha_rungs_and_cutoff_are_ray_tunes():
     assert asha_milestones(10, 3, 3) == [3, 9] and asha_milestones(4, 1, 2) == [1, 2] and asha_milestones(3, 3, 3) == []
     assert asha_continues(0.1, [], 3)  # the first trial at a rung always goes on
     assert not asha_continues(0.4, [0.5], 2) and asha_continues(0.5, [0.5], 2)
-    assert not asha_continues(0.45, [0.3, 0.5, 0.7], 3)  # below the 2/3 quantile (0.5 + 2/3 * 0.2 ... = 0.567)
+    assert not asha_continues(0.45, [0.3, 0.5, 0.7], 3)  # below the 2/3 quantile (0.567)
+    rng = random.Random(1)
+    for _ in range(200):  # Ray's cut-off: numpy's percentile at (1 - 1/reduction) * 100
+        rec, v, rf = [rng.random() for _ in range(rng.randint(1, 7))], rng.random(), rng.choice([2, 3, 4])
+        assert asha_continues(v, rec, rf) == (not v < np.nanpercentile(rec, (1 - 1 / rf) * 100))
     assert [(v.seeds, v.iterations) for v in ladder(10, (15, 30, 60), 3, 3, False)] == [(3, 60), (9, 60), (10, 60)]
     assert [(v.seeds, v.iterations) for v in ladder(4, (15, 30, 60), 1, 2, True)] == \
         [(1, 15), (1, 30), (1, 60), (2, 60), (4, 60)]
@@ -76,9 +81,16 @@ def test_each_strategy_spends_what_it_should():
     assert cost(g, "race", [low, best, high], grace=2) == [6 * 2 * L + 4 * 2 * L] * 2
     assert cost(g, "race-all", [low, best, high], grace=2) == [6 * 2 * L + 1 * 2 * L] * 2
     # halving on iterations over the grace seeds: 6 at 15, 2 to 30, 1 to 60, then the race's last 2 seeds
-    assert cost(g, "race-iters", [low, best, high], grace=2) == [6 * 2 * 15 + 2 * 2 * 15 + 1 * 2 * 30 + 2 * L] * 2
+    assert cost(g, "race-iters-all", [low, best, high], grace=2) == \
+        [6 * 2 * 15 + 2 * 2 * 15 + 1 * 2 * 30 + 2 * L] * 2
+    # the same with the fixed ones on every seed: the 3 points halved (1 left) over 2 seeds, then 2 seeds more
+    assert cost(g, "race-iters", [low, best, high], grace=2) == \
+        [fixed + 3 * 2 * 15 + 1 * 2 * 15 + 1 * 2 * 30 + 2 * L] * 2
+    # today's paired scheduler (grace 2): each trial after the best stops at 2 seeds; worst first, none stops
+    assert cost(g, "paired", [best, high, low], grace=2) == [fixed + 4 * L + 2 * L + 2 * L] * 2
+    assert cost(g, "paired", [low, high, best], grace=2) == [6 * 4 * L] * 2
     # shared: K=10 searches only K=5's best point: 4 configs at 15, 2 to 30, 1 to 60, 2 seeds more
-    assert cost(g, "race-iters-shared", [low, best, high], grace=2, transfer_points=1) == \
+    assert cost(g, "race-iters-all-shared", [low, best, high], grace=2, transfer_points=1) == \
         [6 * 2 * 15 + 2 * 2 * 15 + 1 * 2 * 30 + 2 * L, 4 * 2 * 15 + 2 * 2 * 15 + 1 * 2 * 30 + 2 * L]
     # confirm: the search on the first 2 seeds, the 4 candidates (3 fixed + the tuned) on the 2 held back
     assert cost(g, "full", [best, high, low], rule="confirm") == [6 * 2 * L + 4 * 2 * L] * 2
@@ -108,7 +120,7 @@ def test_transfer_puts_the_other_studys_best_first():
     assert k5.ranking[0] == "p03"
     plain = run_study(g, STRATEGIES["today"], "today", 10, g.seeds[10], tuple(order))
     assert k10.iterations < plain.iterations  # the best met first sets ASHA's cut-off high
-    s5, s10 = replay_once(g, replace(STRATEGIES["race-iters-shared"], grace=2), "today", one(g, order))
+    s5, s10 = replay_once(g, replace(STRATEGIES["race-iters-all-shared"], grace=2), "today", one(g, order))
     assert s5.ranking[0] == "p03" and len(s5.ranking) == 6
     assert set(s10.seed_ap) == {"tfa", "plain", "dkan_defaults", *s5.ranking[:3]} and s10.recommended == "p03"
 
