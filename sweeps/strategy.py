@@ -100,9 +100,10 @@ def ladder(n_seeds: int, rungs: Sequence[int], grace: int, reduction: int, on_it
     return short + [Level(s, full) for s in asha_milestones(n_seeds, grace, reduction)] + [Level(n_seeds, full)]
 
 
-def halve(scores: Mapping[str, float], reduction: int) -> list[str]:
-    """Successive halving at one rung: the best ceil(n / reduction) configs (ties: the first given)."""
-    keep = max(1, math.ceil(len(scores) / reduction))
+def halve(scores: Mapping[str, float], reduction: int, at_least: int = 1) -> list[str]:
+    """Successive halving at one rung: the best ceil(n / reduction) configs, at least ``at_least`` (ties: the
+    first given)."""
+    keep = max(at_least, math.ceil(len(scores) / reduction))
     return sorted(scores, key=lambda c: -scores[c] if math.isfinite(scores[c]) else math.inf)[:keep]
 
 

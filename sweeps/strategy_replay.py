@@ -161,15 +161,16 @@ def _paired(st: Strategy, runs: _Runs, points: list[str], use: list[int]) -> Non
 
 
 def _race(st: Strategy, runs: _Runs, fixed: list[str], points: list[str], use: list[int]) -> None:
-    """Halving on iterations over the grace seeds (``on_iterations``), then every alive config runs the next seed
-    at full length and the paired test against the incumbent drops the worse (after ``grace`` seeds)."""
+    """Halving on iterations over the grace seeds (``on_iterations``; two left at least), then every alive config
+    runs the next seed at full length and the paired test against the incumbent drops the worse (after ``grace``
+    seeds)."""
     protected = [] if st.race_fixed else list(fixed)
     alive = list(fixed) + list(points)
     if st.on_iterations:
         g = use[:min(st.grace, len(use))]
         for r in runs.grid.rungs[:-1]:
             raced = [c for c in alive if c not in protected]
-            keep = set(halve({c: runs.level(c, g, r) for c in raced}, st.reduction))
+            keep = set(halve({c: runs.level(c, g, r) for c in raced}, st.reduction, at_least=2))  # a race needs 2
             alive = [c for c in alive if c in protected or c in keep]
     for n, s in enumerate(use, 1):
         for c in alive:

@@ -63,6 +63,7 @@ def test_asha_rungs_and_cutoff_are_ray_tunes():
     assert [(v.seeds, v.iterations) for v in ladder(4, (15, 30, 60), 1, 2, True)] == \
         [(1, 15), (1, 30), (1, 60), (2, 60), (4, 60)]
     assert halve({"a": 0.1, "b": 0.3, "c": 0.2, "d": 0.0}, 3) == ["b", "c"]
+    assert halve({"a": 0.1, "b": 0.3}, 3) == ["b"] and halve({"a": 0.1, "b": 0.3}, 3, at_least=2) == ["b", "a"]
 
 
 def test_each_strategy_spends_what_it_should():
@@ -80,18 +81,19 @@ def test_each_strategy_spends_what_it_should():
     # racing (grace 2): every config runs 2 seeds; the worse points drop; the fixed ones run on (protected)
     assert cost(g, "race", [low, best, high], grace=2) == [6 * 2 * L + 4 * 2 * L] * 2
     assert cost(g, "race-all", [low, best, high], grace=2) == [6 * 2 * L + 1 * 2 * L] * 2
-    # halving on iterations over the grace seeds: 6 at 15, 2 to 30, 1 to 60, then the race's last 2 seeds
+    # halving on iterations over the grace seeds: 6 at 15, 2 to 30 and to 60 (a race needs two), then the race
+    # drops the worse after the 2 grace seeds and the best runs the last 2 seeds
     assert cost(g, "race-iters-all", [low, best, high], grace=2) == \
-        [6 * 2 * 15 + 2 * 2 * 15 + 1 * 2 * 30 + 2 * L] * 2
-    # the same with the fixed ones on every seed: the 3 points halved (1 left) over 2 seeds, then 2 seeds more
+        [6 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L] * 2
+    # the same with the fixed ones on every seed: the 3 points halved (2 left) over 2 seeds, then 2 seeds more
     assert cost(g, "race-iters", [low, best, high], grace=2) == \
-        [fixed + 3 * 2 * 15 + 1 * 2 * 15 + 1 * 2 * 30 + 2 * L] * 2
+        [fixed + 3 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L] * 2
     # today's paired scheduler (grace 2): each trial after the best stops at 2 seeds; worst first, none stops
     assert cost(g, "paired", [best, high, low], grace=2) == [fixed + 4 * L + 2 * L + 2 * L] * 2
     assert cost(g, "paired", [low, high, best], grace=2) == [6 * 4 * L] * 2
-    # shared: K=10 searches only K=5's best point: 4 configs at 15, 2 to 30, 1 to 60, 2 seeds more
+    # shared: K=10 searches only K=5's best point: 4 configs at 15, 2 to 30 and 60, 2 seeds more
     assert cost(g, "race-iters-all-shared", [low, best, high], grace=2, transfer_points=1) == \
-        [6 * 2 * 15 + 2 * 2 * 15 + 1 * 2 * 30 + 2 * L, 4 * 2 * 15 + 2 * 2 * 15 + 1 * 2 * 30 + 2 * L]
+        [6 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L, 4 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L]
     # confirm: the search on the first 2 seeds, the 4 candidates (3 fixed + the tuned) on the 2 held back
     assert cost(g, "full", [best, high, low], rule="confirm") == [6 * 2 * L + 4 * 2 * L] * 2
 
