@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import random
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterator
 
 from sweeps.grid import Grid, GridError
@@ -68,7 +68,8 @@ STRATEGIES = {s.name: s for s in (
              "on every seed", "race", True),
     Strategy("race-iters-all", "race-iters, the fixed candidates halved and raced too", "race", True, True),
     Strategy("today-first", "today's, the previous K's best 3 points met first", "asha", transfer="first"),
-    Strategy("race-iters-all-shared", "race-iters-all; each later K searches only the previous K's best 3 points",
+    Strategy("race-iters-all-shared", "race-iters-all; each later K races only the previous K's best 3 points and "
+             "the fixed candidates (at full length from the first seed)",
              "race", True, True, "shared"),
 )}
 
@@ -231,8 +232,9 @@ def run_study(grid: Grid, st: Strategy, rule: str, k: int, slots: tuple[int, ...
     points = list(order)
     if previous is not None and st.transfer == "first":
         points = transfer_first(previous.ranking, points, st.transfer_points)
-    elif previous is not None and st.transfer == "shared":
+    elif previous is not None and st.transfer == "shared":  # points screened already: no short rungs again
         points = transfer_first(previous.ranking, points, st.transfer_points)[:st.transfer_points]
+        st = replace(st, on_iterations=False)
     fixed = list(grid.fixed)
     if st.seeds == "race":
         _race(st, runs, fixed, points, use)
@@ -299,8 +301,6 @@ def judge(grid: Grid, result: StudyResult, reference: StudyResult, slots: tuple[
 def check(grid: Grid, names: list[str], rules: list[str], n_seeds: int | None = None,
           grace: int | None = None) -> list[Strategy]:
     """The strategies asked for, each checked against what the grid can support; one clear error otherwise."""
-    from dataclasses import replace
-
     unknown = [n for n in names if n not in STRATEGIES]
     if unknown:
         raise GridError(f"--strategies {','.join(unknown)}: unknown. Fix: choose from {', '.join(STRATEGIES)}")

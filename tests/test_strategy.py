@@ -91,9 +91,10 @@ def test_each_strategy_spends_what_it_should():
     # today's paired scheduler (grace 2): each trial after the best stops at 2 seeds; worst first, none stops
     assert cost(g, "paired", [best, high, low], grace=2) == [fixed + 4 * L + 2 * L + 2 * L] * 2
     assert cost(g, "paired", [low, high, best], grace=2) == [6 * 4 * L] * 2
-    # shared: K=10 searches only K=5's best point: 4 configs at 15, 2 to 30 and 60, 2 seeds more
+    # shared: K=10 races only K=5's best point and the fixed ones, at full length: 4 configs on the 2 grace seeds,
+    # then the best alone
     assert cost(g, "race-iters-all-shared", [low, best, high], grace=2, transfer_points=1) == \
-        [6 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L, 4 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L]
+        [6 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L, 4 * 2 * L + 2 * L]
     # confirm: the search on the first 2 seeds, the 4 candidates (3 fixed + the tuned) on the 2 held back
     assert cost(g, "full", [best, high, low], rule="confirm") == [6 * 2 * L + 4 * 2 * L] * 2
 
