@@ -204,3 +204,39 @@ def test_the_benchmark_script_refuses_with_one_line_and_writes_nothing(tmp_path,
     doc = json.loads(out.read_text())
     assert {(r["strategy"], r["rule"]) for r in doc["rows"]} == {("full", "today"), ("today", "today")}
     assert all(r["ratio"] >= 1 for r in doc["rows"]) and doc["replays"] == 3
+
+
+def _seeds_run(grid, k: int, order: list[str], scheduler) -> dict[str, int]:
+    """Each point's seeds under a real Tune scheduler, fed one trial after another (no Ray start)."""
+    from types import SimpleNamespace
+
+    from ray.tune.utils import flatten_dict
+
+    from sweeps.progress import TrialReport
+
+    ran = {}
+    for c in order:
+        trial, done = SimpleNamespace(trial_id=c), []
+        scheduler.on_trial_add(None, trial)
+        for s in grid.seeds[k]:
+            done.append((s, {"AP_all": grid.val(k, c, s)}))
+            if scheduler.on_trial_result(None, trial, flatten_dict(TrialReport.of_seeds("val", done).to_metrics())) \
+                    == "STOP":
+                break
+        ran[c] = len(done)
+    return ran
+
+
+def test_today_and_paired_stop_where_the_sweeps_schedulers_do():
+    from sweeps.schedulers import make_scheduler
+
+    g = parse_grid(synthetic_grid(seeds=10, seed=5), "noisy")
+    for name in ("today", "paired"):
+        for order in (list(g.points), list(g.points)[::-1]):
+            mine = run_study(g, STRATEGIES[name], "today", 5, g.seeds[5], tuple(order))
+            sched = make_scheduler({"today": "asha"}.get(name, name), 10, grace=3, reduction=3, alpha=0.1,
+                                   metric="val_AP_all")
+            sched.set_search_properties("val_AP_all", "max")
+            theirs = _seeds_run(g, 5, order, sched)
+            assert {c: len(mine.seed_ap[c]) for c in order} == theirs
+            assert min(theirs.values()) < 10  # something stopped
