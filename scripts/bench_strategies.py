@@ -54,15 +54,18 @@ def bench(grid, strategies, rules: list[str], replays: int, seed: int, n_seeds: 
                         a[key].append(j[key])
                     a["same_as_full_today"].append(r.recommended == today.recommended)
                     a[f"recommended_K{r.k}"].append(r.recommended)
+                    a[f"K{r.k}"].append((j["same"], j["regret"], j["significantly_worse"], r.iterations))
     rows = []
     for (name, rule), a in acc.items():
         it, fc = _mean(a["iterations"]), _mean(a["full_cost"])
         recs = {k: _counts(v) for k, v in a.items() if k.startswith("recommended_")}
+        per_k = {str(k): dict(zip(("agree", "regret", "significantly_worse", "iterations"),
+                                  (_mean([x[i] for x in a[f"K{k}"]]) for i in range(4)))) for k in grid.shots}
         rows.append({"strategy": name, "rule": rule, "iterations": it, "images": it * grid.images_per_iteration,
                      "ratio": fc / it, "agree": _mean(a["same"]), "agree_full_today": _mean(a["same_as_full_today"]),
                      "regret": _mean(a["regret"]), "regret_p90": _quantile(a["regret"], 0.9),
                      "vs_full": _mean(a["vs_reference"]), "significantly_worse": _mean(a["significantly_worse"]),
-                     "recommended": recs})
+                     "per_k": per_k, "recommended": recs})
     return {"rows": rows}
 
 
