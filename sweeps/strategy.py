@@ -5,10 +5,11 @@ iterations, then continued). The decisions:
 
 - ASHA's (Ray Tune's ``ASHAScheduler`` rules, replayed exactly): ``asha_milestones`` and ``asha_continues``,
   on seeds alone (today's default) or on a ``ladder`` of (seeds, iterations) levels;
-- successive halving on iterations: ``halve`` keeps the best 1/reduction of the configs at a rung;
+- successive halving on iterations: ``halve`` keeps the best 1/reduction of the configs at a rung (a floor given);
 - racing over seeds (irace, SMAC's intensification): every config still alive runs the next seed, then
   ``race_drops`` drops each that a one-sided paired test (``paired_worse``) finds worse than the incumbent;
-- transfer across the studies of a split: ``transfer_first`` (another K's best points first) and ``ranking``;
+- transfer across the studies of a split: ``transfer_first`` (another K's best points first) and ``ranking`` (how far
+  each config got);
 - selection: today's rule is ``sweeps.selection.recommend``; ``one_se`` is the one-standard-error rule
   (paired); ``confirmation_split`` holds seeds back to confirm the tuned point on seeds its search did not use.
 
