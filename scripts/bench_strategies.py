@@ -33,13 +33,14 @@ from sweeps.strategy_replay import RULES, STRATEGIES, check, draw, full_cost, ju
 TARGETS = {"ratio": 5.0, "agree": 0.9, "regret": 0.5}  # issue 28
 
 
-def bench(grid, strategies, rules: list[str], replays: int, seed: int, n_seeds: int | None) -> dict[str, Any]:
+def bench(grid, strategies, rules: list[str], replays: int, seed: int, n_seeds: int | None,
+          n_points: int | None = None) -> dict[str, Any]:
     """Every strategy x rule on the same ``replays`` bootstrap draws; per-row means over replays and K."""
     full = STRATEGIES["full"]
     rng = random.Random(seed)
     acc: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for _ in range(replays):
-        rep = draw(grid, rng, n_seeds)
+        rep = draw(grid, rng, n_seeds, n_points)
         ref = {rule: replay_once(grid, full, rule, rep) for rule in set(rules) | {"today"}}
         cost = full_cost(grid, rep)
         for st in strategies:
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rules", default=",".join(RULES), help=f"comma-separated of {', '.join(RULES)}")
     p.add_argument("--grace", type=int, help="grace seeds of every strategy (default: each strategy's, 3)")
     p.add_argument("--seeds", type=int, help="seeds per replay (default: the grid's complete seeds per K)")
+    p.add_argument("--points", type=int, help="DKAN points a study's search meets (default: all recorded; the "
+                   "sweep's --trials 12 searches 11 besides the authors' defaults)")
     p.add_argument("--seed", type=int, default=0, help="the bootstrap's random seed")
     p.add_argument("--out", default="runs/bench_strategies.json")
     a = p.parse_args(argv)
@@ -119,13 +122,17 @@ def main(argv: list[str] | None = None) -> int:
         if a.self_check == bool(a.grid):
             raise GridError("pass --grid PATH or --self-check (one of them). Fix: e.g. --grid "
                             "benchmarks/data/neu_det_grid.json")
-        if a.replays < 1 or (a.seeds is not None and a.seeds < 2) or (a.grace is not None and a.grace < 1):
-            raise GridError("--replays, --seeds (at least 2) and --grace must be positive. Fix: e.g. --replays 200")
+        if a.replays < 1 or (a.seeds is not None and a.seeds < 2) or (a.grace is not None and a.grace < 1) or \
+                (a.points is not None and a.points < 1):
+            raise GridError("--replays, --seeds (at least 2), --grace and --points must be positive. Fix: e.g. "
+                            "--replays 200")
         grid = (parse_grid(synthetic_grid(), "synthetic", a.expect_dataset) if a.self_check
                 else load_grid(Path(a.grid), a.expect_dataset))
         names = [n for n in a.strategies.split(",") if n]
         rules = [r for r in a.rules.split(",") if r]
         strategies = check(grid, names, rules, a.seeds, a.grace)
+        if a.points is not None and a.points > len(grid.points):
+            raise GridError(f"--points {a.points}: the grid holds {len(grid.points)} DKAN points. Fix: at most that")
     except GridError as e:
         print(f"bench_strategies: {e}", file=sys.stderr)
         return 2
@@ -133,12 +140,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{grid.source}: data set {grid.dataset}, K {list(grid.shots)}, complete seeds "
           f"{ {k: len(v) for k, v in grid.seeds.items()} }, {len(grid.fixed)} fixed + {len(grid.points)} points, "
           f"rungs {list(grid.rungs)}; {a.replays} replays", flush=True)
-    out = bench(grid, strategies, rules, a.replays, a.seed, a.seeds)
+    out = bench(grid, strategies, rules, a.replays, a.seed, a.seeds, a.points)
     print(table(out["rows"]))
     doc = {"command": "python scripts/bench_strategies.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "date": time.strftime("%Y-%m-%d"), "grid": grid.source, "dataset": grid.dataset, "shots": list(grid.shots),
            "seeds": {str(k): list(v) for k, v in grid.seeds.items()}, "rungs": list(grid.rungs),
-           "replays": a.replays, "strategies": {s.name: s.about for s in strategies}, "targets": TARGETS,
+           "replays": a.replays, "points_per_search": a.points or len(grid.points),
+           "strategies": {s.name: s.about for s in strategies}, "targets": TARGETS,
            "seconds": round(time.time() - t0, 1), **out}
     write_json(Path(a.out), doc)
     print(f"wrote {a.out} ({doc['seconds']:.0f} s)")

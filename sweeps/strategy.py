@@ -145,10 +145,10 @@ def ranking(reached: Mapping[str, tuple[int, int, float]]) -> list[str]:
 
 
 def transfer_first(previous: Sequence[str], order: Sequence[str], m: int) -> list[str]:
-    """The order a study meets its points in: the previous study's best ``m`` of them first, then the rest
-    in their own order."""
-    first = [c for c in previous if c in set(order)][:m]
-    return first + [c for c in order if c not in first]
+    """The points a study's search meets: the previous study's best ``m`` first, then its own in their order, as
+    many in all as its own order holds."""
+    first = list(previous[:m])
+    return (first + [c for c in order if c not in first])[:max(len(order), len(first))]
 
 
 # --- selection rules besides today's (sweeps.selection.recommend) ------------------------------------------

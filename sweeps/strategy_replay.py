@@ -233,7 +233,7 @@ def run_study(grid: Grid, st: Strategy, rule: str, k: int, slots: tuple[int, ...
     if previous is not None and st.transfer == "first":
         points = transfer_first(previous.ranking, points, st.transfer_points)
     elif previous is not None and st.transfer == "shared":  # points screened already: no short rungs again
-        points = transfer_first(previous.ranking, points, st.transfer_points)[:st.transfer_points]
+        points = list(previous.ranking[:st.transfer_points])
         st = replace(st, on_iterations=False)
     fixed = list(grid.fixed)
     if st.seeds == "race":
@@ -266,16 +266,16 @@ def replay_once(grid: Grid, st: Strategy, rule: str, replay: Replay) -> list[Stu
     return out
 
 
-def draw(grid: Grid, rng: random.Random, n_seeds: int | None = None) -> Replay:
-    """A bootstrap replay: each K's seeds drawn with replacement from its recorded ones, the points shuffled."""
+def draw(grid: Grid, rng: random.Random, n_seeds: int | None = None, n_points: int | None = None) -> Replay:
+    """A bootstrap replay: each K's seeds drawn with replacement from its recorded ones; the search meets
+    ``n_points`` of the points (all), in a random order."""
     slots = {k: tuple(rng.choices(grid.seeds[k], k=n_seeds or len(grid.seeds[k]))) for k in grid.shots}
-    return Replay(slots, {k: tuple(rng.sample(grid.points, len(grid.points))) for k in grid.shots})
+    return Replay(slots, {k: tuple(rng.sample(grid.points, n_points or len(grid.points))) for k in grid.shots})
 
 
 def full_cost(grid: Grid, replay: Replay) -> int:
-    """Every config on every seed at full length."""
-    n = len(grid.fixed) + len(grid.points)
-    return sum(n * len(replay.slots[k]) * grid.length for k in grid.shots)
+    """Every config the replay's search meets and every fixed candidate on every seed at full length."""
+    return sum((len(grid.fixed) + len(replay.order[k])) * len(replay.slots[k]) * grid.length for k in grid.shots)
 
 
 def on_test(grid: Grid, k: int, config: str, slots: tuple[int, ...]) -> dict[int, float]:

@@ -25,7 +25,17 @@ from sweeps.strategy import (
     race_drops,
     transfer_first,
 )
-from sweeps.strategy_replay import STRATEGIES, Replay, apply_rule, check, draw, judge, replay_once, run_study
+from sweeps.strategy_replay import (
+    STRATEGIES,
+    Replay,
+    apply_rule,
+    check,
+    draw,
+    full_cost,
+    judge,
+    replay_once,
+    run_study,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 L = 60  # full length of the tiny grid (rungs 15, 30, 60)
@@ -96,6 +106,10 @@ def test_each_strategy_spends_what_it_should():
     # then the best alone
     assert cost(g, "race-iters-all-shared", [low, best, high], grace=2, transfer_points=1) == \
         [6 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L, 4 * 2 * L + 2 * L]
+    # a search that meets 2 of the 3 points (the sweep's --trials 12 meets 11 besides the defaults)
+    rep = draw(g, random.Random(0), n_points=2)
+    assert [r.iterations for r in replay_once(g, STRATEGIES["full"], "today", rep)] == [5 * 4 * L] * 2
+    assert full_cost(g, rep) == 2 * 5 * 4 * L
     # confirm: the search on the first 2 seeds, the 4 candidates (3 fixed + the tuned) on the 2 held back
     assert cost(g, "full", [best, high, low], rule="confirm") == [6 * 2 * L + 4 * 2 * L] * 2
 
@@ -118,6 +132,7 @@ def test_racing_drops_a_clearly_worse_config_after_the_grace_seeds_and_never_the
 
 def test_transfer_puts_the_other_studys_best_first():
     assert transfer_first(["p02", "p09", "p01"], ["p01", "p05", "p09", "p02"], 2) == ["p02", "p09", "p01", "p05"]
+    assert transfer_first(["p02", "p09", "p01"], ["p01", "p05", "p03"], 2) == ["p02", "p09", "p01"]  # not met else
     g = tiny(points=6)
     order = by_val(g, 5)[::-1]  # the search would meet the best last
     k5, k10 = replay_once(g, STRATEGIES["today-first"], "today", one(g, order))
