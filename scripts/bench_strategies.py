@@ -119,6 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/bench_strategies.json")
     a = p.parse_args(argv)
     try:
+        if a.self_check and a.points:
+            raise GridError("--self-check checks that the full budget finds the known best point: every point must be "
+                            "met. Fix: leave out --points")
         if a.self_check == bool(a.grid):
             raise GridError("pass --grid PATH or --self-check (one of them). Fix: e.g. --grid "
                             "benchmarks/data/neu_det_grid.json")
