@@ -18,13 +18,13 @@ trial's per-seed results (``scripts/record_trials.py``), so schedulers compare e
 
 from __future__ import annotations
 
-import math
-from typing import Any, Sequence
+from typing import Any
 
 from ray.tune.experiment import Trial
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, TrialScheduler
 
 from sweeps.core.progress import SEEDS_DONE, TrialReport
+from sweeps.core.strategy import paired_worse  # the pure test, shared with the replayed strategies
 
 TESTS = ("t", "wilcoxon")
 SCHEDULERS = ("asha", "paired", "fifo")
@@ -34,28 +34,6 @@ def seed_values(result: dict[str, Any] | None) -> dict[int, float]:
     """Each seed's AP_all in a trial's result (NaN seeds left out: they pair with nothing)."""
     report = TrialReport.from_result(result)
     return report.finite_seed_ap() if report else {}
-
-
-def paired_worse(x: Sequence[float], best: Sequence[float], alpha: float, test: str = "t") -> bool:
-    """True when ``x`` is worse than ``best`` (higher is better) on paired values, one-sided at ``alpha``.
-
-    ``t``: the mean difference is below 0 and so is its one-sided upper bound at level ``alpha``
-    (Student t, n-1 degrees of freedom; needs 2 pairs). ``wilcoxon``: the signed-rank test's
-    one-sided p-value is below ``alpha`` (exact for few pairs: with n pairs it is at least 2^-n,
-    so it cannot stop before log2(1/alpha) seeds)."""
-    from scipy import stats
-
-    d = [a - b for a, b in zip(x, best)]
-    n = len(d)
-    if n < 2 or sum(d) >= 0:
-        return False
-    if test == "wilcoxon":
-        if all(v == 0 for v in d):
-            return False
-        return bool(stats.wilcoxon(d, alternative="less").pvalue < alpha)
-    mean = sum(d) / n
-    sd = math.sqrt(sum((v - mean) ** 2 for v in d) / (n - 1))
-    return bool(mean + stats.t.ppf(1 - alpha, n - 1) * sd / math.sqrt(n) < 0)
 
 
 class PairedSeedScheduler(FIFOScheduler):
