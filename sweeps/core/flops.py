@@ -78,8 +78,10 @@ def count_flops(base: ModelConfig, finetune: ModelConfig, n_base: int, n_all: in
     h, w = image_hw
     test_hw, base_hw = (padded_size(h, w, c.min_size, c.max_size) for c in (finetune, base))
     # a convolution's FLOPs grow with the canvas's area: each training size's dense part is the test size's scaled
-    area = lambda cfg, at: sum(math.prod(padded_size(h, w, s, cfg.max_size)) for s in (cfg.train_min_sizes or [  # noqa: E731
-        cfg.min_size])) / len(cfg.train_min_sizes or [cfg.min_size]) / math.prod(at)
+    def area(cfg, at) -> float:
+        sizes = cfg.train_min_sizes or [cfg.min_size]
+        return sum(math.prod(padded_size(h, w, s, cfg.max_size)) for s in sizes) / len(sizes) / math.prod(at)
+
     scale = area(finetune, test_hw)
     step, miss, view = {}, {}, {}
     for m, s in students.items():
