@@ -169,12 +169,13 @@ def _tuned(plan: Plan, trials: list[TrialSummary], defaults: TrialSummary | None
     return (max(pool, key=lambda t: t.objective) if pool else None), how
 
 
-def recommend(candidates: dict[str, Candidate], margin: float) -> tuple[str, list[Step]]:
-    """The rule (module docstring) over candidates given simplest first."""
+def recommend(candidates: dict[str, Candidate], margin: float, compare=paired) -> tuple[str, list[Step]]:
+    """The rule (module docstring) over candidates given simplest first. ``compare``: the paired statistics
+    (``dkan.evaluation.stats.paired``; a replay passes a t-only one: the rule reads the mean and its interval)."""
     names = list(candidates)
     standing, steps = names[0], []
     for name in names[1:]:
-        d = paired(candidates[name].seed_ap, candidates[standing].seed_ap)
+        d = compare(candidates[name].seed_ap, candidates[standing].seed_ap)
         better = (math.isfinite(d["mean_diff"]) and d["mean_diff"] >= margin and math.isfinite(d["ci95_low"])
                   and d["ci95_low"] > 0)
         steps.append(Step(name, standing, d, better))

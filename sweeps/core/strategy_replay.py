@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import math
 import random
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any
 
 from sweeps.core.grid import Grid, GridError
 from sweeps.core.plan import Budget
@@ -199,27 +198,13 @@ class _Seeds:  # what sweeps.core.selection.recommend reads of a candidate
     seed_ap: dict[int, float]
 
 
-@contextmanager
-def t_only() -> Iterator[None]:
-    """``sweeps.core.selection.recommend`` with ``paired_t`` for ``paired``: the rule reads the mean difference and its
-    95% t interval only, and the Wilcoxon p it does not read costs 0.7 s a call on a bootstrap's tied seeds."""
-    import sweeps.core.selection as selection
-
-    keep = selection.paired
-    selection.paired = paired_t
-    try:
-        yield
-    finally:
-        selection.paired = keep
-
-
 def apply_rule(rule: str, candidates: dict[str, str], seed_ap: dict[str, dict[int, float]]) -> str:
     """The config a selection rule recommends among ``candidates`` (name -> config, simplest first)."""
     if rule == "one-se":
         name = one_se({n: seed_ap[c] for n, c in candidates.items()})
     else:
-        with t_only():
-            name, _ = recommend({n: _Seeds(seed_ap[c]) for n, c in candidates.items()}, MARGIN)
+        # t only: the Wilcoxon p the rule does not read costs 0.7 s a call on a bootstrap's tied seeds
+        name, _ = recommend({n: _Seeds(seed_ap[c]) for n, c in candidates.items()}, MARGIN, compare=paired_t)
     return candidates[name]
 
 
