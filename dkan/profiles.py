@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import sys
 
-import torch
-
 from dkan.config import (
     BaseTrainConfig,
     ConfigError,
@@ -35,6 +33,8 @@ def choose_profile(name: str | None) -> str:
         if name not in PROFILES:
             raise ConfigError(f"unknown profile {name!r}. Fix: choose one of {PROFILES}")
         return name
+    import torch  # lazily: a plan (sweeps.core) reads the profiles without loading torch
+
     auto = "paper" if torch.cuda.is_available() else "cpu-quick"
     why = "a GPU is" if auto == "paper" else "no GPU is"
     print(f"notice: no --profile given; using {auto!r} ({why} available). Pass --profile to choose.", file=sys.stderr)

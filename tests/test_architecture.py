@@ -138,6 +138,16 @@ def test_importing_the_core_loads_no_ray_optuna_or_mlflow():
     assert out.stdout.strip() == "[]"
 
 
+def test_importing_the_core_loads_neither_torch_nor_scipy_stats():
+    """The decisions import in a fraction of a second (torch and scipy.stats take seconds): they load lazily,
+    where a function needs them."""
+    code = (f"import sys\nfor m in {sorted(CORE_MAY_IMPORT)!r}:\n    __import__(m)\n"
+            "print(sorted(k for k in ('torch', 'torchvision', 'scipy.stats') if k in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_no_import_cycles_lazy_imports_included():
     assert _cycles(_graph()) == []
 

@@ -11,7 +11,6 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from scipy import stats as sps
 
 ALPHA = 0.05
 CONFIDENCE = 0.95
@@ -45,6 +44,8 @@ def paired(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, object]:
     elif np.all(d == 0):
         p, note = 1.0, "all paired differences are zero"
     else:
+        from scipy import stats as sps  # lazily: importing scipy.stats takes most of a second
+
         p = float(sps.wilcoxon(d).pvalue)
         note = wilcoxon_floor(len(d))
     return {
@@ -120,6 +121,8 @@ def retention_per_seed(
 def _t_interval(mean: float, sd: float, n: int) -> tuple[float, float]:
     if n < 2 or math.isnan(sd):
         return math.nan, math.nan
+    from scipy import stats as sps
+
     half = float(sps.t.ppf(0.5 + CONFIDENCE / 2, n - 1)) * sd / math.sqrt(n)
     return mean - half, mean + half
 

@@ -26,8 +26,6 @@ from typing import Any
 from dkan import runfolder
 from dkan.data.coco import load_coco_json
 from dkan.data.splits import resolve_class_split
-from dkan.distill.cache import CPU_DEFAULT_MB, CUDA_MAX_DEFAULT_MB
-from dkan.engine.train import Schedule
 from sweeps.core.flops import DetectorFlops, cached_flops
 from sweeps.core.plan import ClassSplitSpec, Plan, StudySpec
 
@@ -252,6 +250,8 @@ def base_iterations(plan: Plan, split: ClassSplitSpec) -> int:
     sizes = data_sizes(plan)
     base = resolve_class_split(list(sizes.classes), **split.data_fields()).base
     images = set().union(*(sizes.train_images_of[c] for c in base))
+    from dkan.engine.train import Schedule  # lazily, as torch: the estimate is read before any work
+
     return Schedule.of(plan.base_template(split).optim, len(images)).iterations
 
 
@@ -294,6 +294,8 @@ def model_rates(plan: Plan, keep: bool = True) -> Rates:
     steps = ft.optim.iterations * ft.optim.batch_size
     views = max(plan.shots) * len(sizes.classes)  # the K-shot set's images at most
     views *= (1 + (ft.data.hflip > 0)) * (1 + (ft.data.vflip > 0)) * len(ft.model.train_min_sizes or [1])
+    from dkan.distill.cache import CPU_DEFAULT_MB, CUDA_MAX_DEFAULT_MB
+
     mb = ft.cache_mb if ft.cache_mb >= 0 else CUDA_MAX_DEFAULT_MB if plan.resources.gpus_per_worker else CPU_DEFAULT_MB
     per_image = 0.0
     for m, n in mix.items():
