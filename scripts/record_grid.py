@@ -131,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="a folder written by `dkan prepare-data`")
     p.add_argument("--split", default="1", help="the class split (a NEU-DET split number)")
+    p.add_argument("--base", metavar="A,B,C", help="your own split's base classes (any data set; instead of --split)")
+    p.add_argument("--novel", metavar="D,E", help="its novel classes (default: the data set's other classes)")
     p.add_argument("--shots", type=parse_int_list, default=[5, 10])
     p.add_argument("--seeds", type=parse_int_list, default=list(range(1, 11)))
     p.add_argument("--points", type=int, default=12, help="sampled DKAN points (besides the fixed candidates)")
@@ -148,7 +150,8 @@ def main(argv: list[str] | None = None) -> None:
     if not fractions or any(not 0 < f <= 1 for f in fractions) or max(fractions) != 1:
         p.error(f"--fractions {a.fractions!r}: fractions in (0, 1], the last 1 (the full run)")
     out = Path(a.out).absolute()
-    argv_plan = ["--data", a.data, "--splits", a.split, "--shots", ",".join(map(str, a.shots)),
+    split_args = ["--base", a.base, *(["--novel", a.novel] if a.novel else [])] if a.base else ["--splits", a.split]
+    argv_plan = ["--data", a.data, *split_args, "--shots", ",".join(map(str, a.shots)),
                  "--seeds", ",".join(map(str, a.seeds)), "--profile", "cpu-quick", "--out", str(out),
                  "--finetune-iterations", str(a.finetune_iterations), "--base-iterations", str(a.base_iterations),
                  *(["--cache-dir", a.cache_dir] if a.cache_dir else [])]
