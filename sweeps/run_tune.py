@@ -229,7 +229,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def run(args: argparse.Namespace) -> int:
     """The sweep of parsed arguments; the exit code (2: bad input, 130: interrupted)."""
-
     t0 = time.time()
     try:
         with storage_errors():  # disk full, read-only or no permission: one clear line
@@ -238,11 +237,12 @@ def run(args: argparse.Namespace) -> int:
                 return dry_run(args)
             with one_sweep_in(Path(args.out)):  # before the heavy imports: a second sweep is refused at once
                 from sweeps.core.inputs import build_plan
+
+                plan = build_plan(args)  # every input checked before Ray, Optuna and MLflow load (seconds, a GB)
                 from sweeps.shell.search import SweepInterrupted
                 from sweeps.shell.sweep import run_sweep
 
                 try:
-                    plan = build_plan(args)
                     run_sweep(plan, args.address, args.num_cpus, args.resume)
                 except SweepInterrupted as e:
                     print(f"\n{e}", file=sys.stderr)

@@ -35,7 +35,7 @@ from sweeps.core.plan import (
     Plan,
     PlanError,
 )
-from sweeps.core.space import Space, describe_space, first_points, load_space, point_of, value_in
+from sweeps.core.space import SearchSpaceError, Space, describe_space, first_points, load_space, point_of, value_in
 from sweeps.tracking import check_tracking_uri, sqlite_uri
 
 OBJECTIVES = ("ap_all", "pareto")
@@ -54,6 +54,11 @@ def build_plan(args: argparse.Namespace, prepare: bool = True) -> Plan:
     seeds = args.seeds or (QUICK_SEEDS if embedded else ALL_SEEDS)
     splits = class_splits(args, data_root)
     data = check_data(data_root, splits, args.shots, seeds)
+    # the files handed in, checked (size, anchors) before the profile's GPU probe loads torch (a second)
+    if args.search_space:
+        read_yaml(Path(args.search_space), "search-space file", SearchSpaceError)
+    if args.points:
+        read_yaml(Path(args.points), "--points file", PlanError)
     profile = choose_profile(args.profile)
     # cpu-quick sizes its input from the data (recorded by prepare-data); paper keeps the authors' 800 px
     input_size = data.manifest().get("input_size") if profile == "cpu-quick" else None
