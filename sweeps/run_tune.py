@@ -56,9 +56,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int, help="ASHA: seeds every trial runs before it can be stopped (default 3; 1 on the embedded default)",
     )
     a("--reduction-factor", type=int, help="ASHA reduction factor (default 3)")
-    a("--scheduler", choices=("asha", "paired", "fifo"), help="how weak trials stop between seeds: asha (default), "
-      "paired (a per-seed paired t test against the incumbent, sweeps/shell/schedulers.py), fifo (= --no-early-stop)")
-    a("--paired-alpha", type=float, help="--scheduler paired: one-sided level of the test (default 0.1)")
+    a("--scheduler", choices=("asha", "paired", "race", "fifo"), help="how weak trials stop between seeds: asha "
+      "(default), paired (a per-seed paired t test against the incumbent, sweeps/shell/schedulers.py), race (the "
+      "paired test on the fixed candidates too, the search's trials compared with them), fifo (= --no-early-stop)")
+    a("--paired-alpha", type=float, help="--scheduler paired or race: one-sided level of the test (default 0.1)")
     a("--workers", type=int, default=1, help="Ray Train workers (DDP) per fine-tune")
     a("--cpus-per-worker", type=float, default=1.0)
     a("--gpus-per-worker", type=float, default=0.0, help="may be fractional (e.g. 0.5: two workers share a GPU)")

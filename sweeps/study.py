@@ -80,12 +80,25 @@ def run_on_val(plan: Plan, study: StudySpec, parent: str, base_ap: float | None,
             told = [c.name for c in plan.shape.of_role("defaults") if c.method == shape.method]
             prior = tuple((start, _objective(runs, name)) for name in told)
             points = tuple(p for p in plan.extra_points if p != start)
-            spec = RunSpec(shape.name, shape.method, shape.space, shape.trials, points, prior, base_ap=base_ap)
+            spec = RunSpec(shape.name, shape.method, shape.space, shape.trials, points, prior, base_ap=base_ap,
+                           rivals=_rivals(runs))
         else:  # a baseline's own search over the keys it uses, its profile values first
             start = first_points(shape.space, study.template)
             spec = RunSpec(shape.name, shape.method, shape.space, shape.trials, (start,), base_ap=base_ap)
         runs.append((spec, tune_run(plan, study, parent, resume, spec)))
     return runs
+
+
+def _rivals(runs: list) -> dict[str, dict[int, float]]:
+    """Each finished trial of the study's runs so far: its per-seed AP_all (what --scheduler race compares the
+    next run's trials with)."""
+    out = {}
+    for spec, grid in runs:
+        for i, r in enumerate(grid):
+            report = TrialReport.from_result(r.metrics) if r.error is None else None
+            if report and report.finite_seed_ap():
+                out[f"{spec.name}:{(r.config or {}).get('candidate', i)}"] = report.finite_seed_ap()
+    return out
 
 
 def _objective(runs: list, candidate: str) -> float:

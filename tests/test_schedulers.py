@@ -85,3 +85,17 @@ def test_replay_of_the_recording_keeps_the_all_seeds_choice_with_fewer_finetunes
     assert out["finetunes"] < len(rec.trials) * len(rec.seeds)
     assert out["min_seeds_run"] >= 2
     assert set(out["seeds_per_trial"]) == set(rec.trials)
+
+
+def test_race_compares_a_trial_with_the_runs_before_it_and_never_stops_them():
+    """A search trial under --scheduler race is stopped by a fixed candidate's seeds (a rival), though no other
+    search trial has reported yet; the rival is never stopped, nor reported."""
+    rival = [0.5, 0.3, 0.6, 0.4]
+    s = make_scheduler("race", n_seeds=4, grace=2, alpha=0.1, rivals={"candidates:tfa": dict(enumerate(rival, 1))})
+    s.set_search_properties("val_AP_all", "max")
+    assert s.incumbent("t1") == "rival:candidates:tfa"
+    assert _report(s, "t1", [0.1]) == "CONTINUE"  # grace
+    assert _report(s, "t1", [0.1, -0.09]) == "STOP" and s.stopped == {"t1": 2}
+    assert _report(s, "t2", [0.55, 0.35]) == "CONTINUE"  # better than the rival: goes on
+    with pytest.raises(ValueError, match="scheduler"):
+        make_scheduler("racing", n_seeds=4, grace=2)

@@ -271,3 +271,24 @@ def test_today_and_paired_stop_where_the_sweeps_schedulers_do():
             theirs = _seeds_run(g, 5, order, sched)
             assert {c: len(mine.seed_ap[c]) for c in order} == theirs
             assert min(theirs.values()) < 10  # something stopped
+
+
+def test_paired_all_stops_where_the_sweeps_race_scheduler_does():
+    """--scheduler race: the fixed candidates' run raced among themselves, then the search's trials compared with
+    them and with each other (their per-seed AP handed over as rivals): the replay's paired-all, seed for seed."""
+    from sweeps.shell.schedulers import make_scheduler
+
+    g = parse_grid(synthetic_grid(seeds=10, seed=5), "noisy")
+    for order in (list(g.points), list(g.points)[::-1]):
+        mine = run_study(g, STRATEGIES["paired-all"], "today", 5, g.seeds[5], tuple(order))
+        fixed_run = make_scheduler("race", 10, grace=3, alpha=0.1)
+        fixed_run.set_search_properties("val_AP_all", "max")
+        theirs = _seeds_run(g, 5, list(g.fixed), fixed_run)
+        rivals = {c: {s: g.val(5, c, s) for s in g.seeds[5][:theirs[c]]} for c in g.fixed}
+        search = make_scheduler("race", 10, grace=3, alpha=0.1, metric="val_AP_all", rivals=rivals)
+        search.set_search_properties("val_AP_all", "max")
+        theirs.update(_seeds_run(g, 5, order, search))
+        assert {c: len(mine.seed_ap[c]) for c in [*g.fixed, *order]} == theirs
+        assert min(theirs.values()) < 10 and not set(search.stopped) & {f"rival:{c}" for c in g.fixed}
+    # paired (not race) ignores rivals: the search compares its trials only with each other
+    assert make_scheduler("paired", 10, grace=3, rivals={"tfa": {1: 0.9, 2: 0.9, 3: 0.9}}).incumbent("x") is None

@@ -40,8 +40,8 @@ class Budget:
     grace_seeds: int = 3  # ASHA: seeds every trial gets before it can be stopped
     reduction_factor: int = 3
     early_stop: bool = True  # False: every trial runs every seed (FIFO)
-    scheduler: str = "asha"  # asha | paired (sweeps.shell.schedulers) | fifo: how weak trials stop between seeds
-    paired_alpha: float = 0.1  # paired: the one-sided level of the per-seed t test against the incumbent
+    scheduler: str = "asha"  # asha | paired | race (sweeps.shell.schedulers) | fifo: how weak trials stop between seeds
+    paired_alpha: float = 0.1  # paired, race: the one-sided level of the per-seed t test against the incumbent
     max_failures: int = 2  # a trial (or base training) whose worker, driver or node was lost: retries
     candidates: tuple[str, ...] = METHODS  # compared on val (sweeps.core.shape); dkan: its defaults and the tuned
     margin: float = 0.005  # a candidate replaces a simpler one when it beats it by this much AP_all (and its CI > 0)
@@ -176,9 +176,11 @@ class Plan:
         worst = b.trials * len(self.seeds) * studies
         stop = (f"ASHA on seeds_done (grace {b.grace_seeds} seeds, reduction {b.reduction_factor}); at most {worst} "
                 "seed fine-tunes") if b.early_stop else f"off: every trial runs every seed ({worst} seed fine-tunes)"
-        if b.early_stop and b.scheduler == "paired":
-            stop = (f"paired per-seed t test against the incumbent (alpha {b.paired_alpha:g}, grace {b.grace_seeds} "
-                    f"seeds); at most {worst} seed fine-tunes")
+        if b.early_stop and b.scheduler in ("paired", "race"):
+            who = "each run (the fixed candidates too)" if b.scheduler == "race" else "each search trial"
+            stop = (f"{b.scheduler}: {who} stops when a paired per-seed t test finds it worse than the best run "
+                    f"before it (alpha {b.paired_alpha:g}, grace {b.grace_seeds} seeds); at most {worst} seed "
+                    "fine-tunes")
         paper = " (PAPER PROTOCOL: selected on test, as the paper did)" if self.protocol == "paper" else ""
         objective = (f"Pareto front of {self.select_split} AP_novel and AP_B retention, the pick: the best AP_all "
                      f"keeping {self.min_retention:.0%} of the base model's AP_B"

@@ -61,6 +61,7 @@ class RunSpec:
     prior: tuple[tuple[dict[str, Any], float], ...] = ()  # already evaluated elsewhere: (point, objective)
     fixed: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)  # candidate -> (method, point)
     base_ap: float | None = None  # the base model's AP_base on the selection split (for the retention)
+    rivals: dict[str, dict[int, float]] = field(default_factory=dict)  # runs before: name -> seed -> AP (race)
 
 
 @dataclass(frozen=True)

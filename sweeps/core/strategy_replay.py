@@ -59,6 +59,9 @@ STRATEGIES = {s.name: s for s in (
     Strategy("today", "ASHA on seeds (grace 3, reduction 3), every trial at full length; fixed on every seed", "asha"),
     Strategy("paired", "today's --scheduler paired: a trial stops when a paired t (alpha 0.1) finds it worse than "
              "the best trial before it", "paired"),
+    Strategy("paired-all", "the paired scheduler on the fixed candidates too (--scheduler race): each run stops when "
+             "a paired t (alpha 0.1) finds it worse than the best run before it, fixed or searched", "paired",
+             race_fixed=True),
     Strategy("asha-iters", "ASHA on (seeds, iterations): the grace seeds at each shorter rung first", "asha", True),
     Strategy("race", "racing over seeds, paired one-sided t (alpha 0.1) against the incumbent; fixed on every "
              "seed", "race"),
@@ -223,6 +226,8 @@ def run_study(grid: Grid, st: Strategy, rule: str, k: int, slots: tuple[int, ...
     fixed = list(grid.fixed)
     if st.seeds == "race":
         _race(st, runs, fixed, points, use)
+    elif st.seeds == "paired" and st.race_fixed:  # the fixed candidates first, then the search, one incumbent pool
+        _paired(st, runs, fixed + points, use)
     else:
         for c in fixed + (points if st.seeds == "all" else []):
             runs.full(c, use)

@@ -27,7 +27,7 @@ from sweeps.core.progress import SEEDS_DONE, TrialReport
 from sweeps.core.strategy import paired_worse  # the pure test, shared with the replayed strategies
 
 TESTS = ("t", "wilcoxon")
-SCHEDULERS = ("asha", "paired", "fifo")
+SCHEDULERS = ("asha", "paired", "race", "fifo")
 
 
 def seed_values(result: dict[str, Any] | None) -> dict[int, float]:
@@ -47,7 +47,8 @@ class PairedSeedScheduler(FIFOScheduler):
     _supports_buffered_results = False  # a decision after every seed, as ASHA's rungs
 
     def __init__(self, n_seeds: int, grace_seeds: int = 2, alpha: float = 0.1, test: str = "t",
-                 metric: str | None = None, mode: str | None = None) -> None:
+                 metric: str | None = None, mode: str | None = None,
+                 rivals: dict[str, dict[int, float]] | None = None) -> None:
         super().__init__()
         if test not in TESTS:
             raise ValueError(f"test {test!r}: choose one of {TESTS}")
@@ -55,7 +56,9 @@ class PairedSeedScheduler(FIFOScheduler):
             raise ValueError(f"alpha {alpha}: must lie in (0, 1)")
         self.n_seeds, self.grace, self.alpha, self.test = n_seeds, max(1, grace_seeds), alpha, test
         self._metric, self._sign = metric, -1.0 if mode == "min" else 1.0
-        self._seeds: dict[str, dict[int, float]] = {}  # trial id -> seed -> AP_all (as reported)
+        # trial id -> seed -> AP_all (as reported); ``rivals``: runs before this Tune run (the fixed candidates,
+        # under --scheduler race), in the incumbent's pool but never stopped here
+        self._seeds: dict[str, dict[int, float]] = {f"rival:{k}": dict(v) for k, v in (rivals or {}).items()}
         self.stopped: dict[str, int] = {}  # trial id -> seeds it had run when stopped
 
     def set_search_properties(self, metric: str | None, mode: str | None, **spec) -> bool:
@@ -107,9 +110,10 @@ class PairedSeedScheduler(FIFOScheduler):
 
 
 def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alpha: float = 0.1,
-                   metric: str | None = None) -> TrialScheduler:
-    """The sweep's scheduler: ``asha`` (on seeds_done), ``paired`` (a t test at ``alpha``) or ``fifo``
-    (every trial runs every seed). ``metric`` (maximised): the scheduler's own, where the search has
+                   metric: str | None = None, rivals: dict[str, dict[int, float]] | None = None) -> TrialScheduler:
+    """The sweep's scheduler: ``asha`` (on seeds_done), ``paired`` (a t test at ``alpha``), ``race`` (the paired
+    test, its incumbent chosen among ``rivals`` too: each run's per-seed AP from the study's runs before this one)
+    or ``fifo`` (every trial runs every seed). ``metric`` (maximised): the scheduler's own, where the search has
     several (the Pareto search); else Tune's."""
     if kind not in SCHEDULERS:
         raise ValueError(f"scheduler {kind!r}: choose one of {SCHEDULERS}")
@@ -117,6 +121,7 @@ def make_scheduler(kind: str, n_seeds: int, grace: int, reduction: int = 3, alph
     if kind == "asha":
         return ASHAScheduler(time_attr=SEEDS_DONE, max_t=n_seeds, grace_period=min(grace, n_seeds),
                              reduction_factor=reduction, **own)
-    if kind == "paired":
-        return PairedSeedScheduler(n_seeds=n_seeds, grace_seeds=grace, alpha=alpha, **own)
+    if kind in ("paired", "race"):
+        return PairedSeedScheduler(n_seeds=n_seeds, grace_seeds=grace, alpha=alpha,
+                                   rivals=rivals if kind == "race" else None, **own)
     return FIFOScheduler()

@@ -3,8 +3,9 @@ Train run per trial, a ``fit`` per seed):
 
 - ``candidates``: the fixed candidates side by side, every one on every seed: TFA and plain (when the
   space holds no key they use), DKAN with the authors' defaults;
-- ``search``: Optuna's TPE over the space for DKAN, told the defaults' result first, ASHA stopping
-  weak trials between seeds;
+- ``search``: Optuna's TPE over the space for DKAN, told the defaults' result first, the scheduler stopping
+  weak trials between seeds (``sweeps.shell.schedulers``; under ``race`` the fixed candidates are raced too
+  and the search's trials are compared with them);
 - ``search_<method>``: a baseline's own search, when the space holds keys it uses (e.g. ``optim.lr``).
 
 The trace of one seed: ``tune_run`` (the Tuner) -> ``seed_trial`` (a Tune trial) ->
@@ -68,13 +69,22 @@ def tune_run(plan: Plan, study: StudySpec, parent_run: str, resume: bool, spec: 
                                     # a trial whose driver's node was lost starts again: at its next seed
                                     failure_config=tune.FailureConfig(max_failures=plan.budget.max_failures),
                                     verbose=1 if plan.verbose else 0)  # Tune's tables only with --verbose
-        if spec.fixed:  # every candidate on every seed: nothing stops early
+        if spec.fixed:  # side by side; raced under --scheduler race, else every candidate on every seed
             return tune.Tuner(trainable, param_space={"candidate": tune.grid_search(list(spec.fixed))},
-                              tune_config=tune.TuneConfig(max_concurrent_trials=plan.max_concurrent),
-                              run_config=run_config)
+                              tune_config=_fixed_config(plan), run_config=run_config)
         return tune.Tuner(trainable, tune_config=_search_config(plan, study, spec), run_config=run_config)
 
     return fit_tuner(path, trainable, resume, make)
+
+
+def _fixed_config(plan: Plan) -> tune.TuneConfig:
+    """The fixed candidates' run: under --scheduler race a paired test stops a candidate that is worse than
+    the best of the others (grace seeds first); else nothing stops early."""
+    b = plan.budget
+    if not (b.early_stop and b.scheduler == "race"):
+        return tune.TuneConfig(max_concurrent_trials=plan.max_concurrent)
+    return tune.TuneConfig(metric=plan.objective, mode="max", max_concurrent_trials=plan.max_concurrent,
+                           scheduler=make_scheduler("race", len(plan.seeds), b.grace_seeds, alpha=b.paired_alpha))
 
 
 def _search_config(plan: Plan, study: StudySpec, spec: RunSpec) -> tune.TuneConfig:
@@ -92,7 +102,7 @@ def _search_config(plan: Plan, study: StudySpec, spec: RunSpec) -> tune.TuneConf
             if math.isfinite(value):
                 searcher.add_evaluated_point(point, value)
     scheduler = make_scheduler(b.scheduler if b.early_stop else "fifo", n, b.grace_seeds, b.reduction_factor,
-                               b.paired_alpha, metric=plan.objective if pareto else None)
+                               b.paired_alpha, metric=plan.objective if pareto else None, rivals=spec.rivals)
     return tune.TuneConfig(metric=None if pareto else plan.objective, mode=None if pareto else "max",
                            scheduler=scheduler, num_samples=spec.trials,
                            search_alg=ConcurrencyLimiter(searcher, max_concurrent=plan.max_concurrent))
