@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strategies", default=",".join(STRATEGIES), help=f"comma-separated of {', '.join(STRATEGIES)}")
     p.add_argument("--rules", default=",".join(RULES), help=f"comma-separated of {', '.join(RULES)}")
     p.add_argument("--grace", type=int, help="grace seeds of every strategy (default: each strategy's, 3)")
+    p.add_argument("--alpha", type=float, help="one-sided level of the paired test of every strategy that races or "
+                   "pairs (default: each strategy's, 0.1; the sweep's --paired-alpha)")
     p.add_argument("--seeds", type=int, help="seeds per replay (default: the grid's complete seeds per K)")
     p.add_argument("--points", type=int, help="DKAN points a study's search meets (default: all recorded; the "
                    "sweep's --trials 12 searches 11 besides the authors' defaults)")
@@ -129,11 +131,13 @@ def main(argv: list[str] | None = None) -> int:
                 (a.points is not None and a.points < 1):
             raise GridError("--replays, --seeds (at least 2), --grace and --points must be positive. Fix: e.g. "
                             "--replays 200")
+        if a.alpha is not None and not 0 < a.alpha < 1:
+            raise GridError(f"--alpha {a.alpha}: a level in (0, 1). Fix: e.g. --alpha 0.1")
         grid = (parse_grid(synthetic_grid(), "synthetic", a.expect_dataset) if a.self_check
                 else load_grid(Path(a.grid), a.expect_dataset))
         names = [n for n in a.strategies.split(",") if n]
         rules = [r for r in a.rules.split(",") if r]
-        strategies = check(grid, names, rules, a.seeds, a.grace)
+        strategies = check(grid, names, rules, a.seeds, a.grace, a.alpha)
         if a.points is not None and a.points > len(grid.points):
             raise GridError(f"--points {a.points}: the grid holds {len(grid.points)} DKAN points. Fix: at most that")
     except GridError as e:

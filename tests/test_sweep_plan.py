@@ -345,3 +345,46 @@ def test_test_rows_name_their_jobs_by_row_and_reuse_the_val_checkpoints(syntheti
     # two DKAN rows, one method: the progress lines tell them apart by the row's name
     assert labels == ["tfa/1", "tfa/2", "dkan_defaults/1", "dkan_defaults/2", "dkan/1", "dkan/2", "base/0"]
     assert [j.reuse for j in rows["dkan_defaults"]] == [str(ran), None]  # the unfinished seed is fine-tuned here
+
+
+@pytest.mark.parametrize("scheduler", ["race", "asha"])
+def test_race_hands_the_fixed_candidates_seeds_to_the_search(synthetic_prepared, tmp_path, monkeypatch, scheduler):
+    """--scheduler race: the fixed candidates' run is raced (a paired scheduler on its Tuner) and DKAN's search
+    gets each finished run's per-seed AP as rivals (a failed one and a baseline's own search none); under asha the
+    fixed run has no scheduler and the search ignores the rivals."""
+    from types import SimpleNamespace
+
+    import sweeps.study
+    from sweeps.core.progress import TrialReport
+    from sweeps.shell.schedulers import PairedSeedScheduler
+    from sweeps.shell.search import _fixed_config, _search_config
+
+    def result(name: str, aps: list[float], error=None):
+        m = TrialReport.of_seeds("val", [(s, {"AP_all": v}) for s, v in enumerate(aps, 1)]).to_metrics()
+        return SimpleNamespace(config={"candidate": name}, metrics=m, error=error)
+
+    made = []
+
+    def fake_run(plan, study, parent, resume, spec):
+        made.append(spec)
+        if not spec.fixed:
+            return []
+        return [result("tfa", [0.1, 0.2]), result("plain", [0.3]), result("dkan_defaults", [0.5, 0.4], error="x")]
+
+    monkeypatch.setattr(sweeps.study, "tune_run", fake_run)
+    plan = build_plan(parse_args(["--data", str(synthetic_prepared), "--shots", "1", "--seeds", "1-2", "--out",
+                                  str(tmp_path / "o"), "--cache-dir", str(tmp_path / "c"), "--trials", "8",
+                                  "--scheduler", scheduler]))
+    plan = complete_plan(plan, [{"CPU": 3.0}], local=True)
+    study = plan.study(plan.splits[0], 1, tmp_path / "base.pt")
+    sweeps.study.run_on_val(plan, study, "parent", None, resume=False)
+    [search] = [s for s in made if s.name == "search"]
+    assert search.rivals == {"candidates:tfa": {1: 0.1, 2: 0.2}, "candidates:plain": {1: 0.3}}
+    assert all(not s.rivals for s in made if s.name.startswith("search_"))
+    fixed_sched, search_sched = _fixed_config(plan).scheduler, _search_config(plan, study, search).scheduler
+    if scheduler == "race":
+        assert isinstance(fixed_sched, PairedSeedScheduler) and fixed_sched.incumbent("x") is None
+        assert search_sched.incumbent("x") == "rival:candidates:tfa"  # the most seeds, then the best mean
+        assert "race: each run (the fixed candidates too) stops" in plan.describe()
+    else:
+        assert fixed_sched is None and not isinstance(search_sched, PairedSeedScheduler)

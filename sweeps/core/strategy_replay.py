@@ -62,6 +62,8 @@ STRATEGIES = {s.name: s for s in (
     Strategy("paired-all", "the paired scheduler on the fixed candidates too (--scheduler race): each run stops when "
              "a paired t (alpha 0.1) finds it worse than the best run before it, fixed or searched", "paired",
              race_fixed=True),
+    Strategy("paired-all-first", "paired-all, the previous K's best 3 points met first", "paired", race_fixed=True,
+             transfer="first"),
     Strategy("asha-iters", "ASHA on (seeds, iterations): the grace seeds at each shorter rung first", "asha", True),
     Strategy("race", "racing over seeds, paired one-sided t (alpha 0.1) against the incumbent; fixed on every "
              "seed", "race"),
@@ -289,7 +291,7 @@ def judge(grid: Grid, result: StudyResult, reference: StudyResult, slots: tuple[
 
 
 def check(grid: Grid, names: list[str], rules: list[str], n_seeds: int | None = None,
-          grace: int | None = None) -> list[Strategy]:
+          grace: int | None = None, alpha: float | None = None) -> list[Strategy]:
     """The strategies asked for, each checked against what the grid can support; one clear error otherwise."""
     unknown = [n for n in names if n not in STRATEGIES]
     if unknown:
@@ -304,6 +306,7 @@ def check(grid: Grid, names: list[str], rules: list[str], n_seeds: int | None = 
     out = []
     for n in names:
         st = STRATEGIES[n] if grace is None else replace(STRATEGIES[n], grace=grace)
+        st = st if alpha is None else replace(st, alpha=alpha)
         for rule in rules:
             seeds = min(n_seeds or len(v) for v in grid.seeds.values())
             search = seeds - seeds // 2 if rule == "confirm" else seeds
