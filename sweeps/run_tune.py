@@ -74,7 +74,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
       help="what a study compares on val and may recommend, simplest first (default all three; dkan: its "
       "authors' defaults and the tuned values)")
     a("--select-margin", type=float, metavar="POINTS", help="the AP_all points a candidate must gain over a "
-      "simpler one on the same val seeds (with the paired 95%% CI above 0) to replace it (default 0.5)")
+      "simpler one on the same val seeds (with the interval of --select-rule above 0) to replace it (default 0.5)")
+    a("--select-rule", choices=("ci95", "se1"), help="the interval whose lower end a candidate's paired gain must "
+      "clear: ci95 (the 95%% t interval) or se1 (one standard error below the mean gain); default ci95")
     a("--objective", choices=("ap_all", "pareto"), help="what DKAN's search maximises: the mean AP_all (default) "
       "or the Pareto front of AP_novel against AP_B retention (the pick: --min-retention)")
     a("--min-retention", type=float, help="--objective pareto: the pick is the best AP_all on the front among "

@@ -147,3 +147,16 @@ def test_the_recommendation_line_says_what_ships_and_what_test_says(tmp_path):
     assert line.startswith("recommended: TFA: best on val over 5 seeds by the rule; TEST DISAGREES: ")
     assert "beats it on test by 2.0 AP_all (95% CI 0.2 to 3.9); the choice stands (made on val)" in line
     assert "no other candidate" not in line
+
+
+def test_se1_takes_a_steady_small_gain_the_95_percent_rule_leaves():
+    """Gains of 1, 3, -1, 3.5, 1 points (mean 1.5, SE 0.81): the 95% CI reaches below 0 (ci95 keeps TFA), one
+    standard error below the mean does not (se1 takes DKAN); a gain under the margin is refused by both."""
+    gains = [0.01, 0.03, -0.01, 0.035, 0.01]
+    cands = {"tfa": _cand("tfa", BASE), "dkan": _cand("dkan", [b + g for b, g in zip(BASE, gains)])}
+    assert recommend(cands, 0.005)[0] == "tfa"
+    rec, [step] = recommend(cands, 0.005, rule="se1")
+    assert rec == "dkan" and step.replaced and step.diff["ci95_low"] < 0
+    assert recommend(cands, 0.02, rule="se1")[0] == "tfa"  # the margin still holds
+    with pytest.raises(ValueError, match="selection rule"):
+        recommend(cands, 0.005, rule="se2")

@@ -21,6 +21,7 @@ from sweeps.run_tune import main
         ("--num-cpus", "0", "--num-cpus 0: must be at least 1"),
         ("--cpus-per-worker", "0", "--cpus-per-worker 0"),
         ("--max-failures", "-1", "--max-failures -1: must be at least 0"),
+        ("--paired-alpha", "0", "--paired-alpha 0.0: a test level lies in (0, 1)"),
     ],
 )
 def test_out_of_range_numbers_are_refused(option, value, said, tmp_path, capsys):

@@ -132,6 +132,7 @@ def _budget(args: argparse.Namespace, d: Budget) -> Budget:
     margin = getattr(args, "select_margin", None)
     if margin is not None and not 0 <= margin < 100:
         raise PlanError(f"--select-margin {margin}: AP points in [0, 100). Fix: e.g. --select-margin 0.5")
+    alpha = getattr(args, "paired_alpha", None)  # checked in (0, 1) with the other flags (sweeps/run_tune.py)
     keep = getattr(args, "keep_checkpoints", None) or d.keep_checkpoints
     if keep not in KEEP_CHECKPOINTS:
         raise PlanError(f"--keep-checkpoints {keep}: one of {', '.join(KEEP_CHECKPOINTS)}. Fix: --keep-checkpoints "
@@ -143,9 +144,10 @@ def _budget(args: argparse.Namespace, d: Budget) -> Budget:
         grace_seeds=args.grace_seeds or d.grace_seeds, reduction_factor=args.reduction_factor or d.reduction_factor,
         early_stop=not args.no_early_stop and getattr(args, "scheduler", None) != "fifo",
         scheduler=getattr(args, "scheduler", None) or d.scheduler,
-        paired_alpha=getattr(args, "paired_alpha", None) or d.paired_alpha,
+        paired_alpha=d.paired_alpha if alpha is None else alpha,
         max_failures=d.max_failures if getattr(args, "max_failures", None) is None else args.max_failures,
         candidates=candidates, margin=d.margin if margin is None else margin / 100,
+        select_rule=getattr(args, "select_rule", None) or d.select_rule,
     )
     if b.trials < 1:
         raise PlanError(f"--trials {b.trials}: need at least one trial")

@@ -45,6 +45,7 @@ class Budget:
     max_failures: int = 2  # a trial (or base training) whose worker, driver or node was lost: retries
     candidates: tuple[str, ...] = METHODS  # compared on val (sweeps.core.shape); dkan: its defaults and the tuned
     margin: float = 0.005  # a candidate replaces a simpler one when it beats it by this much AP_all (and its CI > 0)
+    select_rule: str = "ci95"  # the interval whose lower end must clear 0: ci95 | se1 (sweeps.core.selection.low)
     keep_checkpoints: str = "selected"  # selected: a study's selection deletes the model files no one can choose
 
 
@@ -181,6 +182,8 @@ class Plan:
             stop = (f"{b.scheduler}: {who} stops when a paired per-seed t test finds it worse than the best run "
                     f"before it (alpha {b.paired_alpha:g}, grace {b.grace_seeds} seeds); at most {worst} seed "
                     "fine-tunes")
+        interval = ("one standard error below the mean gain" if b.select_rule == "se1"
+                    else "the 95% CI of the paired difference")
         paper = " (PAPER PROTOCOL: selected on test, as the paper did)" if self.protocol == "paper" else ""
         objective = (f"Pareto front of {self.select_split} AP_novel and AP_B retention, the pick: the best AP_all "
                      f"keeping {self.min_retention:.0%} of the base model's AP_B"
@@ -198,8 +201,8 @@ class Plan:
             f"maximising the {objective}: {describe_space(self.space)}",
             f"  early stop  {stop}",
             f"  selection   simplest first ({' < '.join(self.candidate_names())}): a candidate replaces the one "
-            f"chosen so far when it beats it on the same seeds by at least {b.margin * 100:g} AP_all points with the "
-            "95% CI of the paired difference above 0; then on test: every candidate and the base model, "
+            f"chosen so far when it beats it on the same seeds by at least {b.margin * 100:g} AP_all points with "
+            f"{interval} above 0 (--select-rule {b.select_rule}); then on test: every candidate and the base model, "
             "their checkpoints evaluated (nothing fine-tuned twice)",
             f"  resources   {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU) per "
             f"fine-tune; {self.max_concurrent} trial(s) at once; a lost worker or node retried up to "

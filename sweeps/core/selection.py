@@ -91,6 +91,10 @@ class Selection:
     n_seeds: int
     margin: float
     how_tuned: str  # how the tuned candidate was picked
+    rule: str = "ci95"  # the interval the rule reads (``low``)
+
+    def rule_sentence(self) -> str:
+        return rule_sentence(self.margin, self.rule)
 
     @property
     def choice(self) -> Candidate:
@@ -169,15 +173,42 @@ def _tuned(plan: Plan, trials: list[TrialSummary], defaults: TrialSummary | None
     return (max(pool, key=lambda t: t.objective) if pool else None), how
 
 
-def recommend(candidates: dict[str, Candidate], margin: float, compare=paired) -> tuple[str, list[Step]]:
-    """The rule (module docstring) over candidates given simplest first. ``compare``: the paired statistics
-    (``dkan.evaluation.stats.paired``; a replay passes a t-only one: the rule reads the mean and its interval)."""
+RULES = ("ci95", "se1")  # --select-rule: the interval a gain's lower end must clear (``low``)
+
+
+def low(d: dict[str, Any], rule: str) -> float:
+    """The lower end of the paired difference's interval the rule reads: ``ci95`` the 95% t interval's,
+    ``se1`` the mean minus one standard error (NaN with fewer than 2 seeds)."""
+    if rule == "se1":
+        n, sd = d.get("n", 0), d.get("std", math.nan)
+        return d["mean_diff"] - sd / math.sqrt(n) if n >= 2 and math.isfinite(sd) else math.nan
+    if rule != "ci95":
+        raise ValueError(f"selection rule {rule!r}: one of {', '.join(RULES)}")
+    return d["ci95_low"]
+
+
+def interval_words(rule: str) -> str:
+    return "one standard error below its mean gain" if rule == "se1" else "the paired 95% CI's lower end"
+
+
+def rule_sentence(margin: float, rule: str) -> str:
+    """The rule in words (results, MLflow, the plan): "simplest first; a candidate replaces ..."."""
+    return (f"simplest first; a candidate replaces the one standing when it gains at least {margin * 100:g} AP_all "
+            f"points on the same seeds with {interval_words(rule)} above 0")
+
+
+def recommend(candidates: dict[str, Candidate], margin: float, compare=paired,
+              rule: str = "ci95") -> tuple[str, list[Step]]:
+    """The rule (module docstring) over candidates given simplest first: a candidate replaces the one standing
+    when it gains at least ``margin`` with the lower end of its interval (``low``: the 95% CI's, or one standard
+    error below the mean) above 0. ``compare``: the paired statistics (``dkan.evaluation.stats.paired``; a replay
+    passes a t-only one: the rule reads the mean and its interval)."""
     names = list(candidates)
     standing, steps = names[0], []
     for name in names[1:]:
         d = compare(candidates[name].seed_ap, candidates[standing].seed_ap)
-        better = (math.isfinite(d["mean_diff"]) and d["mean_diff"] >= margin and math.isfinite(d["ci95_low"])
-                  and d["ci95_low"] > 0)
+        lo = low(d, rule)
+        better = math.isfinite(d["mean_diff"]) and d["mean_diff"] >= margin and math.isfinite(lo) and lo > 0
         steps.append(Step(name, standing, d, better))
         standing = name if better else standing
     return standing, steps
@@ -207,5 +238,6 @@ def select(plan: Plan, runs: Sequence[tuple[RunSpec, Iterable[Any]]]) -> Selecti
     if not found:
         raise_nothing_ran(trials)
     candidates = {name: found[name] for name in NAMES if name in found}
-    recommended, steps = recommend(candidates, plan.budget.margin)
-    return Selection(candidates, recommended, tuple(steps), tuple(trials), n, plan.budget.margin, how)
+    recommended, steps = recommend(candidates, plan.budget.margin, rule=plan.budget.select_rule)
+    return Selection(candidates, recommended, tuple(steps), tuple(trials), n, plan.budget.margin, how,
+                     plan.budget.select_rule)

@@ -5,8 +5,9 @@ recorded seed ``slots[i]``) and the order in which the search meets the DKAN poi
 study per K on it (in the grid's K order: a transfer strategy hands each study's ranking to the next) and
 spends fine-tune iterations: per (config, seed slot) the longest it trained (a run scored at a shorter rung
 and continued later costs its full length once). The fixed candidates and the tuned point are selected by a
-rule: ``today`` (``sweeps.core.selection.recommend``), ``one-se`` or ``confirm`` (the search on the first seeds,
-today's rule on the held-back rest).
+rule: ``today`` (``sweeps.core.selection.recommend``), ``one-se`` (the simplest within one standard error of the
+best), ``confirm`` (the search on the first seeds, today's rule on the held-back rest) or ``se1`` (today's rule with
+one standard error below the mean gain in place of the 95% interval's lower end: the sweep's --select-rule se1).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from sweeps.core.strategy import (
 )
 
 MARGIN = Budget().margin  # today's selection margin (AP_all, a fraction)
-RULES = ("today", "one-se", "confirm")
+RULES = ("today", "one-se", "confirm", "se1")
 TRANSFERS = ("none", "first", "shared")
 
 
@@ -209,7 +210,8 @@ def apply_rule(rule: str, candidates: dict[str, str], seed_ap: dict[str, dict[in
         name = one_se({n: seed_ap[c] for n, c in candidates.items()})
     else:
         # t only: the Wilcoxon p the rule does not read costs 0.7 s a call on a bootstrap's tied seeds
-        name, _ = recommend({n: _Seeds(seed_ap[c]) for n, c in candidates.items()}, MARGIN, compare=paired_t)
+        name, _ = recommend({n: _Seeds(seed_ap[c]) for n, c in candidates.items()}, MARGIN, compare=paired_t,
+                            rule="se1" if rule == "se1" else "ci95")
     return candidates[name]
 
 

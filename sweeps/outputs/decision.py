@@ -159,6 +159,6 @@ def write_decision(plan: Plan, layout: RunLayout, outcome: StudyOutcome) -> Path
     rows = decision_rows(sel, outcome.per_row, metric)
     path = layout.plots(key) / DECISION_PNG
     title = (f"{key}: which candidate ships, and why: each minus the one standing when it was compared "
-             f"(paired over seeds, mean and 95% CI)")
+             f"(paired over seeds, mean and 95% CI)" + ("; the rule reads mean - 1 SE" if sel.rule == "se1" else ""))
     plot_decision(rows, sel.margin, plan.select_split, metric, title, path)
     return path

@@ -95,9 +95,7 @@ def log_search(tracker: Tracker, plan: Plan, layout: RunLayout, outcome: StudyOu
     study, sel = outcome.study, outcome.selection
     trials = [_trial_record(plan, layout, study, t) for t in sel.trials if t.trial_id]
     note = (f"**Recommended** for {study.key} ({sel.recommended}, mean {plan.objective} "
-            f"{sel.choice.trial.objective:.4f} over {len(plan.seeds)} seeds), by the rule: simplest first, a "
-            f"candidate replaces the one standing when it gains at least {sel.margin * 100:g} AP_all points on "
-            "the same seeds with the paired 95% CI above 0."
+            f"{sel.choice.trial.objective:.4f} over {len(plan.seeds)} seeds), by the rule: {sel.rule_sentence()}."
             f"\n\n{outcome.findings.recommendation}\n\nOn test:\n"
             + "\n".join(f"- {v}" for v in outcome.findings.verdicts))
     log_trials(tracker, study.key, trials, sel.choice.trial.trial_id, note, plan.data_root, dkan.code_version(),

@@ -17,7 +17,7 @@ from dkan.reference import protocol as reference_protocol
 from sweeps.core.layout import RunLayout
 from sweeps.core.outcome import StudyOutcome, describe_candidate
 from sweeps.core.plan import Plan
-from sweeps.core.selection import pareto_front
+from sweeps.core.selection import interval_words, low, pareto_front
 
 
 def search_lines(search: Mapping[str, Any], n_seeds: int | None = None) -> list[str]:
@@ -83,10 +83,12 @@ def selection_lines(plan: Plan, outcome: StudyOutcome) -> list[str]:
                      f"{sel.candidates[name].trial.objective * 100:.1f}")
     for st in sel.steps:
         d = st.diff
+        se1 = f"; mean - 1 SE {low(d, 'se1') * 100:.1f}" if sel.rule == "se1" else ""
         lines.append(f"  - {st.challenger} minus {st.incumbent}: {d['mean_diff'] * 100:+.1f} (95% CI "
-                     f"{d['ci95_low'] * 100:.1f} to {d['ci95_high'] * 100:.1f}, {d['n']} seeds): "
+                     f"{d['ci95_low'] * 100:.1f} to {d['ci95_high'] * 100:.1f}{se1}, {d['n']} seeds): "
                      + (f"{st.challenger} replaces {st.incumbent}" if st.replaced else f"{st.incumbent} stays")
-                     + f" (it must gain at least {sel.margin * 100:g} points with the interval above 0)")
+                     + f" (it must gain at least {sel.margin * 100:g} points with {interval_words(sel.rule)} "
+                       "above 0)")
     return lines
 
 
@@ -116,8 +118,7 @@ def recommendation_record(outcome: StudyOutcome) -> dict[str, Any]:
     c = sel.choice
     return {"line": outcome.findings.recommendation, "candidate": c.name, "method": c.method, "point": c.point,
             "trial_id": c.trial.trial_id, "selected_on": c.trial.report.split if c.trial.report else None,
-            "rule": f"simplest first; a candidate replaces the one standing when it gains at least "
-                    f"{sel.margin * 100:g} AP_all points on the same seeds with the paired 95% CI above 0",
+            "rule": sel.rule_sentence(), "rule_name": sel.rule,
             "tuned_how": sel.how_tuned}
 
 
