@@ -6,11 +6,11 @@
 
 No Ray starts: each strategy (``sweeps.core.strategy_replay.STRATEGIES``) runs one study per K of the grid on
 ``--replays`` bootstrap replays (each K's seeds drawn with replacement from the recorded ones, the DKAN points
-met in a random order; the fixed candidates always there), under each selection rule (today's, the
-one-standard-error rule, confirmation on held-back seeds). Per strategy x rule, over replays and K:
+met in a random order; the fixed candidates always there), under each selection rule (ci95 and se1, the sweep's
+--select-rule; the one-standard-error rule; confirmation on held-back seeds). Per strategy x rule, over replays and K:
 fine-tune iterations spent (and x images per iteration), the ratio of "every config on every seed at full
 length" to it, how often the recommendation equals the one the full budget makes on the same replay under the
-same rule (and under today's rule), the test regret (the best config on test minus the recommendation, mean over
+same rule (and under ci95), the test regret (the best config on test minus the recommendation, mean over
 the replay's seeds, AP_all points), the same against the full budget's recommendation, and how often another
 candidate beats the shipped one on test (paired over the replay's seeds, 95% t interval above 0).
 Prints a markdown table; writes the JSON at the end (atomically).
@@ -41,7 +41,7 @@ def bench(grid, strategies, rules: list[str], replays: int, seed: int, n_seeds: 
     acc: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for _ in range(replays):
         rep = draw(grid, rng, n_seeds, n_points)
-        ref = {rule: replay_once(grid, full, rule, rep) for rule in set(rules) | {"today"}}
+        ref = {rule: replay_once(grid, full, rule, rep) for rule in set(rules) | {"ci95"}}
         cost = full_cost(grid, rep)
         for st in strategies:
             for rule in rules:
@@ -49,11 +49,11 @@ def bench(grid, strategies, rules: list[str], replays: int, seed: int, n_seeds: 
                 a = acc[(st.name, rule)]
                 a["iterations"].append(sum(r.iterations for r in res))
                 a["full_cost"].append(cost)
-                for r, mine, today in zip(res, ref[rule], ref["today"]):
+                for r, mine, ci95 in zip(res, ref[rule], ref["ci95"]):
                     j = judge(grid, r, mine, rep.slots[r.k])
                     for key in ("regret", "vs_reference", "same", "significantly_worse"):
                         a[key].append(j[key])
-                    a["same_as_full_today"].append(r.recommended == today.recommended)
+                    a["same_as_full_ci95"].append(r.recommended == ci95.recommended)
                     a[f"recommended_K{r.k}"].append(r.recommended)
                     a[f"K{r.k}"].append((j["same"], j["regret"], j["significantly_worse"], r.iterations))
     rows = []
@@ -63,7 +63,7 @@ def bench(grid, strategies, rules: list[str], replays: int, seed: int, n_seeds: 
         per_k = {str(k): dict(zip(("agree", "regret", "significantly_worse", "iterations"),
                                   (_mean([x[i] for x in a[f"K{k}"]]) for i in range(4)))) for k in grid.shots}
         rows.append({"strategy": name, "rule": rule, "iterations": it, "images": it * grid.images_per_iteration,
-                     "ratio": fc / it, "agree": _mean(a["same"]), "agree_full_today": _mean(a["same_as_full_today"]),
+                     "ratio": fc / it, "agree": _mean(a["same"]), "agree_full_ci95": _mean(a["same_as_full_ci95"]),
                      "regret": _mean(a["regret"]), "regret_p90": _quantile(a["regret"], 0.9),
                      "vs_full": _mean(a["vs_reference"]), "significantly_worse": _mean(a["significantly_worse"]),
                      "per_k": per_k, "recommended": recs})
@@ -92,12 +92,12 @@ def meets(row: dict[str, Any]) -> bool:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    head = ("| strategy | rule | iterations | x images | ratio | same as full | same as full/today | test regret "
+    head = ("| strategy | rule | iterations | x images | ratio | same as full | same as full/ci95 | test regret "
             "(p90) | vs full | sig. worse on test | targets |")
     lines = [head, "|" + "---|" * 11]
     for r in rows:
         lines.append(f"| {r['strategy']} | {r['rule']} | {r['iterations']:.0f} | {r['images']:.0f} | "
-                     f"{r['ratio']:.2f}x | {r['agree']:.0%} | {r['agree_full_today']:.0%} | {r['regret']:.2f} "
+                     f"{r['ratio']:.2f}x | {r['agree']:.0%} | {r['agree_full_ci95']:.0%} | {r['regret']:.2f} "
                      f"({r['regret_p90']:.2f}) | {r['vs_full']:+.2f} | {r['significantly_worse']:.0%} | "
                      f"{'met' if meets(r) else '-'} |")
     return "\n".join(lines)
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
            "seconds": round(time.time() - t0, 1), **out}
     write_json(Path(a.out), doc)
     print(f"wrote {a.out} ({doc['seconds']:.0f} s)")
-    ref = next((r for r in out["rows"] if r["strategy"] == "full" and r["rule"] == "today"), None)
+    ref = next((r for r in out["rows"] if r["strategy"] == "full" and r["rule"] == "ci95"), None)
     if a.self_check and ref is not None:
         found = sum(v.get("p03", 0) for v in ref["recommended"].values()) / (a.replays * len(grid.shots))
         if found < 0.9:

@@ -53,12 +53,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     a(
         "--grace-seeds",
-        type=int, help="ASHA: seeds every trial runs before it can be stopped (default 3; 1 on the embedded default)",
+        type=int, help="seeds every run goes through before it can be stopped (default 3; 1 on the embedded default)",
     )
     a("--reduction-factor", type=int, help="ASHA reduction factor (default 3)")
-    a("--scheduler", choices=("asha", "paired", "race", "fifo"), help="how weak trials stop between seeds: asha "
-      "(default), paired (a per-seed paired t test against the incumbent, sweeps/shell/schedulers.py), race (the "
-      "paired test on the fixed candidates too, the search's trials compared with them), fifo (= --no-early-stop)")
+    a("--scheduler", choices=("race", "asha", "paired", "fifo"), help="how weak runs stop between seeds: race "
+      "(default: a per-seed paired t test against the best run before it, the fixed candidates raced too and the "
+      "search's trials compared with them, sweeps/shell/schedulers.py), asha (the default before 2026-12-07: ASHA "
+      "on seeds, the search's trials only), paired (race without the fixed candidates), fifo (= --no-early-stop)")
     a("--paired-alpha", type=float, help="--scheduler paired or race: one-sided level of the test (default 0.1)")
     a("--workers", type=int, default=1, help="Ray Train workers (DDP) per fine-tune")
     a("--cpus-per-worker", type=float, default=1.0)
@@ -76,7 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     a("--select-margin", type=float, metavar="POINTS", help="the AP_all points a candidate must gain over a "
       "simpler one on the same val seeds (with the interval of --select-rule above 0) to replace it (default 0.5)")
     a("--select-rule", choices=("ci95", "se1"), help="the interval whose lower end a candidate's paired gain must "
-      "clear: ci95 (the 95%% t interval) or se1 (one standard error below the mean gain); default ci95")
+      "clear: se1 (default: one standard error below the mean gain) or ci95 (the 95%% t interval; the default "
+      "before 2026-12-07)")
     a("--objective", choices=("ap_all", "pareto"), help="what DKAN's search maximises: the mean AP_all (default) "
       "or the Pareto front of AP_novel against AP_B retention (the pick: --min-retention)")
     a("--min-retention", type=float, help="--objective pareto: the pick is the best AP_all on the front among "

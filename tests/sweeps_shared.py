@@ -116,7 +116,9 @@ def run_shared(data: Path, root: Path) -> SharedSweep:
     # --select-margin 99: no candidate can replace TFA, so the baseline is what A recommends and ships
     a = SharedSweep(root / "sweep", tiny_args(data, root / "sweep", root / "cache", "--trials", "3",
                                               "--select-margin", "99"))
-    b_args = tiny_args(data, root / "other", root / "cache_other", "--num-cpus", "2")
+    # B: ASHA (the default before race), which stops a trial at K = 2 with 2 seeds (a paired test cannot): a stopped
+    # trial's Train run is killed beside A's Ray (tests/test_sweep_e2e.py, two sweeps); A runs the default, race
+    b_args = tiny_args(data, root / "other", root / "cache_other", "--num-cpus", "2", "--scheduler", "asha")
     b_log = open(root / "other.log", "w")
     b = subprocess.Popen([sys.executable, str(REPO / "sweeps" / "run_tune.py"), *b_args], env=_env(), cwd=root,
                          stdout=b_log, stderr=subprocess.STDOUT)

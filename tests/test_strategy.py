@@ -57,7 +57,7 @@ def one(grid, order: list[str]) -> Replay:
     return Replay({k: grid.seeds[k] for k in grid.shots}, {k: tuple(order) for k in grid.shots})
 
 
-def cost(grid, name: str, order: list[str], rule: str = "today", **kw) -> list[int]:
+def cost(grid, name: str, order: list[str], rule: str = "ci95", **kw) -> list[int]:
     return [r.iterations for r in replay_once(grid, replace(STRATEGIES[name], **kw), rule, one(grid, order))]
 
 
@@ -84,31 +84,31 @@ def test_each_strategy_spends_what_it_should():
     fixed = 3 * 4 * L  # the fixed candidates, every seed at full length
     assert cost(g, "full", [best, high, low]) == [6 * 4 * L] * 2
     # ASHA on seeds (grace 1, reduction 2: rungs at 1 and 2 seeds): the best first runs on, each worse stops at 1 seed
-    assert cost(g, "today", [best, high, low], grace=1, reduction=2) == [fixed + 4 * L + L + L] * 2
+    assert cost(g, "asha", [best, high, low], grace=1, reduction=2) == [fixed + 4 * L + L + L] * 2
     # worst first: each trial beats the ones before it, so none stops
-    assert cost(g, "today", [low, high, best], grace=1, reduction=2) == [6 * 4 * L] * 2
+    assert cost(g, "asha", [low, high, best], grace=1, reduction=2) == [6 * 4 * L] * 2
     # on iterations too: a worse trial stops after 15 iterations of one seed
     assert cost(g, "asha-iters", [best, high, low], grace=1, reduction=2) == [fixed + 4 * L + 15 + 15] * 2
     # racing (grace 2): every config runs 2 seeds; the worse points drop; the fixed ones run on (protected)
-    assert cost(g, "race", [low, best, high], grace=2) == [6 * 2 * L + 4 * 2 * L] * 2
-    assert cost(g, "race-all", [low, best, high], grace=2) == [6 * 2 * L + 1 * 2 * L] * 2
+    assert cost(g, "lockstep", [low, best, high], grace=2) == [6 * 2 * L + 4 * 2 * L] * 2
+    assert cost(g, "lockstep-all", [low, best, high], grace=2) == [6 * 2 * L + 1 * 2 * L] * 2
     # halving on iterations over the grace seeds: 6 at 15, 2 to 30 and to 60 (a race needs two), then the race
     # drops the worse after the 2 grace seeds and the best runs the last 2 seeds
-    assert cost(g, "race-iters-all", [low, best, high], grace=2) == \
+    assert cost(g, "lockstep-iters-all", [low, best, high], grace=2) == \
         [6 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L] * 2
     # the same with the fixed ones on every seed: the 3 points halved (2 left) over 2 seeds, then 2 seeds more
-    assert cost(g, "race-iters", [low, best, high], grace=2) == \
+    assert cost(g, "lockstep-iters", [low, best, high], grace=2) == \
         [fixed + 3 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L] * 2
-    # today's paired scheduler (grace 2): each trial after the best stops at 2 seeds; worst first, none stops
+    # the paired scheduler (grace 2): each trial after the best stops at 2 seeds; worst first, none stops
     assert cost(g, "paired", [best, high, low], grace=2) == [fixed + 4 * L + 2 * L + 2 * L] * 2
     assert cost(g, "paired", [low, high, best], grace=2) == [6 * 4 * L] * 2
     # shared: K=10 races only K=5's best point and the fixed ones, at full length: 4 configs on the 2 grace seeds,
     # then the best alone
-    assert cost(g, "race-iters-all-shared", [low, best, high], grace=2, transfer_points=1) == \
+    assert cost(g, "lockstep-iters-all-shared", [low, best, high], grace=2, transfer_points=1) == \
         [6 * 2 * 15 + 2 * 2 * 15 + 2 * 2 * 30 + 2 * L, 4 * 2 * L + 2 * L]
     # a search that meets 2 of the 3 points (the sweep's --trials 12 meets 11 besides the defaults)
     rep = draw(g, random.Random(0), n_points=2)
-    assert [r.iterations for r in replay_once(g, STRATEGIES["full"], "today", rep)] == [5 * 4 * L] * 2
+    assert [r.iterations for r in replay_once(g, STRATEGIES["full"], "ci95", rep)] == [5 * 4 * L] * 2
     assert full_cost(g, rep) == 2 * 5 * 4 * L
     # confirm: the search on the first 2 seeds, the 4 candidates (3 fixed + the tuned) on the 2 held back
     assert cost(g, "full", [best, high, low], rule="confirm") == [6 * 2 * L + 4 * 2 * L] * 2
@@ -125,7 +125,7 @@ def test_racing_drops_a_clearly_worse_config_after_the_grace_seeds_and_never_the
     rng = random.Random(0)
     for _ in range(10):
         rep = draw(g, rng)
-        for r in replay_once(g, STRATEGIES["race-all"], "today", rep):
+        for r in replay_once(g, STRATEGIES["lockstep-all"], "ci95", rep):
             assert len(r.seed_ap["p03"]) == 10  # the best ran every seed
             assert min(len(r.seed_ap[c]) for c in g.points) < 10  # and something was dropped
 
@@ -135,11 +135,11 @@ def test_transfer_puts_the_other_studys_best_first():
     assert transfer_first(["p02", "p09", "p01"], ["p01", "p05", "p03"], 2) == ["p02", "p09", "p01"]  # not met else
     g = tiny(points=6)
     order = by_val(g, 5)[::-1]  # the search would meet the best last
-    k5, k10 = replay_once(g, STRATEGIES["today-first"], "today", one(g, order))
+    k5, k10 = replay_once(g, STRATEGIES["asha-first"], "ci95", one(g, order))
     assert k5.ranking[0] == "p03"
-    plain = run_study(g, STRATEGIES["today"], "today", 10, g.seeds[10], tuple(order))
+    plain = run_study(g, STRATEGIES["asha"], "ci95", 10, g.seeds[10], tuple(order))
     assert k10.iterations < plain.iterations  # the best met first sets ASHA's cut-off high
-    s5, s10 = replay_once(g, replace(STRATEGIES["race-iters-all-shared"], grace=2), "today", one(g, order))
+    s5, s10 = replay_once(g, replace(STRATEGIES["lockstep-iters-all-shared"], grace=2), "ci95", one(g, order))
     assert s5.ranking[0] == "p03" and len(s5.ranking) == 6
     assert set(s10.seed_ap) == {"tfa", "plain", "dkan_defaults", *s5.ranking[:3]} and s10.recommended == "p03"
 
@@ -155,11 +155,11 @@ def test_one_se_picks_the_simplest_within_one_standard_error():
                    "dkan": far}) == "plain"
 
 
-def test_todays_rule_is_selections_and_the_held_back_seeds_are_the_last():
+def test_the_ci95_rule_is_selections_and_the_held_back_seeds_are_the_last():
     base = {0: 0.30, 1: 0.10, 2: 0.50, 3: 0.20}
     cands = {"tfa": "tfa", "dkan": "p01"}
-    assert apply_rule("today", cands, {"tfa": base, "p01": {s: v + 0.003 for s, v in base.items()}}) == "tfa"
-    assert apply_rule("today", cands, {"tfa": base, "p01": {s: v + 0.02 + 0.001 * s for s, v in base.items()}}) \
+    assert apply_rule("ci95", cands, {"tfa": base, "p01": {s: v + 0.003 for s, v in base.items()}}) == "tfa"
+    assert apply_rule("ci95", cands, {"tfa": base, "p01": {s: v + 0.02 + 0.001 * s for s, v in base.items()}}) \
         == "p01"
     assert confirmation_split(list(range(10)), 5) == ([0, 1, 2, 3, 4], [5, 6, 7, 8, 9])
     with pytest.raises(ValueError):
@@ -168,7 +168,7 @@ def test_todays_rule_is_selections_and_the_held_back_seeds_are_the_last():
 
 def test_judge_regret_is_zero_for_the_best_on_test_and_positive_else():
     g = tiny()
-    full = replay_once(g, STRATEGIES["full"], "today", one(g, list(g.points)))[0]
+    full = replay_once(g, STRATEGIES["full"], "ci95", one(g, list(g.points)))[0]
     assert full.recommended == "p03"
     assert judge(g, full, full, g.seeds[5])["regret"] == pytest.approx(0.0, abs=1e-6)
     worse = replace(full, recommended="tfa")
@@ -210,14 +210,14 @@ def test_the_replay_refuses_what_it_cannot_do(tmp_path):
         load_grid(tmp_path / "torn.json")
     g = load_grid(_grid_file(tmp_path))
     with pytest.raises(GridError, match="--strategies bogus: unknown"):
-        check(g, ["today", "bogus"], ["today"])
+        check(g, ["asha", "bogus"], ["ci95"])
     with pytest.raises(GridError, match="grace"):
-        check(g, ["race"], ["confirm"])  # 4 seeds, 2 held back: the search's 2 are within the 3 grace seeds
-    assert [s.grace for s in check(g, ["race"], ["confirm"], grace=1)] == [1]
+        check(g, ["lockstep"], ["confirm"])  # 4 seeds, 2 held back: the search's 2 are within the 3 grace seeds
+    assert [s.grace for s in check(g, ["lockstep"], ["confirm"], grace=1)] == [1]
     one_rung = parse_grid(synthetic_grid(seeds=6, points=3, rungs=(60,)), "one-rung")
     with pytest.raises(GridError, match="training length"):
-        check(one_rung, ["asha-iters"], ["today"])
-    check(one_rung, ["today"], ["today"])
+        check(one_rung, ["asha-iters"], ["ci95"])
+    check(one_rung, ["asha"], ["ci95"])
 
 
 def test_the_benchmark_script_refuses_with_one_line_and_writes_nothing(tmp_path, capsys):
@@ -230,10 +230,10 @@ def test_the_benchmark_script_refuses_with_one_line_and_writes_nothing(tmp_path,
         err = capsys.readouterr().err.strip()
         assert err.startswith("bench_strategies: ") and "Fix:" in err and "\n" not in err
         assert not out.exists()
-    assert bench.main(["--grid", str(path), "--strategies", "full,today", "--grace", "1", "--rules", "today",
+    assert bench.main(["--grid", str(path), "--strategies", "full,asha", "--grace", "1", "--rules", "ci95",
                        "--replays", "3", "--out", str(out)]) == 0
     doc = json.loads(out.read_text())
-    assert {(r["strategy"], r["rule"]) for r in doc["rows"]} == {("full", "today"), ("today", "today")}
+    assert {(r["strategy"], r["rule"]) for r in doc["rows"]} == {("full", "ci95"), ("asha", "ci95")}
     assert all(r["ratio"] >= 1 for r in doc["rows"]) and doc["replays"] == 3
 
 
@@ -258,14 +258,14 @@ def _seeds_run(grid, k: int, order: list[str], scheduler) -> dict[str, int]:
     return ran
 
 
-def test_today_and_paired_stop_where_the_sweeps_schedulers_do():
+def test_asha_and_paired_stop_where_the_sweeps_schedulers_do():
     from sweeps.shell.schedulers import make_scheduler
 
     g = parse_grid(synthetic_grid(seeds=10, seed=5), "noisy")
-    for name in ("today", "paired"):
+    for name in ("asha", "paired"):
         for order in (list(g.points), list(g.points)[::-1]):
-            mine = run_study(g, STRATEGIES[name], "today", 5, g.seeds[5], tuple(order))
-            sched = make_scheduler({"today": "asha"}.get(name, name), 10, grace=3, reduction=3, alpha=0.1,
+            mine = run_study(g, STRATEGIES[name], "ci95", 5, g.seeds[5], tuple(order))
+            sched = make_scheduler(name, 10, grace=3, reduction=3, alpha=0.1,
                                    metric="val_AP_all")
             sched.set_search_properties("val_AP_all", "max")
             theirs = _seeds_run(g, 5, order, sched)
@@ -273,14 +273,14 @@ def test_today_and_paired_stop_where_the_sweeps_schedulers_do():
             assert min(theirs.values()) < 10  # something stopped
 
 
-def test_paired_all_stops_where_the_sweeps_race_scheduler_does():
+def test_race_stops_where_the_sweeps_race_scheduler_does():
     """--scheduler race: the fixed candidates' run raced among themselves, then the search's trials compared with
-    them and with each other (their per-seed AP handed over as rivals): the replay's paired-all, seed for seed."""
+    them and with each other (their per-seed AP handed over as rivals): the replay's race, seed for seed."""
     from sweeps.shell.schedulers import make_scheduler
 
     g = parse_grid(synthetic_grid(seeds=10, seed=5), "noisy")
     for order in (list(g.points), list(g.points)[::-1]):
-        mine = run_study(g, STRATEGIES["paired-all"], "today", 5, g.seeds[5], tuple(order))
+        mine = run_study(g, STRATEGIES["race"], "ci95", 5, g.seeds[5], tuple(order))
         fixed_run = make_scheduler("race", 10, grace=3, alpha=0.1)
         fixed_run.set_search_properties("val_AP_all", "max")
         theirs = _seeds_run(g, 5, list(g.fixed), fixed_run)

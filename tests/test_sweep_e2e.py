@@ -1,4 +1,5 @@
-"""The sweep for real: local Ray, Ray Train per seed, Optuna + ASHA, MLflow, export, resume, a cluster.
+"""The sweep for real: local Ray, Ray Train per seed, Optuna + the race scheduler (and ASHA), MLflow, export,
+resume, a cluster.
 
 The first tests read the session's shared sweep (``tests.sweeps_shared``: interrupted by Ctrl+C and by
 SIGKILL, resumed, with another sweep beside it); the last one runs its own sweep on a multi-node
@@ -273,8 +274,8 @@ def _base_model(path: Path):
 
 
 def test_two_sweeps_on_one_machine_both_complete(shared_sweep):
-    """Each sweep starts its own local Ray; ASHA stops a trial in each (its Train run is killed, and Ray
-    Train's cleaner must free its CPUs in the right cluster). Both finish; before the fix both hung."""
+    """Each sweep starts its own local Ray; ASHA stops a trial in B (its Train run is killed, and Ray Train's
+    cleaner must free its CPUs in the right cluster) while A races. Both finish; before the fix both hung."""
     assert shared_sweep.other_code == 0, shared_sweep.other_log
     assert (shared_sweep.other_out / "results" / f"{KEY}.json").is_file()
     assert (shared_sweep.out / "results" / f"{KEY}.json").is_file()

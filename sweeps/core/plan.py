@@ -40,12 +40,14 @@ class Budget:
     grace_seeds: int = 3  # ASHA: seeds every trial gets before it can be stopped
     reduction_factor: int = 3
     early_stop: bool = True  # False: every trial runs every seed (FIFO)
-    scheduler: str = "asha"  # asha | paired | race (sweeps.shell.schedulers) | fifo: how weak trials stop between seeds
+    # race | asha | paired (sweeps.shell.schedulers) | fifo: how weak runs stop between seeds (race and se1: chosen by
+    # replay on real NEU-DET, docs/benchmarks.md "The paper-scale budget"; asha and ci95 before 2026-12-07)
+    scheduler: str = "race"
     paired_alpha: float = 0.1  # paired, race: the one-sided level of the per-seed t test against the incumbent
     max_failures: int = 2  # a trial (or base training) whose worker, driver or node was lost: retries
     candidates: tuple[str, ...] = METHODS  # compared on val (sweeps.core.shape); dkan: its defaults and the tuned
     margin: float = 0.005  # a candidate replaces a simpler one when it beats it by this much AP_all (and its CI > 0)
-    select_rule: str = "ci95"  # the interval whose lower end must clear 0: ci95 | se1 (sweeps.core.selection.low)
+    select_rule: str = "se1"  # the interval whose lower end must clear 0: se1 | ci95 (sweeps.core.selection.low)
     keep_checkpoints: str = "selected"  # selected: a study's selection deletes the model files no one can choose
 
 

@@ -4,13 +4,13 @@ Fidelities: seeds (a trial runs seed after seed) and training length (a fine-tun
 iterations, then continued). The decisions:
 
 - ASHA's (Ray Tune's ``ASHAScheduler`` rules, replayed exactly): ``asha_milestones`` and ``asha_continues``,
-  on seeds alone (today's default) or on a ``ladder`` of (seeds, iterations) levels;
+  on seeds alone (the sweep's --scheduler asha) or on a ``ladder`` of (seeds, iterations) levels;
 - successive halving on iterations: ``halve`` keeps the best 1/reduction of the configs at a rung (a floor given);
 - racing over seeds (irace, SMAC's intensification): every config still alive runs the next seed, then
   ``race_drops`` drops each that a one-sided paired test (``paired_worse``) finds worse than the incumbent;
 - transfer across the studies of a split: ``transfer_first`` (another K's best points first) and ``ranking`` (how far
   each config got);
-- selection: today's rule is ``sweeps.core.selection.recommend``; ``one_se`` is the one-standard-error rule
+- selection: the sweep's rules are ``sweeps.core.selection.recommend``'s; ``one_se`` is the one-standard-error rule
   (paired); ``confirmation_split`` holds seeds back to confirm the tuned point on seeds its search did not use.
 
 ``sweeps.core.strategy_replay`` composes them into search strategies and replays them on a recorded grid.
@@ -147,7 +147,7 @@ def transfer_first(previous: Sequence[str], order: Sequence[str], m: int) -> lis
     return (first + [c for c in order if c not in first])[:max(len(order), len(first))]
 
 
-# --- selection rules besides today's (sweeps.core.selection.recommend) ------------------------------------------
+# --- selection rules besides the sweep's (sweeps.core.selection.recommend) ---------------------------------------
 
 def one_se(candidates: Mapping[str, SeedAP]) -> str:
     """The one-standard-error rule, paired: the simplest candidate (given simplest first) whose mean is within

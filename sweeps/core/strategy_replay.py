@@ -5,9 +5,9 @@ recorded seed ``slots[i]``) and the order in which the search meets the DKAN poi
 study per K on it (in the grid's K order: a transfer strategy hands each study's ranking to the next) and
 spends fine-tune iterations: per (config, seed slot) the longest it trained (a run scored at a shorter rung
 and continued later costs its full length once). The fixed candidates and the tuned point are selected by a
-rule: ``today`` (``sweeps.core.selection.recommend``), ``one-se`` (the simplest within one standard error of the
-best), ``confirm`` (the search on the first seeds, today's rule on the held-back rest) or ``se1`` (today's rule with
-one standard error below the mean gain in place of the 95% interval's lower end: the sweep's --select-rule se1).
+rule: ``ci95`` and ``se1`` (``sweeps.core.selection.recommend``, the sweep's --select-rule: the lower end of the
+paired gain's 95% interval, or one standard error below it, above 0), ``one-se`` (the simplest within one standard
+error of the best) or ``confirm`` (the search on the first seeds, ci95 on the held-back rest).
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from sweeps.core.strategy import (
     transfer_first,
 )
 
-MARGIN = Budget().margin  # today's selection margin (AP_all, a fraction)
-RULES = ("today", "one-se", "confirm", "se1")
+MARGIN = Budget().margin  # the sweep's selection margin (AP_all, a fraction)
+RULES = ("ci95", "se1", "one-se", "confirm")
 TRANSFERS = ("none", "first", "shared")
 
 
@@ -44,8 +44,8 @@ TRANSFERS = ("none", "first", "shared")
 class Strategy:
     name: str
     about: str
-    seeds: str = "all"  # all: every seed | asha: ASHA's rungs | paired: today's paired scheduler, one trial after
-    # another | race: every alive config runs the next seed
+    seeds: str = "all"  # all: every seed | asha: ASHA's rungs | paired: the sweep's paired scheduler, one run after
+    # another | lockstep: every alive config runs the next seed
     on_iterations: bool = False  # rungs on training length (on the grace seeds) before more seeds
     race_fixed: bool = False  # the fixed candidates raced too (else each runs every seed at full length)
     transfer: str = "none"  # first: the previous K's best points first | shared: only those points
@@ -57,25 +57,27 @@ class Strategy:
 
 STRATEGIES = {s.name: s for s in (
     Strategy("full", "every config on every seed at full length (the reference)"),
-    Strategy("today", "ASHA on seeds (grace 3, reduction 3), every trial at full length; fixed on every seed", "asha"),
-    Strategy("paired", "today's --scheduler paired: a trial stops when a paired t (alpha 0.1) finds it worse than "
+    Strategy("asha", "ASHA on seeds (grace 3, reduction 3), every trial at full length; fixed on every seed (the "
+             "sweep's --scheduler asha, the default before 2026-12-07)", "asha"),
+    Strategy("paired", "the sweep's --scheduler paired: a trial stops when a paired t (alpha 0.1) finds it worse than "
              "the best trial before it", "paired"),
-    Strategy("paired-all", "the paired scheduler on the fixed candidates too (--scheduler race): each run stops when "
-             "a paired t (alpha 0.1) finds it worse than the best run before it, fixed or searched", "paired",
-             race_fixed=True),
-    Strategy("paired-all-first", "paired-all, the previous K's best 3 points met first", "paired", race_fixed=True,
+    Strategy("race", "the paired scheduler on the fixed candidates too (the sweep's --scheduler race): each run "
+             "stops when a paired t (alpha 0.1) finds it worse than the best run before it, fixed or searched",
+             "paired", race_fixed=True),
+    Strategy("race-first", "race, the previous K's best 3 points met first", "paired", race_fixed=True,
              transfer="first"),
     Strategy("asha-iters", "ASHA on (seeds, iterations): the grace seeds at each shorter rung first", "asha", True),
-    Strategy("race", "racing over seeds, paired one-sided t (alpha 0.1) against the incumbent; fixed on every "
-             "seed", "race"),
-    Strategy("race-all", "racing over seeds, the fixed candidates raced too", "race", race_fixed=True),
-    Strategy("race-iters", "halving on iterations on the grace seeds (the points), then racing over seeds; fixed "
-             "on every seed", "race", True),
-    Strategy("race-iters-all", "race-iters, the fixed candidates halved and raced too", "race", True, True),
-    Strategy("today-first", "today's, the previous K's best 3 points met first", "asha", transfer="first"),
-    Strategy("race-iters-all-shared", "race-iters-all; each later K races only the previous K's best 3 points and "
-             "the fixed candidates (at full length from the first seed)",
-             "race", True, True, "shared"),
+    Strategy("lockstep", "racing in lockstep over seeds (every alive config runs the next seed), paired one-sided "
+             "t (alpha 0.1) against the incumbent; fixed on every seed", "lockstep"),
+    Strategy("lockstep-all", "lockstep, the fixed candidates raced too", "lockstep", race_fixed=True),
+    Strategy("lockstep-iters", "halving on iterations on the grace seeds (the points), then racing over seeds; fixed "
+             "on every seed", "lockstep", True),
+    Strategy("lockstep-iters-all", "lockstep-iters, the fixed candidates halved and raced too", "lockstep", True,
+             True),
+    Strategy("asha-first", "asha, the previous K's best 3 points met first", "asha", transfer="first"),
+    Strategy("lockstep-iters-all-shared", "lockstep-iters-all; each later K races only the previous K's best 3 "
+             "points and the fixed candidates (at full length from the first seed)", "lockstep", True, True,
+             "shared"),
 )}
 
 
@@ -228,7 +230,7 @@ def run_study(grid: Grid, st: Strategy, rule: str, k: int, slots: tuple[int, ...
         points = list(previous.ranking[:st.transfer_points])
         st = replace(st, on_iterations=False)
     fixed = list(grid.fixed)
-    if st.seeds == "race":
+    if st.seeds == "lockstep":
         _race(st, runs, fixed, points, use)
     elif st.seeds == "paired" and st.race_fixed:  # the fixed candidates first, then the search, one incumbent pool
         _paired(st, runs, fixed + points, use)
@@ -245,7 +247,7 @@ def run_study(grid: Grid, st: Strategy, rule: str, k: int, slots: tuple[int, ...
         raise GridError(f"{grid.source}: no candidate ran every seed of K={k} under {st.name}. Fix: report this")
     if held:  # the candidates afresh on seeds the search did not use
         fresh = {c: runs.full(c, held) for c in candidates.values()}
-        recommended = apply_rule("today", candidates, fresh)
+        recommended = apply_rule("ci95", candidates, fresh)
     else:
         recommended = apply_rule(rule, candidates, seed_ap)
     ranked = tuple(ranking({c: runs.reached(c) for c in points}))
