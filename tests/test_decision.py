@@ -182,3 +182,24 @@ def test_the_floor_note_is_the_one_the_paired_test_writes():
     d = paired({1: 0.1, 2: 0.3, 3: 0.2}, {1: 0.0, 2: 0.1, 3: 0.15})
     assert d["note"] == wilcoxon_floor(3) and "smallest p = 0.25" in d["note"]
     assert wilcoxon_floor(6) == "" and math.isclose(2 / 2**5, 0.0625) and wilcoxon_floor(5) != ""
+
+
+def test_a_fixed_candidate_the_race_stopped_is_named_in_the_selection_lines(tmp_path):
+    """Under --scheduler race TFA may stop before the last seed: it is no candidate, and the results say why."""
+    from dataclasses import replace
+
+    from sweeps.outputs.results import selection_lines
+
+    plan = _plan(tmp_path)
+    outcome = _outcome(plan)
+    sel = outcome.selection
+    report = TrialReport.of_seeds("val", [(1, {"AP_all": 0.25}), (2, {"AP_all": 0.26})])
+    stopped = TrialSummary("t9", "tfa", {}, report, None, candidate="tfa")
+    cands = {k: v for k, v in sel.candidates.items() if k != "tfa"}
+    rec, steps = recommend(cands, plan.budget.margin, rule="se1")
+    sel = replace(sel, candidates=cands, recommended=rec, steps=tuple(steps),
+                  trials=(stopped, *[t for t in sel.trials if t.candidate != "tfa"]), rule="se1")
+    text = "\n".join(selection_lines(plan, replace(outcome, selection=sel)))
+    assert "  - TFA: stopped after 2 of 3 seeds (mean val_AP_all 25.5; a paired test" in text
+    assert "one standard error below its mean gain above 0" in text and "mean - 1 SE" in text
+    assert not [ln for ln in text.splitlines() if ln.startswith("  - tfa minus") or " minus tfa" in ln]

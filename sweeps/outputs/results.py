@@ -18,6 +18,7 @@ from sweeps.core.layout import RunLayout
 from sweeps.core.outcome import StudyOutcome, describe_candidate
 from sweeps.core.plan import Plan
 from sweeps.core.selection import interval_words, low, pareto_front
+from sweeps.core.shape import LABELS
 
 
 def search_lines(search: Mapping[str, Any], n_seeds: int | None = None) -> list[str]:
@@ -81,6 +82,11 @@ def selection_lines(plan: Plan, outcome: StudyOutcome) -> list[str]:
     for name in sel.candidates:
         lines.append(f"  - {describe_candidate(sel, name)}: mean {plan.objective} "
                      f"{sel.candidates[name].trial.objective * 100:.1f}")
+    for t in sel.trials:  # a fixed candidate the race stopped (--scheduler race): out, and said so
+        if t.candidate and t.candidate not in sel.candidates and t.error is None and 0 < t.seeds_done < sel.n_seeds:
+            lines.append(f"  - {LABELS.get(t.candidate, t.candidate)}: stopped after {t.seeds_done} of {sel.n_seeds} "
+                         f"seeds (mean {plan.objective} {t.objective * 100:.1f}; a paired test found it worse than "
+                         "the best run before it): not a candidate")
     for st in sel.steps:
         d = st.diff
         se1 = f"; mean - 1 SE {low(d, 'se1') * 100:.1f}" if sel.rule == "se1" else ""
