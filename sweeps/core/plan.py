@@ -51,6 +51,11 @@ class Budget:
     keep_checkpoints: str = "selected"  # selected: a study's selection deletes the model files no one can choose
 
 
+def interval_words(rule: str) -> str:
+    """What a candidate's paired gain must keep above 0 under ``rule`` (--select-rule): plan, results, MLflow."""
+    return "one standard error below its mean gain" if rule == "se1" else "the paired 95% CI's lower end"
+
+
 # the embedded default (no --data): synthetic data, small enough for 2 cores (11-14 min for K = 1,3,5, benchmarks).
 # Measured here: a trial's Ray Train run costs ~14 s to start, each seed ~6 s of set-up and
 # evaluation besides its training (~1.2 s per iteration on one core), so the default is kept small.
@@ -184,8 +189,6 @@ class Plan:
             stop = (f"{b.scheduler}: {who} stops when a paired per-seed t test finds it worse than the best run "
                     f"before it (alpha {b.paired_alpha:g}, grace {b.grace_seeds} seeds); at most {worst} seed "
                     "fine-tunes")
-        interval = ("one standard error below the mean gain" if b.select_rule == "se1"
-                    else "the 95% CI of the paired difference")
         paper = " (PAPER PROTOCOL: selected on test, as the paper did)" if self.protocol == "paper" else ""
         objective = (f"Pareto front of {self.select_split} AP_novel and AP_B retention, the pick: the best AP_all "
                      f"keeping {self.min_retention:.0%} of the base model's AP_B"
@@ -204,7 +207,8 @@ class Plan:
             f"  early stop  {stop}",
             f"  selection   simplest first ({' < '.join(self.candidate_names())}): a candidate replaces the one "
             f"chosen so far when it beats it on the same seeds by at least {b.margin * 100:g} AP_all points with "
-            f"{interval} above 0 (--select-rule {b.select_rule}); then on test: every candidate and the base model, "
+            f"{interval_words(b.select_rule)} above 0 (--select-rule {b.select_rule}); then on test: every "
+            "candidate and the base model, "
             "their checkpoints evaluated (nothing fine-tuned twice)",
             f"  resources   {r.workers} worker(s) x ({r.cpus_per_worker:g} CPU, {r.gpus_per_worker:g} GPU) per "
             f"fine-tune; {self.max_concurrent} trial(s) at once; a lost worker or node retried up to "

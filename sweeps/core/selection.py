@@ -20,7 +20,7 @@ from typing import Any
 
 from dkan.errors import DkanError
 from dkan.evaluation.stats import paired
-from sweeps.core.plan import Plan
+from sweeps.core.plan import Plan, interval_words
 from sweeps.core.progress import TrialReport, error_line
 from sweeps.core.shape import NAMES, RunSpec
 from sweeps.core.space import point_of
@@ -185,10 +185,6 @@ def low(d: dict[str, Any], rule: str) -> float:
     if rule != "ci95":
         raise ValueError(f"selection rule {rule!r}: one of {', '.join(RULES)}")
     return d["ci95_low"]
-
-
-def interval_words(rule: str) -> str:
-    return "one standard error below its mean gain" if rule == "se1" else "the paired 95% CI's lower end"
 
 
 def rule_sentence(margin: float, rule: str) -> str:

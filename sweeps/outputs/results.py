@@ -16,8 +16,8 @@ from dkan.reference import METRIC as REFERENCE_METRIC
 from dkan.reference import protocol as reference_protocol
 from sweeps.core.layout import RunLayout
 from sweeps.core.outcome import StudyOutcome, describe_candidate
-from sweeps.core.plan import Plan
-from sweeps.core.selection import interval_words, low, pareto_front
+from sweeps.core.plan import Plan, interval_words
+from sweeps.core.selection import low, pareto_front
 from sweeps.core.shape import LABELS
 
 
