@@ -141,3 +141,33 @@ def plot_pareto(points: Sequence[tuple[str, float, float]], front: Sequence[str]
     ax.legend(fontsize=7)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_grid_configs(summary: Mapping[str, Mapping[str, Any]], title: str = "", path: Path | None = None) -> Figure:
+    """A recorded grid's configs (``sweeps.core.grid_summary.summarize_grid``): one panel per K, configs by val
+    mean (best left), val and test AP_all means with their 95% t intervals; the authors' defaults' test mean
+    as a dashed line."""
+    fig = Figure(figsize=(max(6.0, 0.55 * max(len(s["configs"]) for s in summary.values()) + 2), 3.2 * len(summary)))
+    axes = fig.subplots(len(summary), 1, squeeze=False)[:, 0]
+    for ax, (k, s) in zip(axes, summary.items()):
+        rows = s["configs"]
+        order = sorted(rows, key=lambda c: -rows[c]["val"]["mean"] if math.isfinite(rows[c]["val"]["mean"])
+                       else math.inf)
+        x = np.arange(len(order))
+        for side, dx, colour in (("val", -0.12, "tab:blue"), ("test", 0.12, "tab:orange")):
+            mean = np.array([100 * rows[c][side]["mean"] for c in order])
+            low = np.array([100 * rows[c][side]["ci95_low"] for c in order])
+            high = np.array([100 * rows[c][side]["ci95_high"] for c in order])
+            err = np.nan_to_num(np.vstack([mean - low, high - mean]))
+            ax.errorbar(x + dx, mean, yerr=err, fmt="o", ms=4, capsize=2, color=colour, label=side)
+        if "dkan_defaults" in rows:
+            ax.axhline(100 * rows["dkan_defaults"]["test"]["mean"], color="grey", ls="--", lw=0.8,
+                       label="authors' defaults, test")
+        ax.set_xticks(x, order, rotation=30, fontsize=8)
+        ax.set(ylabel="AP_all (points)", title=f"K = {k}: {len(s['seeds'])} seeds, mean and 95% interval")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
