@@ -61,6 +61,12 @@ def summarize_grid(grid: Grid) -> dict[str, Any]:
     return out
 
 
+def by_val(configs: dict[str, Any]) -> list[str]:
+    """The configs of one K's summary, best val mean first (a config without one last)."""
+    return sorted(configs, key=lambda c: -configs[c]["val"]["mean"] if math.isfinite(configs[c]["val"]["mean"])
+                  else math.inf)
+
+
 def grid_table(summary: dict[str, Any]) -> str:
     """A markdown table per K: each config's val and test AP_all (points, mean ± sd over seeds) and its paired
     test difference from the authors' defaults with the 95% interval; configs by val mean, best first."""
@@ -75,9 +81,7 @@ def grid_table(summary: dict[str, Any]) -> str:
                             for r, v in s["rank_by_rung"].items()) +
                   f"; val means rank test means: {s['val_ranks_test']:.2f}", "",
                   "| config | val AP_all | test AP_all | test minus the defaults [95% CI] |", "|---|---|---|---|"]
-        order = sorted(s["configs"], key=lambda c: -s["configs"][c]["val"]["mean"]
-                       if math.isfinite(s["configs"][c]["val"]["mean"]) else math.inf)
-        for c in order:
+        for c in by_val(s["configs"]):
             row = s["configs"][c]
             v = row.get("vs_defaults")
             vs = "reference" if v is None else (f"{100 * v['mean_diff']:+.1f} [{pts(v['ci95_low'])}, "

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from dkan.names import HPARAMS
 from dkan.plots import PALETTE, save_figure
+from sweeps.core.grid_summary import by_val
 
 
 def _value(m: Any, metric: str) -> float:
@@ -151,8 +152,7 @@ def plot_grid_configs(summary: Mapping[str, Mapping[str, Any]], title: str = "",
     axes = fig.subplots(len(summary), 1, squeeze=False)[:, 0]
     for ax, (k, s) in zip(axes, summary.items()):
         rows = s["configs"]
-        order = sorted(rows, key=lambda c: -rows[c]["val"]["mean"] if math.isfinite(rows[c]["val"]["mean"])
-                       else math.inf)
+        order = by_val(rows)
         x = np.arange(len(order))
         for side, dx, colour in (("val", -0.12, "tab:blue"), ("test", 0.12, "tab:orange")):
             mean = np.array([100 * rows[c][side]["mean"] for c in order])
