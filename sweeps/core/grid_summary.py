@@ -38,12 +38,12 @@ def summarize_grid(grid: Grid) -> dict[str, Any]:
     for k in grid.shots:
         seeds = grid.seeds[k]
         rows: dict[str, Any] = {}
+        ref = {s: grid.test(k, REFERENCE, s) for s in seeds} if REFERENCE in configs else None
         for c in configs:
-            val = {s: grid.val(k, c, s) for s in seeds}
             test = {s: grid.test(k, c, s) for s in seeds}
-            row: dict[str, Any] = {"val": describe(list(val.values())), "test": describe(list(test.values()))}
-            if REFERENCE in configs and c != REFERENCE and seeds:
-                ref = {s: grid.test(k, REFERENCE, s) for s in seeds}
+            row: dict[str, Any] = {"val": describe([grid.val(k, c, s) for s in seeds]),
+                                   "test": describe(list(test.values()))}
+            if ref and c != REFERENCE:
                 d = paired(test, ref, wilcoxon=False)
                 row["vs_defaults"] = {key: d[key] for key in ("mean_diff", "ci95_low", "ci95_high", "n")}
             rows[c] = row

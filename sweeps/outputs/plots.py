@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 
 from dkan.names import HPARAMS
 from dkan.plots import PALETTE, save_figure
-from sweeps.core.grid_summary import by_val
+from sweeps.core.grid_summary import REFERENCE, by_val
 
 
 def _value(m: Any, metric: str) -> float:
@@ -160,8 +160,8 @@ def plot_grid_configs(summary: Mapping[str, Mapping[str, Any]], title: str = "",
             high = np.array([100 * rows[c][side]["ci95_high"] for c in order])
             err = np.nan_to_num(np.vstack([mean - low, high - mean]))
             ax.errorbar(x + dx, mean, yerr=err, fmt="o", ms=4, capsize=2, color=colour, label=side)
-        if "dkan_defaults" in rows:
-            ax.axhline(100 * rows["dkan_defaults"]["test"]["mean"], color="grey", ls="--", lw=0.8,
+        if REFERENCE in rows:
+            ax.axhline(100 * rows[REFERENCE]["test"]["mean"], color="grey", ls="--", lw=0.8,
                        label="authors' defaults, test")
         ax.set_xticks(x, order, rotation=30, fontsize=8)
         ax.set(ylabel="AP_all (points)", title=f"K = {k}: {len(s['seeds'])} seeds, mean and 95% interval")
